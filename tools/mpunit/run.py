@@ -13,6 +13,8 @@ def _modules(d, pattern):
 
 
 def main():
+    if ".frozen" not in sys.path:
+        sys.path.append(".frozen")  # asyncio & co. are frozen modules; MICROPYPATH hides them
     d = sys.argv[1] if len(sys.argv) > 1 else "host_tests/unit"
     pattern = sys.argv[2] if len(sys.argv) > 2 else ""
     sys.path.insert(0, d)

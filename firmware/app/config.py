@@ -1,0 +1,122 @@
+# All configuration defaults in one place (mqtt_as style). A JSON file overrides them per section.
+# Bad entries are logged and replaced by the default: a typo must never stop metering.
+#
+# Choices that the (non-public) IoT-route application spec would decide are marked SPEC: they are
+# configurable, with the default documented in docs/configuration.md.
+import json
+
+from firmware import log
+
+DEFAULTS = {
+    "terminal": {
+        "name": "terminal",
+        "meter_count": 1,
+    },
+    "clock": {
+        # Host only: calendar acceleration (1 = real time). Timeouts always use real ticks.
+        "rate": 1,
+        # A clock step larger than this (seconds) marks the next record "clock adjusted".
+        "adjust_flag_s": 10,
+    },
+    "lan": {
+        "kind": "host",  # host | wifi | ethernet (ESP32 HAL)
+        "bind_ip": "127.0.0.1",
+        "wifi_ssid": "",
+        "wifi_psk": "",  # secret
+    },
+    "meter": {
+        "ip": "127.0.0.2",
+        "port": 3610,
+        "eoj": 0x028E01,
+        "tz_offset_min": 540,  # meter local time minus UTC (JST)
+        "timeout_ms": 5000,
+        "retries": 3,
+        # Calendar seconds after a :00/:30 boundary before the fixed-time values are read, then
+        # how often (calendar seconds) to retry while the meter has not published the new slot.
+        "read_delay_s": 60,
+        "retry_every_s": 120,
+        "give_up_after_s": 1500,
+    },
+    "radio": {
+        "uart": "",  # host: pty path of the module emulator; ESP32: see boards/*.json
+        "mode": 3,  # SPEC: HAN end device (2 = coordinator / relay-capable)
+        "channel": 4,
+        "pan_id": 0x1234,
+        "sm_mac": "",  # smart meter MAC (16 hex); empty = find it by active scan
+        "pana_password": "",  # secret
+        "udp_port": 4059,  # SPEC: DLMS/COSEM UDP port on the IoT route
+    },
+    "dlms": {
+        "server_sap": 1,
+        "public_client_sap": 16,  # SPEC: who is DLMS client (default: the smart meter reads us)
+        "mgmt_client_sap": 1,
+        "lls_password": "",  # secret; empty disables the management client
+        "max_pdu": 512,
+        "time_zone_min": -540,  # SPEC: Blue Book sign (minutes local -> UTC); JST = -540
+        "deviation_sign": -1,  # SPEC: -1 = Blue Book (UTC = local + deviation), +1 = flipped
+        "push": False,
+    },
+    "store": {
+        "path": "",  # host: backing file of the emulated flash ("" = RAM only)
+        "first_block": 0,
+        "n_blocks": 128,  # 512 KB of 4 KB sectors
+    },
+}
+
+SECRET_KEYS = ("wifi_psk", "pana_password", "lls_password")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def merge(overrides):
+    """DEFAULTS updated with a dict of per-section overrides; bad entries logged and skipped."""
+    cfg = {}
+    for sect, defaults in DEFAULTS.items():
+        cfg[sect] = dict(defaults)
+    if not isinstance(overrides, dict):
+        log.error("config", "top level must be an object; using defaults")
+        return cfg
+    for sect, values in overrides.items():
+        if sect not in cfg:
+            log.warn("config", "unknown section '%s' ignored" % sect)
+            continue
+        if not isinstance(values, dict):
+            log.error("config", "section '%s' must be an object; using defaults" % sect)
+            continue
+        for key, val in values.items():
+            if key in SECRET_KEYS and isinstance(val, str):
+                log.add_secret(val)
+            if key not in cfg[sect]:
+                log.warn("config", "unknown key %s.%s ignored" % (sect, key))
+                continue
+            want = type(cfg[sect][key])
+            ok = isinstance(val, want) and not (want is int and isinstance(val, bool))
+            if want is bool:
+                ok = isinstance(val, bool)
+            if not ok:
+                shown = "***" if key in SECRET_KEYS else repr(val)
+                log.error(
+                    "config",
+                    "%s.%s = %s is not a %s; keeping default" % (sect, key, shown, want.__name__),
+                )
+                continue
+            cfg[sect][key] = val
+    return cfg
+
+
+def load(path):
+    """Read a JSON config file; a missing or broken file gives the defaults (logged)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        log.warn("config", "no config file at %s; using defaults" % path)
+        return merge({})
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        log.error("config", "config file %s is not valid JSON (%s); using defaults" % (path, e))
+        return merge({})
+    return merge(data)

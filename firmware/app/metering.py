@@ -1,0 +1,102 @@
+# The 30-minute capture loop for one meter: after every :00/:30 boundary of the calendar clock
+# (set by the smart meter), read the meter's fixed-time values (0xE6/0xE7) and store one record for
+# the slot that begins at that boundary.
+#
+# A value is stored only if the meter stamped it with exactly the expected boundary; otherwise the
+# read is retried, and after `give_up_after_s` the slot is left missing (visible, never invented)
+# for the backfill from the meter's own history.
+from firmware import log, timeutil
+from firmware.compat import sleep_ms
+
+_MAX_NAP_MS = 500  # wake at least this often: the clock can be stepped by the smart meter
+
+
+class SlotPoller:
+    def __init__(self, clock, reader, sink, meter_index, cfg, tag="meter"):
+        """reader: .read_unit() and .read_fixed_time() -> (boundary_t2k, fwd|None, rev|None)
+        sink: .has(meter, slot) and .store(meter, slot, fwd, rev, unit_code, source, flags)"""
+        self.clock = clock
+        self.reader = reader
+        self.sink = sink
+        self.meter = meter_index
+        self.cfg = cfg
+        self.tag = tag
+        self.unit_code = None
+        self.pending_flags = 0
+        self.stats = {"stored": 0, "retries": 0, "given_up": 0, "errors": 0, "skew": 0}
+        self._retry_at = None  # (slot, t2k) of the next retry for a slot not yet published
+
+    def flag_next(self, flags):
+        """OR flags (e.g. clock adjusted) into the next stored record."""
+        self.pending_flags |= flags
+
+    def target_boundary(self, now):
+        """The newest boundary whose read delay has elapsed at calendar time `now`."""
+        t = now - self.cfg["read_delay_s"]
+        return t - t % timeutil.SLOT_S
+
+    async def step(self):
+        """One pass; returns real milliseconds to sleep before the next pass."""
+        now = self.clock.now_t2k()
+        if now is None:
+            return _MAX_NAP_MS  # no time yet: slots cannot be placed
+        b = self.target_boundary(now)
+        slot = timeutil.slot_of_t2k(b)
+        next_b = b + timeutil.SLOT_S + self.cfg["read_delay_s"]
+        if self.sink.has(self.meter, slot):
+            return self._nap(next_b)
+        if now - b > self.cfg["give_up_after_s"]:
+            # Reached only if the terminal was not running (or the meter was silent) for the slot.
+            self.stats["given_up"] += 1
+            log.warn(self.tag, "slot %s missing: no fixed-time value in time" % timeutil.iso(b))
+            return self._nap(next_b)
+        if self._retry_at and self._retry_at[0] == slot and now < self._retry_at[1]:
+            return self._nap(self._retry_at[1])
+        await self._read(b, slot, now)
+        if self.sink.has(self.meter, slot):
+            return self._nap(next_b)
+        self._retry_at = (slot, now + self.cfg["retry_every_s"])
+        return self._nap(self._retry_at[1])
+
+    def _nap(self, t2k):
+        ms = self.clock.ms_until(t2k)
+        if ms is None or ms > _MAX_NAP_MS:
+            return _MAX_NAP_MS
+        return max(ms, 1)
+
+    async def _read(self, b, slot, now):
+        try:
+            if self.unit_code is None:
+                self.unit_code = await self.reader.read_unit()
+                log.info(self.tag, "unit code 0x%02X" % self.unit_code)
+            stamp, fwd, rev = await self.reader.read_fixed_time()
+        except Exception as e:  # timeouts, SNA, malformed replies: logged, retried later
+            self.stats["errors"] += 1
+            why = "%s(%s)" % (type(e).__name__, e)
+            log.warn(self.tag, "read for %s failed: %s" % (timeutil.iso(b), why))
+            return
+        if stamp != b:
+            self.stats["retries"] += 1
+            if stamp is not None and stamp > b:
+                self.stats["skew"] += 1
+            log.info(
+                self.tag,
+                "fixed-time value stamped %s, want %s: retrying"
+                % (timeutil.iso(stamp), timeutil.iso(b)),
+            )
+            return
+        if fwd is None or rev is None:
+            self.stats["retries"] += 1
+            log.info(self.tag, "meter has no value for %s yet (0xFFFFFFFE)" % timeutil.iso(b))
+            return
+        flags = self.pending_flags
+        self.sink.store(self.meter, slot, fwd, rev, self.unit_code, "fixed", flags)
+        self.pending_flags = 0
+        self.stats["stored"] += 1
+        log.info(self.tag, "slot %s +A=%d -A=%d (unit 0x%02X)" % (
+            timeutil.iso(b, self.cfg["tz_offset_min"]), fwd, rev, self.unit_code))
+
+    async def run(self):
+        while True:
+            ms = await self.step()
+            await sleep_ms(ms)

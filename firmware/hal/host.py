@@ -1,0 +1,114 @@
+# Host HAL: runs the firmware on a PC (CPython or the MicroPython unix port) for the simulation.
+#   radio UART   -> the pseudo-terminal created by tools/j11_emulator.py
+#   LAN          -> UDP sockets on a loopback address of the terminal's own (127.0.0.1)
+#   flash        -> firmware.hal.norflash.NorFlash, file-backed so data survives a restart
+#   calendar     -> CalendarClock, optionally accelerated (config "clock": {"rate": N})
+import termios
+
+from firmware.compat import IS_MICROPYTHON, sleep_ms
+from firmware.hal.aio import wait_readable
+from firmware.hal.clock import CalendarClock
+from firmware.hal.udp import UdpEndpoint
+
+_VMIN = 6
+_VTIME = 5
+
+
+class PtyUart:
+    """The Wi-SUN module's UART as a pseudo-terminal slave, in raw mode."""
+
+    def __init__(self, path):
+        self.path = path
+        if IS_MICROPYTHON:
+            # MicroPython's read() loops until n bytes; VMIN=0/VTIME=0 makes each read return what
+            # is there, so readinto() never blocks once poll says readable.
+            self._f = open(path, "r+b", buffering=0)
+            self.fd = self._f.fileno()
+        else:
+            import os
+
+            self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+            self._f = None
+        termios.setraw(self.fd)
+        attr = termios.tcgetattr(self.fd)
+        attr[6][_VMIN] = 0
+        attr[6][_VTIME] = 0
+        termios.tcsetattr(self.fd, termios.TCSANOW, attr)
+
+    async def readinto(self, buf):
+        while True:
+            if IS_MICROPYTHON:
+                await wait_readable(self._f)
+                n = self._f.readinto(buf)
+            else:
+                import os
+
+                await wait_readable(self.fd)
+                try:
+                    data = os.read(self.fd, len(buf))
+                except BlockingIOError:
+                    continue
+                n = len(data)
+                buf[:n] = data
+            if n:
+                return n
+            await sleep_ms(1)  # spurious wake-up (or the emulator went away): do not spin
+
+    async def write(self, data):
+        if IS_MICROPYTHON:
+            self._f.write(data)
+            return
+        import os
+
+        mv = memoryview(data)
+        while len(mv):
+            try:
+                n = os.write(self.fd, mv)
+                mv = mv[n:]
+            except BlockingIOError:
+                await sleep_ms(2)
+
+    def close(self):
+        if self._f:
+            self._f.close()
+        else:
+            import os
+
+            os.close(self.fd)
+
+
+class Hal:
+    kind = "host"
+
+    def __init__(self, board, config):
+        self.board = board
+        self.config = config
+        self.clock = CalendarClock(rate=config["clock"]["rate"])
+        self._bdev = None
+
+    def radio_uart(self):
+        path = self.config["radio"]["uart"] or self.board.get("radio_uart")
+        if not path:
+            raise OSError("host board: no radio UART path (config radio.uart)")
+        return PtyUart(path)
+
+    def lan_up(self):
+        """The host's LAN is always up (loopback); the ESP32 HAL joins Wi-Fi/Ethernet here."""
+        return True
+
+    def lan_udp(self, port):
+        return UdpEndpoint(self.config["lan"]["bind_ip"], port)
+
+    def blockdev(self):
+        if self._bdev is None:
+            from firmware.hal.norflash import NorFlash
+
+            st = self.config["store"]
+            self._bdev = NorFlash(st["first_block"] + st["n_blocks"], path=st["path"] or None)
+        return self._bdev
+
+    def feed_watchdog(self):
+        pass
+
+    def reset(self):
+        raise SystemExit(3)

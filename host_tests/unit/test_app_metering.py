@@ -1,0 +1,147 @@
+import asyncio
+import unittest
+
+from firmware import log, timeutil
+from firmware.app.config import DEFAULTS
+from firmware.app.metering import SlotPoller
+from firmware.hal.clock import CalendarClock
+
+
+class FakeTicks:
+    def __init__(self):
+        self.ms = 0
+
+    def __call__(self):
+        return self.ms
+
+
+class FakeReader:
+    def __init__(self):
+        self.answers = []  # list of (stamp, fwd, rev) or exceptions, consumed in order
+        self.calls = 0
+
+    async def read_unit(self):
+        return 0x01
+
+    async def read_fixed_time(self):
+        self.calls += 1
+        a = self.answers.pop(0)
+        if isinstance(a, Exception):
+            raise a
+        return a
+
+
+class FakeSink:
+    def __init__(self):
+        self.rows = {}
+
+    def has(self, meter, slot):
+        return (meter, slot) in self.rows
+
+    def store(self, meter, slot, fwd, rev, unit, source, flags):
+        self.rows[(meter, slot)] = (fwd, rev, unit, source, flags)
+
+
+T0 = timeutil.t2k_from_fields(2024, 4, 1, 3, 0, 0)  # a boundary (12:00 JST)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+class SlotPollerTest(unittest.TestCase):
+    def setUp(self):
+        log.set_sink(lambda line: None)
+        self.ticks = FakeTicks()
+        self.clock = CalendarClock(ticks=self.ticks)
+        self.reader = FakeReader()
+        self.sink = FakeSink()
+        self.cfg = dict(DEFAULTS["meter"])
+        self.p = SlotPoller(self.clock, self.reader, self.sink, 0, self.cfg)
+
+    def tearDown(self):
+        log.set_sink(None)
+
+    def test_waits_for_clock(self):
+        self.assertEqual(run(self.p.step()), 500)
+        self.assertEqual(self.reader.calls, 0)
+
+    def test_stores_matching_boundary(self):
+        self.clock.set_t2k(T0 + 61)
+        self.reader.answers.append((T0, 1000, 20))
+        run(self.p.step())
+        slot = timeutil.slot_of_t2k(T0)
+        self.assertEqual(self.sink.rows[(0, slot)], (1000, 20, 1, "fixed", 0))
+
+    def test_stale_stamp_is_retried_not_stored(self):
+        self.clock.set_t2k(T0 + 61)
+        self.reader.answers.append((T0 - 1800, 990, 20))
+        run(self.p.step())
+        self.assertEqual(self.sink.rows, {})
+        self.assertEqual(self.p.stats["retries"], 1)
+        # before the retry time: no new read
+        run(self.p.step())
+        self.assertEqual(self.reader.calls, 1)
+        # after retry_every_s the value is there
+        self.clock.set_t2k(T0 + 61 + self.cfg["retry_every_s"])
+        self.reader.answers.append((T0, 1000, 20))
+        run(self.p.step())
+        self.assertIn((0, timeutil.slot_of_t2k(T0)), self.sink.rows)
+
+    def test_no_data_sentinel_not_stored(self):
+        self.clock.set_t2k(T0 + 61)
+        self.reader.answers.append((T0, None, 20))
+        run(self.p.step())
+        self.assertEqual(self.sink.rows, {})
+
+    def test_read_error_survives(self):
+        self.clock.set_t2k(T0 + 61)
+        self.reader.answers.append(OSError("timeout"))
+        run(self.p.step())
+        self.assertEqual(self.p.stats["errors"], 1)
+        self.assertEqual(self.sink.rows, {})
+
+    def test_gives_up_after_limit(self):
+        self.clock.set_t2k(T0 + self.cfg["give_up_after_s"] + 1)
+        run(self.p.step())
+        self.assertEqual(self.reader.calls, 0)
+        self.assertEqual(self.p.stats["given_up"], 1)
+
+    def test_flags_apply_to_next_record_only(self):
+        self.clock.set_t2k(T0 + 61)
+        self.p.flag_next(0x20)
+        self.reader.answers.append((T0, 1000, 20))
+        run(self.p.step())
+        self.clock.set_t2k(T0 + 1800 + 61)
+        self.reader.answers.append((T0 + 1800, 1005, 20))
+        run(self.p.step())
+        self.assertEqual(self.sink.rows[(0, timeutil.slot_of_t2k(T0))][4], 0x20)
+        self.assertEqual(self.sink.rows[(0, timeutil.slot_of_t2k(T0 + 1800))][4], 0)
+
+
+class CalendarClockTest(unittest.TestCase):
+    def test_accelerated_and_reanchored_across_tick_wrap(self):
+        ticks = FakeTicks()
+        ticks.ms = (1 << 30) - 5000  # just before the ESP32 ticks wrap
+        period = 1 << 30  # the ESP32's TICKS_PERIOD; the unix port's is far larger
+
+        def diff30(a, b):
+            return ((a - b + period // 2) & (period - 1)) - period // 2
+
+        c = CalendarClock(rate=1800, ticks=lambda: ticks.ms & (period - 1), diff=diff30)
+        c.set_t2k(T0)
+        total = 0
+        for _ in range(200):  # 200 real hours (> 2^29 ms) in 1-hour steps, crossing the wrap
+            ticks.ms += 3600000
+            total += 3600000
+            c.now_t2k()
+        self.assertEqual(c.now_t2k(), T0 + total * 1800 // 1000)
+
+    def test_listener_sees_step(self):
+        c = CalendarClock(ticks=lambda: 0)
+        seen = []
+        c.add_listener(lambda old, new: seen.append((old, new)))
+        c.set_t2k(T0)
+        c.set_t2k(T0 + 30)
+        self.assertEqual(seen, [(None, T0), (T0, T0 + 30)])
+        self.assertEqual(c.ms_until(T0 + 31), 1000)
