@@ -28,7 +28,7 @@ from tools.simclock import SimClock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JST = 540
-# Demo credentials: placeholders in the B-route format (the IoT-route credential type is not public).
+# Demo credentials: placeholders in B-route format (the IoT-route credential type is not public).
 PANA_PASSWORD = "0123456789AB"
 SM_MAC = "001D129012345678"
 
@@ -79,9 +79,9 @@ async def run_demo(days, rate, heap, runtime, seed, verbose, out=print, start_t2
         await head.connect(timeout_s=60)
         await head.sync_clock()
         await head.read_scaler()
-        end_t2k = head.clock_set_at + days * timeutil.DAY_S
+        end_t2k = head.clock_set_at + int(days * timeutil.DAY_S)
         first_b = head.clock_set_at - head.clock_set_at % timeutil.SLOT_S + timeutil.SLOT_S
-        out("head-end: reading the 30-minute profile for %d simulated days (x%d)" % (days, rate))
+        out("head-end: reading the 30-minute profile for %g simulated days (x%d)" % (days, rate))
         next_b = first_b
         while next_b <= end_t2k:
             # Read each slot 5 simulated minutes after its boundary.
@@ -129,7 +129,7 @@ async def run_demo(days, rate, heap, runtime, seed, verbose, out=print, start_t2
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--days", type=int, default=2)
+    ap.add_argument("--days", type=float, default=2)
     ap.add_argument("--rate", type=int, default=1800, help="simulated seconds per real second")
     ap.add_argument("--heap", default="256k", help="micropython -X heapsize")
     ap.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython")

@@ -1,0 +1,96 @@
+"""Benchmarks: writes bench/results.json as a flat {"name": number} map.
+
+  python -m tools.bench
+
+firmware.mpy_total_kb   sum of the .mpy sizes of firmware/, boot.py, main.py (mpy-cross xtensawin)
+firmware.min_heap_kb    smallest `micropython -X heapsize` (KB) at which the demo scenario still
+                        completes with missing=0, found by bisection (firmware run from .py source,
+                        so the figure includes compiling it on the heap)
+store.*                 interval-store costs (tools/store_bench.py)
+"""
+
+import asyncio
+import glob
+import json
+import os
+import sys
+import tempfile
+import time
+
+from tools.check_mpy import compile_all
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def firmware_files():
+    files = sorted(glob.glob("firmware/**/*.py", recursive=True)) + ["boot.py", "main.py"]
+    return files
+
+
+def mpy_total_kb():
+    mpyc = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    with tempfile.TemporaryDirectory() as tmp:
+        total, failures = compile_all(mpyc, firmware_files(), tmp)
+    if failures:
+        raise SystemExit("mpy-cross failed: %r" % failures)
+    return round(total / 1024, 1)
+
+
+def demo_ok(heap_kb, days, rate):
+    from tools.demo import run_demo
+
+    try:
+        r = asyncio.run(run_demo(days, rate, "%dk" % heap_kb, "micropython", 1, False,
+                                 out=lambda *a: None))
+    except Exception as e:
+        print("  heap %d KB: failed (%s)" % (heap_kb, e))
+        return False
+    ok = r["missing"] == 0 and r["mismatched"] == 0 and r["expected"] > 0
+    print("  heap %d KB: expected=%d missing=%d -> %s"
+          % (heap_kb, r["expected"], r["missing"], "ok" if ok else "FAIL"))
+    return ok
+
+
+def min_heap_kb(days=0.5, rate=3600, lo=16, hi=512):
+    """Bisection for the smallest passing heap (KB, 4 KB resolution)."""
+    if not demo_ok(hi, days, rate):
+        raise SystemExit("demo scenario fails even with %d KB" % hi)
+    while hi - lo > 4:
+        mid = (lo + hi) // 2
+        if demo_ok(mid, days, rate):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def main():
+    os.chdir(ROOT)
+    results = {}
+    t0 = time.monotonic()
+    results["firmware.mpy_total_kb"] = mpy_total_kb()
+    try:
+        from tools import store_bench
+
+        results.update(store_bench.measure())
+    except ImportError:
+        print("tools/store_bench.py not present: store figures skipped")
+    print("searching the minimum heap for the demo scenario ...")
+    results["firmware.min_heap_kb"] = min_heap_kb()
+    results["bench.seconds"] = round(time.monotonic() - t0, 1)
+    os.makedirs("bench", exist_ok=True)
+    path = os.path.join("bench", "results.json")
+    old = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+    old.update(results)
+    with open(path, "w") as f:
+        json.dump(old, f, indent=2, sort_keys=True)
+    for k in sorted(results):
+        print("%-40s %s" % (k, results[k]))
+    print("written %s" % path)
+
+
+if __name__ == "__main__":
+    main()
