@@ -11,70 +11,23 @@ and exits 0 only when nothing is missing and every delivered value equals the me
 
 import argparse
 import asyncio
-import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 from firmware import timeutil
+from tools.deployment import Deployment
 from tools.headend import HeadEnd
-from tools.j11_emulator import J11Emulator
-from tools.meter_emulator import MeterEmulator
-from tools.meter_model import MeterModel
-from tools.simclock import SimClock
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JST = 540
-# Demo credentials: placeholders in B-route format (the IoT-route credential type is not public).
-PANA_PASSWORD = "0123456789AB"
-SM_MAC = "001D129012345678"
 
 
-def find_micropython():
-    cand = os.path.join(os.path.dirname(sys.executable), "micropython")
-    return cand if os.path.exists(cand) else shutil.which("micropython")
-
-
-def firmware_config(workdir, slave_path, rate):
-    return {
-        "clock": {"rate": rate},
-        "lan": {"bind_ip": "127.0.0.1"},
-        "meter": {"ip": "127.0.0.2"},
-        "radio": {"uart": slave_path, "sm_mac": SM_MAC, "pana_password": PANA_PASSWORD},
-        "store": {"path": os.path.join(workdir, "flash.bin")},
-    }
-
-
-async def run_demo(days, rate, heap, runtime, seed, verbose, out=print, start_t2k=None):
-    if start_t2k is None:
-        # 2025-04-01 00:05 JST: the first boundary the terminal captures is 00:30 JST.
-        start_t2k = timeutil.t2k_from_fields(2025, 3, 31, 15, 5, 0)
-    sim = SimClock(start_t2k, rate)
-    model = MeterModel(seed=seed)
-    meter = MeterEmulator(addr=("127.0.0.2", 3610), clock=sim, model=model)
-    module = J11Emulator(air_addr=("127.0.0.3", 4059), sm_addr=("127.0.0.4", 4059),
-                         sm_mac=SM_MAC, pana_password=PANA_PASSWORD)
-    await meter.start()
-    await module.start()
-    workdir = tempfile.mkdtemp(prefix="terminal-demo-")
-    cfg_path = os.path.join(workdir, "config.json")
-    with open(cfg_path, "w") as f:
-        json.dump(firmware_config(workdir, module.slave_path, rate), f)
-    if runtime == "micropython":
-        cmd = [find_micropython(), "-X", "heapsize=" + heap, "main.py"]
-        env = dict(os.environ, MICROPYPATH=".:.frozen")
-    else:
-        cmd = [sys.executable, "main.py"]
-        env = dict(os.environ, PYTHONPATH=ROOT)
-    cmd += ["--board", "boards/host.json", "--config", cfg_path]
-    log_path = os.path.join(workdir, "terminal.log")
-    log_f = open(log_path, "w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_f, stderr=subprocess.STDOUT)
+async def run_demo(days, rate, heap, runtime, seed, verbose, out=print):
+    dep = Deployment(rate=rate, seed=seed, heap=heap, runtime=runtime)
+    await dep.start()
+    sim, model = dep.sim, dep.model
     head = HeadEnd(sim, tz_offset_min=JST, out=out)
-    result = {"expected": 0, "delivered": 0, "missing": 0, "mismatched": 0, "workdir": workdir}
+    result = {"expected": 0, "delivered": 0, "missing": 0, "mismatched": 0,
+              "workdir": dep.workdir}
     try:
         await head.connect(timeout_s=60)
         await head.sync_clock()
@@ -86,8 +39,8 @@ async def run_demo(days, rate, heap, runtime, seed, verbose, out=print, start_t2
         while next_b <= end_t2k:
             # Read each slot 5 simulated minutes after its boundary.
             await asyncio.sleep(sim.wall_seconds_until(next_b + 300))
-            if proc.poll() is not None:
-                raise RuntimeError("firmware exited with %s" % proc.returncode)
+            if not dep.firmware_alive():
+                raise RuntimeError("firmware exited with %s" % dep.proc.returncode)
             await head.maybe_resync()
             await head.poll(next_b - 4 * timeutil.SLOT_S, next_b)
             next_b += timeutil.SLOT_S
@@ -111,19 +64,11 @@ async def run_demo(days, rate, heap, runtime, seed, verbose, out=print, start_t2
         await head.client.release()
     finally:
         head.close()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log_f.close()
-        await module.stop()
-        await meter.stop()
-        result["firmware_alive"] = proc.returncode in (None, -15)
+        alive = dep.firmware_alive()
+        await dep.stop()
+        result["firmware_alive"] = alive
         if verbose:
-            with open(log_path) as f:
-                out(f.read())
+            out(dep.terminal_log())
     return result
 
 
