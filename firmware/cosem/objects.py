@@ -1,0 +1,519 @@
+# COSEM object table: the interface classes the terminal serves, with per-client access rights.
+#
+# A GET returns a Producer that streams the attribute value into the server's block buffer as a
+# header plus items (array elements, or one whole value), so large values (the object list, the
+# 45-day load profile) are never built in RAM. Producers only advance after an item was written
+# completely; the server rolls back an item that did not fit and writes it into the next block.
+from firmware import log, timeutil
+from firmware.compat import const
+from firmware.cosem import axdr
+from firmware.cosem import xdlms as x
+
+NO_ACCESS = const(0)
+READ = const(1)
+WRITE = const(2)
+READ_WRITE = const(3)
+
+# (public client, management client) access per attribute / method
+_R = (READ, READ)
+_NONE = (NO_ACCESS, NO_ACCESS)
+_MGMT_ONLY = (NO_ACCESS, 1)
+
+CLASS_DATA = const(1)
+CLASS_REGISTER = const(3)
+CLASS_PROFILE = const(7)
+CLASS_CLOCK = const(8)
+CLASS_ASSOCIATION_LN = const(15)
+CLASS_SAP_ASSIGNMENT = const(17)
+
+UNIT_WH = const(30)
+# ECHONET unit code of a cumulative energy value (kWh times 10^k) -> power-of-ten scaler for Wh
+ECHONET_UNIT_SCALER = {
+    0x00: 3,
+    0x01: 2,
+    0x02: 1,
+    0x03: 0,
+    0x04: -1,
+    0x0A: 4,
+    0x0B: 5,
+    0x0C: 6,
+    0x0D: 7,
+}
+
+DEFAULT_OBIS = {
+    "association": "0.0.40.0.0.255",
+    "sap_assignment": "0.0.41.0.0.255",
+    "ldn": "0.0.42.0.0.255",
+    "device_id": "0.0.96.1.0.255",
+    "clock": "0.0.1.0.0.255",
+    "import": "1.0.1.8.0.255",
+    "export": "1.0.2.8.0.255",
+    "profile_status": "0.0.96.10.1.255",
+    "profile": "1.0.99.1.0.255",
+}
+
+
+def obis(text):
+    """b'\\x01\\x00\\x01\\x08\\x00\\xff' for '1.0.1.8.0.255'."""
+    parts = text.split(".")
+    if len(parts) != 6:
+        raise ValueError("OBIS code needs 6 groups: %r" % text)
+    vals = [int(p) for p in parts]
+    for v in vals:
+        if v < 0 or v > 255:
+            raise ValueError("OBIS group out of range: %r" % text)
+    return bytes(vals)
+
+
+def obis_text(ln):
+    return ".".join([str(b) for b in ln])
+
+
+class RowsGone(Exception):
+    """Stored rows vanished during a long GET (ring wrapped); the transfer is aborted."""
+
+
+class Producer:
+    """Streams one attribute value: header(), then item()/advance() until item() returns False."""
+
+    def begin_block(self, w):
+        pass
+
+    def header(self, w):
+        pass
+
+    def item(self, w):
+        return False
+
+    def advance(self):
+        pass
+
+
+class Value(Producer):
+    """A single value written whole by fn(w, arg)."""
+
+    def __init__(self, fn, arg=None):
+        self._fn = fn
+        self._arg = arg
+        self._done = False
+
+    def item(self, w):
+        if self._done:
+            return False
+        self._fn(w, self._arg)
+        return True
+
+    def advance(self):
+        self._done = True
+
+
+class Elements(Producer):
+    """An array of n elements; element i is written by fn(w, i)."""
+
+    def __init__(self, n, fn):
+        self._n = n
+        self._fn = fn
+        self._i = 0
+
+    def header(self, w):
+        w.array(self._n)
+
+    def item(self, w):
+        if self._i >= self._n:
+            return False
+        self._fn(w, self._i)
+        return True
+
+    def advance(self):
+        self._i += 1
+
+
+def _w_octets(w, b):
+    w.octets(b)
+
+
+def _w_u32(w, v):
+    w.u32(v)
+
+
+def _w_u8(w, v):
+    w.u8(v)
+
+
+def _w_enum(w, v):
+    w.enum(v)
+
+
+def _w_raw(w, b):
+    w.raw(b)
+
+
+def _w_i16(w, v):
+    w.i16(v)
+
+
+def _w_i8(w, v):
+    w.i8(v)
+
+
+def _w_bool(w, v):
+    w.boolean(v)
+
+
+def capture_descriptor(class_id, ln, attr):
+    """struct{long-unsigned class, octet-string LN, integer attr, long-unsigned data_index 0}."""
+    return (
+        bytes((0x02, 0x04, 0x12, class_id >> 8, class_id & 0xFF, 0x09, 0x06))
+        + ln
+        + bytes((0x0F, attr, 0x12, 0, 0))
+    )
+
+
+class CosemObject:
+    class_id = 0
+    version = 0
+
+    def __init__(self, ln, attrs, methods=()):
+        self.ln = ln
+        self._attrs = attrs
+        self._methods = methods
+
+    def attr_access(self, attr, mgmt):
+        if attr < 1 or attr > len(self._attrs):
+            return None
+        return self._attrs[attr - 1][1 if mgmt else 0]
+
+    def method_access(self, method, mgmt):
+        if method < 1 or method > len(self._methods):
+            return None
+        return self._methods[method - 1][1 if mgmt else 0]
+
+    def selectors(self, attr):
+        return None
+
+    def write_access_rights(self, w, mgmt):
+        """access_rights structure of the object_list (Association LN version 1)."""
+        w.structure(2)
+        w.array(len(self._attrs))
+        k = 1 if mgmt else 0
+        for i in range(len(self._attrs)):
+            w.structure(3)
+            w.i8(i + 1)
+            mode = self._attrs[i][k]
+            w.enum(mode)
+            sels = self.selectors(i + 1) if mode & READ else None
+            if sels:
+                w.array(len(sels))
+                for s in sels:
+                    w.i8(s)
+            else:
+                w.null()
+        w.array(len(self._methods))
+        for i in range(len(self._methods)):
+            w.structure(2)
+            w.i8(i + 1)
+            w.enum(self._methods[i][k])
+
+    def get(self, env, assoc, attr, selector, mv, sel_pos):
+        """Producer for the attribute value, or a DataAccessResult code."""
+        if attr == 1:
+            return Value(_w_octets, self.ln)
+        return x.OBJECT_UNAVAILABLE
+
+    def set(self, env, assoc, attr, reader):
+        return x.READ_WRITE_DENIED
+
+    def action(self, env, assoc, method, reader):
+        return x.READ_WRITE_DENIED
+
+
+class DataObject(CosemObject):
+    """IC 1 Data. `value` is bytes (octet-string), or a callable(env) -> int (unsigned) or None."""
+
+    class_id = CLASS_DATA
+
+    def __init__(self, ln, value):
+        CosemObject.__init__(self, ln, (_R, _R))
+        self._value = value
+
+    def get(self, env, assoc, attr, selector, mv, sel_pos):
+        if attr != 2:
+            return CosemObject.get(self, env, assoc, attr, selector, mv, sel_pos)
+        v = self._value
+        if isinstance(v, (bytes, bytearray)):
+            return Value(_w_octets, v)
+        v = v(env)
+        if v is None:
+            return x.TEMPORARY_FAILURE
+        return Value(_w_u8, v)
+
+
+def _latest_status(view):
+    row = view.latest()
+    return None if row is None else row[3]
+
+
+class RegisterObject(CosemObject):
+    """IC 3 Register over the meter view: column 1 = forward (+A), 2 = reverse (-A)."""
+
+    class_id = CLASS_REGISTER
+
+    def __init__(self, ln, view, column):
+        CosemObject.__init__(self, ln, (_R, _R, _R), (_NONE,))
+        self._view = view
+        self._col = column
+
+    def get(self, env, assoc, attr, selector, mv, sel_pos):
+        if attr == 2:
+            row = self._view.latest()
+            if row is None:
+                return x.TEMPORARY_FAILURE
+            return Value(_w_u32, row[self._col])
+        if attr == 3:
+            unit = self._view.unit_code
+            scaler = ECHONET_UNIT_SCALER.get(unit) if unit is not None else None
+            if scaler is None:
+                if unit is not None:
+                    log.warn("cosem", "ECHONET unit code 0x%02x has no scaler" % unit)
+                return x.TEMPORARY_FAILURE
+            return Value(_w_raw, bytes((0x02, 0x02, 0x0F, scaler & 0xFF, 0x16, UNIT_WH)))
+        return CosemObject.get(self, env, assoc, attr, selector, mv, sel_pos)
+
+
+CLOCK_STATUS_INVALID = const(0x01)
+_CLOCK_BASE_CRYSTAL = const(1)
+_SHIFT_LIMIT_S = const(900)
+
+
+class ClockObject(CosemObject):
+    """IC 8 Clock over the calendar clock. time_zone and the deviation sign come from config."""
+
+    class_id = CLASS_CLOCK
+
+    def __init__(self, ln, public_write):
+        pub_time = READ_WRITE if public_write else READ
+        attrs = (_R, (pub_time, READ_WRITE), _R, _R, _R, _R, _R, _R, _R)
+        # methods: 1 adjust_to_quarter, 2 adjust_to_measuring_period, 3 adjust_to_minute,
+        # 4 adjust_to_preset_time, 5 preset_adjusting_time, 6 shift_time
+        methods = (_MGMT_ONLY, _NONE, _MGMT_ONLY, _NONE, _NONE, _MGMT_ONLY)
+        CosemObject.__init__(self, ln, attrs, methods)
+
+    def get(self, env, assoc, attr, selector, mv, sel_pos):
+        if attr == 2:
+            now = env.clock.now_t2k()
+            if now is None:
+                return Value(_w_octets, axdr.UNSPECIFIED_DATETIME[:11] + b"\x01")
+            return Value(_w_time, (env, now))
+        if attr == 3:
+            return Value(_w_i16, env.time_zone)
+        if attr == 4:
+            return Value(_w_u8, 0 if env.clock.is_set() else CLOCK_STATUS_INVALID)
+        if attr == 5 or attr == 6:
+            return Value(_w_octets, axdr.UNSPECIFIED_DATETIME)
+        if attr == 7:
+            return Value(_w_i8, 0)
+        if attr == 8:
+            return Value(_w_bool, False)
+        if attr == 9:
+            return Value(_w_enum, _CLOCK_BASE_CRYSTAL)
+        return CosemObject.get(self, env, assoc, attr, selector, mv, sel_pos)
+
+    def set(self, env, assoc, attr, reader):
+        if attr != 2:
+            return x.READ_WRITE_DENIED
+        try:
+            b = reader.octets()
+        except axdr.AxdrError:
+            return x.TYPE_UNMATCHED
+        if len(b) != 12:
+            return x.TYPE_UNMATCHED
+        try:
+            t = axdr.parse_datetime(b, env.deviation_sign, env.offset_min)
+        except axdr.AxdrError as e:
+            log.warn("cosem", "clock write rejected: %s" % e)
+            return x.OTHER_REASON
+        if t < 0:
+            log.warn("cosem", "clock write before 2000 rejected")
+            return x.OTHER_REASON
+        old = env.clock.now_t2k()
+        env.clock.set_t2k(t)
+        log.info(
+            "cosem",
+            "clock set by client %d: %s (was %s)"
+            % (
+                assoc.client_sap,
+                timeutil.iso(t, env.offset_min),
+                timeutil.iso(old, env.offset_min),
+            ),
+        )
+        return x.SUCCESS
+
+    def action(self, env, assoc, method, reader):
+        now = env.clock.now_t2k()
+        if now is None:
+            return x.TEMPORARY_FAILURE
+        try:
+            arg = reader.any_int() if reader is not None else None
+        except axdr.AxdrError:
+            return x.TYPE_UNMATCHED
+        if method == 1 or method == 3:
+            q = 900 if method == 1 else 60
+            t = (now + q // 2) // q * q
+        elif method == 6:
+            if arg is None or arg < -_SHIFT_LIMIT_S or arg > _SHIFT_LIMIT_S:
+                return x.OTHER_REASON
+            t = now + arg
+        else:
+            return x.READ_WRITE_DENIED
+        env.clock.set_t2k(t)
+        log.info("cosem", "clock method %d: %s" % (method, timeutil.iso(t, env.offset_min)))
+        return x.SUCCESS
+
+
+def _w_time(w, arg):
+    env, t = arg
+    w.datetime(t, env.time_zone, env.offset_min, 0)
+
+
+class SapAssignmentObject(CosemObject):
+    class_id = CLASS_SAP_ASSIGNMENT
+
+    def __init__(self, ln, server_sap, ldn):
+        CosemObject.__init__(self, ln, (_R, _R), (_NONE,))
+        self._sap = server_sap
+        self._ldn = ldn
+
+    def get(self, env, assoc, attr, selector, mv, sel_pos):
+        if attr == 2:
+            return Elements(1, self._entry)
+        return CosemObject.get(self, env, assoc, attr, selector, mv, sel_pos)
+
+    def _entry(self, w, i):
+        w.structure(2)
+        w.u16(self._sap)
+        w.octets(self._ldn)
+
+
+def _w_name(w, arg):
+    """Association context/mechanism name as Gurux writes it: struct of the 7 OID arcs."""
+    arc6, last = arg
+    w.structure(7)
+    w.u8(2)
+    w.u8(16)
+    w.u16(756)
+    w.u8(5)
+    w.u8(8)
+    w.u8(arc6)
+    w.u8(last)
+
+
+class AssociationObject(CosemObject):
+    """IC 15 Association LN (version 1): the current association of the asking client."""
+
+    class_id = CLASS_ASSOCIATION_LN
+    version = 1
+
+    def __init__(self, ln):
+        # 7 secret and 9 security_setup_reference are not readable; no HLS methods yet
+        attrs = (_R, _R, _R, _R, _R, _R, _NONE, _R, _NONE)
+        CosemObject.__init__(self, ln, attrs, (_NONE, _NONE, _NONE, _NONE))
+
+    def get(self, env, assoc, attr, selector, mv, sel_pos):
+        if attr == 2:
+            return _ObjectList(env.table, assoc.mgmt)
+        if attr == 3:
+            return Value(_w_partners, (assoc.client_sap, env.server_sap))
+        if attr == 4:
+            return Value(_w_name, (1, assoc.context))
+        if attr == 5:
+            return Value(_w_context_info, (env, assoc))
+        if attr == 6:
+            return Value(_w_name, (2, assoc.mechanism))
+        if attr == 8:
+            return Value(_w_enum, 2)  # associated
+        return CosemObject.get(self, env, assoc, attr, selector, mv, sel_pos)
+
+
+def _w_partners(w, arg):
+    w.structure(2)
+    w.i8(arg[0])
+    w.u16(arg[1])
+
+
+def _w_context_info(w, arg):
+    env, assoc = arg
+    c = assoc.conformance
+    w.structure(6)
+    w.bit_string(24, bytes(((c >> 16) & 0xFF, (c >> 8) & 0xFF, c & 0xFF)))
+    w.u16(env.max_pdu)
+    w.u16(assoc.client_pdu)
+    w.u8(6)
+    w.i8(0)
+    w.octets(b"")
+
+
+class _ObjectList(Elements):
+    def __init__(self, table, mgmt):
+        Elements.__init__(self, len(table.objects), self._write)
+        self._objs = table.objects
+        self._mgmt = mgmt
+
+    def _write(self, w, i):
+        o = self._objs[i]
+        w.structure(4)
+        w.u16(o.class_id)
+        w.u8(o.version)
+        w.octets(o.ln)
+        o.write_access_rights(w, self._mgmt)
+
+
+class ObjectTable:
+    def __init__(self, objects):
+        self.objects = objects
+        self._by_ln = {}
+        for o in objects:
+            self._by_ln[o.ln] = o
+
+    def find(self, ln):
+        return self._by_ln.get(ln)
+
+
+def default_table(view, config=None):
+    """The default object set over a meter data view. config keys (all optional): 'obis' (dict
+    overriding DEFAULT_OBIS), 'server_sap', 'ldn', 'device_id', 'profile_entries',
+    'public_clock_write'."""
+    from firmware.cosem.profile import ProfileObject
+
+    cfg = config or {}
+    codes = dict(DEFAULT_OBIS)
+    codes.update(cfg.get("obis") or {})
+    ln = {}
+    for k in codes:
+        ln[k] = obis(codes[k])
+    ldn = _as_bytes(cfg.get("ldn", "XXX0000000000001"))
+    objs = [
+        AssociationObject(ln["association"]),
+        SapAssignmentObject(ln["sap_assignment"], cfg.get("server_sap", 1), ldn),
+        DataObject(ln["ldn"], ldn),
+        DataObject(ln["device_id"], _as_bytes(cfg.get("device_id", "000000000000"))),
+        ClockObject(ln["clock"], cfg.get("public_clock_write", True)),
+        RegisterObject(ln["import"], view, 1),
+        RegisterObject(ln["export"], view, 2),
+        DataObject(ln["profile_status"], lambda env: _latest_status(view)),
+        ProfileObject(
+            ln["profile"],
+            view,
+            (
+                (CLASS_CLOCK, ln["clock"]),
+                (CLASS_REGISTER, ln["import"]),
+                (CLASS_REGISTER, ln["export"]),
+                (CLASS_DATA, ln["profile_status"]),
+            ),
+            cfg.get("profile_entries", 2160),
+        ),
+    ]
+    return ObjectTable(objs)
+
+
+def _as_bytes(v):
+    return v.encode() if isinstance(v, str) else bytes(v)

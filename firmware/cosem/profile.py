@@ -1,0 +1,219 @@
+# IC 7 Profile Generic: the 30-minute load profile over the meter data view.
+#
+# Buffer rows are {clock (date-time of the slot boundary), +A, -A, status}. Rows are streamed from
+# the store block by block; after the first block the stream resumes from the slot after the last
+# row sent, so a late backfill row inserted during a transfer can neither duplicate nor shift rows.
+from firmware import timeutil
+from firmware.compat import const
+from firmware.cosem import axdr
+from firmware.cosem import xdlms as x
+from firmware.cosem.objects import (
+    CLASS_PROFILE,
+    CosemObject,
+    Producer,
+    RowsGone,
+    Value,
+    _w_enum,
+    _w_raw,
+    _w_u32,
+    capture_descriptor,
+)
+
+_R = (1, 1)
+_NONE = (0, 0)
+_N_COLS = const(4)
+_SLOT_MAX = const(0x3FFFFFFF)  # "no upper bound" that stays a small int on the ESP32
+SELECTOR_RANGE = const(1)
+SELECTOR_ENTRY = const(2)
+CAPTURE_PERIOD_S = const(1800)
+SORT_FIFO = const(1)
+_ALL_COLS = (0, 1, 2, 3)
+
+
+class SelectionError(Exception):
+    """Selective-access parameters that cannot be served; carries a DataAccessResult."""
+
+    def __init__(self, result, msg):
+        Exception.__init__(self, msg)
+        self.result = result
+
+
+class Rows(Producer):
+    """array(count) of buffer rows. The first block starts at index `first` (rows_by_index) or at
+    `from_slot` (rows); later blocks continue with rows(last_slot + 1, to_slot)."""
+
+    def __init__(self, env, view, cols, count, first, from_slot, to_slot):
+        self._env = env
+        self._view = view
+        self._cols = cols
+        self._count = count
+        self._first = first  # None = range mode
+        self._from = from_slot
+        self._to = to_slot
+        self._emitted = 0
+        self._last_slot = None
+        self._it = None
+        self._pending = None
+
+    def begin_block(self, w):
+        self._pending = None
+        if self._emitted >= self._count:
+            self._it = None
+        elif self._last_slot is not None:
+            self._it = iter(self._view.rows(self._last_slot + 1, self._to))
+        elif self._first is not None:
+            self._it = iter(self._view.rows_by_index(self._first, self._first + self._count - 1))
+        else:
+            self._it = iter(self._view.rows(self._from, self._to))
+
+    def header(self, w):
+        w.array(self._count)
+
+    def item(self, w):
+        if self._emitted >= self._count:
+            return False
+        if self._pending is None:
+            try:
+                self._pending = next(self._it)
+            except StopIteration:
+                raise RowsGone() from None
+        row = self._pending
+        cols = self._cols
+        env = self._env
+        w.structure(len(cols))
+        for c in cols:
+            if c == 0:
+                w.datetime(timeutil.t2k_of_slot(row[0]), env.time_zone, env.offset_min, 0)
+            elif c == 3:
+                w.u8(row[3])
+            else:
+                w.u32(row[c])
+        return True
+
+    def advance(self):
+        self._last_slot = self._pending[0]
+        self._pending = None
+        self._emitted += 1
+
+
+class ProfileObject(CosemObject):
+    class_id = CLASS_PROFILE
+    version = 1
+
+    def __init__(self, ln, view, columns, profile_entries):
+        # methods 1 reset and 2 capture are refused: the store is append-only billing data
+        CosemObject.__init__(self, ln, (_R, _R, _R, _R, _R, _R, _R, _R), (_NONE, _NONE))
+        self._view = view
+        self._columns = columns  # ((class_id, ln), ...) in buffer column order
+        self._descs = [capture_descriptor(c, ln_, 2) for c, ln_ in columns]
+        self._entries = profile_entries
+
+    def selectors(self, attr):
+        return (SELECTOR_RANGE, SELECTOR_ENTRY) if attr == 2 else None
+
+    def get(self, env, assoc, attr, selector, mv, sel_pos):
+        if attr == 2:
+            try:
+                return self._buffer(env, selector, mv, sel_pos)
+            except SelectionError as e:
+                from firmware import log
+
+                log.warn("cosem", "profile selective access refused: %s" % e)
+                return e.result
+        if attr == 3:
+            return Value(_w_raw, bytes((0x01, len(self._descs))) + b"".join(self._descs))
+        if attr == 4:
+            return Value(_w_u32, CAPTURE_PERIOD_S)
+        if attr == 5:
+            return Value(_w_enum, SORT_FIFO)
+        if attr == 6:
+            return Value(_w_raw, self._descs[0])
+        if attr == 7:
+            return Value(_w_u32, self._view.count())
+        if attr == 8:
+            return Value(_w_u32, self._entries)
+        return CosemObject.get(self, env, assoc, attr, selector, mv, sel_pos)
+
+    def _buffer(self, env, selector, mv, sel_pos):
+        view = self._view
+        if selector is None:
+            n = view.count()
+            return Rows(env, view, _ALL_COLS, n, 0, None, _SLOT_MAX)
+        r = axdr.Reader(mv, sel_pos)
+        try:
+            if selector == SELECTOR_RANGE:
+                return self._range(env, r)
+            if selector == SELECTOR_ENTRY:
+                return self._entry(env, r)
+        except axdr.AxdrError as e:
+            raise SelectionError(x.OTHER_REASON, "malformed parameters: %s" % e) from None
+        raise SelectionError(x.SCOPE_OF_ACCESS_VIOLATED, "selector %d" % selector)
+
+    def _column_of(self, r):
+        """Index of the capture-object descriptor read from r (struct of 4)."""
+        if r.container(axdr.STRUCTURE) != 4:
+            raise SelectionError(x.OTHER_REASON, "capture object descriptor is not a 4-struct")
+        cls = r.typed_int(axdr.LONG_UNSIGNED)
+        ln = bytes(r.octets())
+        attr = r.typed_int(axdr.INTEGER)
+        r.typed_int(axdr.LONG_UNSIGNED)  # data_index: 0 = whole attribute
+        for i in range(len(self._columns)):
+            if self._columns[i][0] == cls and self._columns[i][1] == ln and attr == 2:
+                return i
+        raise SelectionError(x.OTHER_REASON, "object is not a captured column")
+
+    def _time(self, env, r):
+        tag = r.peek()
+        if tag == axdr.OCTET_STRING:
+            return axdr.parse_datetime(r.octets(), env.deviation_sign, env.offset_min)
+        if tag == axdr.DOUBLE_LONG_UNSIGNED:  # some head-ends send Unix seconds
+            return timeutil.t2k_of_unix(r.typed_int(tag))
+        raise SelectionError(x.TYPE_UNMATCHED, "range bound tag 0x%02x" % tag)
+
+    def _range(self, env, r):
+        if r.container(axdr.STRUCTURE) != 4:
+            raise SelectionError(x.OTHER_REASON, "range_descriptor is not a 4-struct")
+        if self._column_of(r) != 0:
+            raise SelectionError(x.OTHER_REASON, "restricting object must be the clock column")
+        t_from = self._time(env, r)
+        t_to = self._time(env, r)
+        n = r.container(axdr.ARRAY)
+        if n > _N_COLS:
+            raise SelectionError(x.OTHER_REASON, "%d selected values" % n)
+        if n == 0:
+            cols = _ALL_COLS
+        else:
+            sel = []
+            for _ in range(n):
+                sel.append(self._column_of(r))
+            cols = tuple(sel)
+        # inclusive both ends: slots whose boundary instant lies in [t_from, t_to]
+        s_from = timeutil.slot_of_t2k(t_from + timeutil.SLOT_S - 1)
+        s_to = timeutil.slot_of_t2k(t_to)
+        count = 0
+        if s_from <= s_to:
+            for _ in self._view.rows(s_from, s_to):
+                count += 1
+        return Rows(env, self._view, cols, count, None, s_from, s_to)
+
+    def _entry(self, env, r):
+        if r.container(axdr.STRUCTURE) != 4:
+            raise SelectionError(x.OTHER_REASON, "entry_descriptor is not a 4-struct")
+        e_from = r.typed_int(axdr.DOUBLE_LONG_UNSIGNED)
+        e_to = r.typed_int(axdr.DOUBLE_LONG_UNSIGNED)
+        c_from = r.typed_int(axdr.LONG_UNSIGNED)
+        c_to = r.typed_int(axdr.LONG_UNSIGNED)
+        total = self._view.count()
+        if e_from == 0:
+            e_from = 1
+        if e_to == 0 or e_to > total:
+            e_to = total
+        if c_from == 0:
+            c_from = 1
+        if c_to == 0:
+            c_to = _N_COLS
+        if c_from > c_to or c_to > _N_COLS:
+            raise SelectionError(x.OTHER_REASON, "columns %d..%d" % (c_from, c_to))
+        cols = _ALL_COLS[c_from - 1 : c_to]
+        count = e_to - e_from + 1 if e_from <= e_to else 0
+        return Rows(env, self._view, cols, count, e_from - 1, None, _SLOT_MAX)

@@ -1,0 +1,518 @@
+# COSEM server: wrapper in/out, association per client SAP, GET/SET/ACTION dispatch and GET block
+# transfer that streams attribute values into one preallocated PDU buffer.
+#
+# Long GET: rows are serialised until the block is full, the partial row is rolled back and goes
+# into the next block. Only the last block is kept (bytes) so that a GET-Next repeating the
+# previous block number (our response was lost on the radio) gets it again.
+from firmware import log
+from firmware.compat import const
+from firmware.cosem import acse, axdr, wrapper
+from firmware.cosem import xdlms as x
+from firmware.cosem.objects import READ, WRITE, RowsGone
+
+_TAG = "cosem"
+_DATA = const(12)  # offset of the A-XDR data in the output buffer (room for the block header)
+_NORMAL_HDR = const(4)  # C4 01 inv 00
+_BLOCK_HDR = const(12)  # C4 02 inv last block(4) 00 len(<=3)
+# a block must hold its header, the array header and one 28-byte row
+MIN_CLIENT_PDU = const(64)
+_SPILL = const(512)  # largest single element of a streamed value
+
+# conformance bits on the wire (24-bit, bit 0 = MSB of the first byte)
+CONF_BLOCK_GET = const(0x001000)
+CONF_MULTIPLE_REFS = const(0x000200)
+CONF_DATA_NOTIFICATION = const(0x000080)
+CONF_GET = const(0x000010)
+CONF_SET = const(0x000008)
+CONF_SELECTIVE = const(0x000004)
+CONF_ACTION = const(0x000001)
+SUPPORTED_CONFORMANCE = const(0x00121D)
+
+DEFAULTS = {
+    "server_sap": 1,
+    "public_client_sap": 16,
+    "mgmt_client_sap": 1,
+    "lls_password": "",
+    "max_pdu": 512,
+    "time_zone_min": -540,
+    "deviation_sign": -1,
+    "push": False,
+}
+
+
+class Association:
+    def __init__(self, client_sap, mgmt, mechanism, conformance, client_pdu):
+        self.client_sap = client_sap
+        self.mgmt = mgmt
+        self.context = acse.CONTEXT_LN
+        self.mechanism = mechanism
+        self.conformance = conformance
+        self.client_pdu = client_pdu  # largest APDU we may send to this client
+        self.xfer = None  # the long GET in progress (_Transfer) or None
+
+
+class _Transfer:
+    def __init__(self, producer, invoke, prefix):
+        self.producer = producer
+        self.invoke = invoke
+        self.prefix = prefix  # with-list responses carry the count in the raw data
+        self.block_no = 0
+        self.carry = None  # tail of an element larger than a block, sent first in the next one
+        self.started = False
+        self.finished = False
+        self.last = None  # bytes of the last block sent
+
+
+class _WithList:
+    """Producer for GET-With-List: count, then per item `00 Data` or `01 DataAccessResult`."""
+
+    def __init__(self, server, assoc, items):
+        self._srv = server
+        self._assoc = assoc
+        self._items = items
+        self._i = 0
+
+    def begin_block(self, w):
+        pass
+
+    def header(self, w):
+        w.length(len(self._items))
+
+    def item(self, w):
+        if self._i >= len(self._items):
+            return False
+        desc, sel, sel_pos = self._items[self._i]
+        prod = self._srv._producer(self._assoc, desc, sel, sel_pos)
+        if isinstance(prod, int):
+            w.byte(1)
+            w.byte(prod)
+        else:
+            w.byte(0)
+            _write_whole(w, prod)
+        return True
+
+    def advance(self):
+        self._i += 1
+
+
+def _write_whole(w, prod):
+    prod.begin_block(w)
+    prod.header(w)
+    while prod.item(w):
+        prod.advance()
+
+
+def _ct_equal(a, b):
+    """Constant-time comparison of two byte strings (LLS password)."""
+    if len(a) != len(b):
+        return False
+    d = 0
+    for i in range(len(a)):
+        d |= a[i] ^ b[i]
+    return d == 0
+
+
+class CosemServer:
+    """handle_wpdu(data) -> bytes|None and handle_apdu(apdu, client_sap) -> bytes|None.
+
+    objects: ObjectTable (objects.default_table), clock: now_t2k()/set_t2k()/is_set(),
+    config: the 'dlms' configuration section (missing keys take DEFAULTS).
+    """
+
+    def __init__(self, objects, clock, config=None):
+        cfg = dict(DEFAULTS)
+        if config:
+            cfg.update(config)
+        self.table = objects
+        self.clock = clock
+        self.server_sap = cfg["server_sap"]
+        self.public_sap = cfg["public_client_sap"]
+        self.mgmt_sap = cfg["mgmt_client_sap"]
+        pw = cfg["lls_password"] or ""
+        self._password = pw.encode() if isinstance(pw, str) else bytes(pw)
+        log.add_secret(self._password)
+        self.max_pdu = max(MIN_CLIENT_PDU, min(int(cfg["max_pdu"]), 0xFFFF))
+        self.time_zone = cfg["time_zone_min"]
+        self.deviation_sign = -1 if cfg["deviation_sign"] < 0 else 1
+        # local time minus UTC in minutes (JST: +540) under the configured sign convention
+        self.offset_min = self.time_zone * self.deviation_sign
+        self.supported = SUPPORTED_CONFORMANCE | (CONF_DATA_NOTIFICATION if cfg["push"] else 0)
+        self._out = bytearray(_DATA + self.max_pdu)
+        # one element (an object_list entry) may exceed a small client's block: it is encoded
+        # here whole and cut at byte positions across blocks
+        self._spill = bytearray(_SPILL)
+        self._w = axdr.Writer(self._out)
+        self._assoc = {}
+
+    # --- entry points -----------------------------------------------------------------------
+
+    def handle_wpdu(self, data):
+        try:
+            src, dst, apdu = wrapper.parse(data)
+        except wrapper.WrapperError as e:
+            log.warn(_TAG, "dropped datagram: %s" % e)
+            return None
+        if dst != self.server_sap:
+            log.warn(_TAG, "dropped WPDU for unknown server SAP %d (from %d)" % (dst, src))
+            return None
+        resp = self.handle_apdu(apdu, src)
+        if resp is None:
+            return None
+        return wrapper.build(dst, src, resp)
+
+    def handle_apdu(self, apdu, client_sap):
+        mv = apdu if isinstance(apdu, memoryview) else memoryview(apdu)
+        if len(mv) == 0:
+            log.warn(_TAG, "empty APDU from client %d" % client_sap)
+            return None
+        tag = mv[0]
+        try:
+            if tag == acse.AARQ:
+                return self._aarq(mv, client_sap)
+            if tag == acse.RLRQ:
+                return self._rlrq(mv, client_sap)
+            if tag in (x.GET_REQUEST, x.SET_REQUEST, x.ACTION_REQUEST):
+                return self._service(mv, client_sap)
+            log.warn(_TAG, "unsupported APDU tag 0x%02x from client %d" % (tag, client_sap))
+            return x.exception_response(x.STATE_SERVICE_UNKNOWN, x.SERVICE_NOT_SUPPORTED)
+        except (x.XdlmsError, axdr.AxdrError, acse.AcseError) as e:
+            log.warn(_TAG, "malformed APDU 0x%02x from client %d: %s" % (tag, client_sap, e))
+            return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OTHER)
+        except Exception as e:  # a bug must cost one request, not the server
+            log.exc(_TAG, "internal error on APDU 0x%02x" % tag, e)
+            a = self._assoc.get(client_sap)
+            if a is not None:
+                a.xfer = None
+            return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OTHER)
+
+    def association(self, client_sap):
+        return self._assoc.get(client_sap)
+
+    # --- ACSE -------------------------------------------------------------------------------
+
+    def _aarq(self, mv, client_sap):
+        self._assoc.pop(client_sap, None)  # a new AARQ ends the old association and its transfer
+        try:
+            q = acse.parse_aarq(mv)
+        except acse.AcseError as e:
+            log.warn(_TAG, "malformed AARQ from client %d: %s" % (client_sap, e))
+            return acse.build_aare(acse.RESULT_REJECTED_PERMANENT, acse.DIAG_NO_REASON)
+        if q.context == acse.CONTEXT_LN_CIPHERED:
+            return self._ciphered_aarq(q, client_sap)
+        if q.context != acse.CONTEXT_LN:
+            log.warn(_TAG, "AARQ context %d not supported" % q.context)
+            return self._reject(acse.DIAG_CONTEXT_NOT_SUPPORTED, None)
+        init = None
+        if q.user_info is not None and q.user_info[:1] == bytes((acse.INITIATE_REQUEST,)):
+            try:
+                init = acse.parse_initiate_request(q.user_info)
+            except acse.AcseError as e:
+                log.warn(_TAG, "AARQ InitiateRequest: %s" % e)
+                return self._reject(acse.DIAG_NO_REASON, None)
+        if init is None:
+            log.warn(_TAG, "AARQ from client %d without a plain InitiateRequest" % client_sap)
+            return self._reject(acse.DIAG_NO_REASON, None)
+        # who is asking decides the authentication mechanism
+        if client_sap == self.public_sap:
+            mgmt = False
+            want = acse.MECH_NONE
+        elif client_sap == self.mgmt_sap and self._password:
+            mgmt = True
+            want = acse.MECH_LLS
+        else:
+            log.warn(_TAG, "AARQ from unknown client SAP %d rejected" % client_sap)
+            return self._reject(acse.DIAG_NO_REASON, init)
+        mech = acse.MECH_NONE if q.mechanism is None else q.mechanism
+        if mech != want:
+            log.warn(_TAG, "client %d proposed mechanism %d, needs %d" % (client_sap, mech, want))
+            if want == acse.MECH_LLS and mech == acse.MECH_NONE:
+                return self._reject(acse.DIAG_MECHANISM_REQUIRED, init)
+            return self._reject(acse.DIAG_MECHANISM_NOT_RECOGNISED, init)
+        if mgmt and not _ct_equal(q.auth_value or b"", self._password):
+            log.warn(_TAG, "LLS authentication failed for client %d" % client_sap)
+            return self._reject(acse.DIAG_AUTHENTICATION_FAILURE, init, mech)
+        if init.version < acse.DLMS_VERSION:
+            log.warn(_TAG, "client %d DLMS version %d too low" % (client_sap, init.version))
+            return acse.build_aare(
+                acse.RESULT_REJECTED_PERMANENT,
+                acse.DIAG_NO_REASON,
+                user_info=acse.initiate_error(acse.INIT_ERR_VERSION_TOO_LOW),
+            )
+        conf = init.conformance & self.supported
+        err = None
+        if conf & (CONF_GET | CONF_SET | CONF_ACTION) == 0:
+            err = acse.INIT_ERR_INCOMPATIBLE_CONFORMANCE
+        elif init.max_pdu < MIN_CLIENT_PDU:
+            err = acse.INIT_ERR_PDU_TOO_SHORT
+        if err is not None:
+            log.warn(_TAG, "client %d InitiateRequest refused (error %d)" % (client_sap, err))
+            return acse.build_aare(
+                acse.RESULT_REJECTED_PERMANENT,
+                acse.DIAG_NO_REASON,
+                user_info=acse.initiate_error(err),
+            )
+        pdu = min(init.max_pdu, self.max_pdu)
+        self._assoc[client_sap] = Association(client_sap, mgmt, mech, conf, pdu)
+        log.info(
+            _TAG,
+            "client %d associated (%s, conformance %06x, pdu %d)"
+            % (client_sap, "LLS" if mgmt else "public", conf, pdu),
+        )
+        return acse.build_aare(
+            acse.RESULT_ACCEPTED,
+            acse.DIAG_NULL,
+            mechanism=mech,
+            user_info=acse.initiate_response(conf, self.max_pdu),
+        )
+
+    def _ciphered_aarq(self, q, client_sap):
+        # Seam for security suite 0 (AES-GCM-128): glo-initiateRequest decryption, system titles
+        # and invocation counters go here. Until then the ciphered context is not supported.
+        log.warn(_TAG, "client %d asked for a ciphered context; not supported yet" % client_sap)
+        return acse.build_aare(
+            acse.RESULT_REJECTED_PERMANENT,
+            acse.DIAG_CONTEXT_NOT_SUPPORTED,
+            context=acse.CONTEXT_LN_CIPHERED,
+        )
+
+    def _reject(self, diag, init, mechanism=None):
+        ui = None
+        if init is not None:
+            ui = acse.initiate_response(init.conformance & self.supported, self.max_pdu)
+        return acse.build_aare(
+            acse.RESULT_REJECTED_PERMANENT, diag, mechanism=mechanism, user_info=ui
+        )
+
+    def _rlrq(self, mv, client_sap):
+        a = self._assoc.pop(client_sap, None)
+        try:
+            _reason, ui = acse.parse_rlrq(mv)
+        except acse.AcseError as e:
+            log.warn(_TAG, "malformed RLRQ from client %d: %s" % (client_sap, e))
+            ui = None
+        log.info(_TAG, "client %d released" % client_sap)
+        if ui is not None and a is not None:
+            return acse.build_rlre(acse.initiate_response(a.conformance, self.max_pdu))
+        return acse.build_rlre()
+
+    # --- GET / SET / ACTION -----------------------------------------------------------------
+
+    def _service(self, mv, client_sap):
+        a = self._assoc.get(client_sap)
+        if a is None:
+            log.warn(_TAG, "request 0x%02x from client %d before AARQ" % (mv[0], client_sap))
+            return x.exception_response(
+                x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OPERATION_NOT_POSSIBLE
+            )
+        if len(mv) > self.max_pdu:
+            return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_PDU_TOO_LONG)
+        req = x.parse_request(mv)
+        if req.service == x.GET_REQUEST:
+            if not a.conformance & CONF_GET:
+                return self._not_negotiated(client_sap, "get")
+            if req.kind == x.NEXT:
+                return self._get_next(a, req)
+            a.xfer = None  # a new GET ends any long GET in progress
+            if req.kind == x.WITH_LIST:
+                if not a.conformance & CONF_MULTIPLE_REFS:
+                    return self._not_negotiated(client_sap, "multiple-references")
+                return self._get_with_list(a, req)
+            return self._get_normal(a, req)
+        if req.service == x.SET_REQUEST:
+            if not a.conformance & CONF_SET:
+                return self._not_negotiated(client_sap, "set")
+            return x.set_response(req.invoke, self._set(a, req))
+        if not a.conformance & CONF_ACTION:
+            return self._not_negotiated(client_sap, "action")
+        return x.action_response(req.invoke, self._action(a, req))
+
+    def _not_negotiated(self, client_sap, what):
+        log.warn(_TAG, "client %d used %s without negotiating it" % (client_sap, what))
+        return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_NOT_SUPPORTED)
+
+    def _lookup(self, desc, need):
+        """(object, None) or (None, DataAccessResult) for a descriptor and needed access bit."""
+        cls, ln, ident = desc
+        obj = self.table.find(ln)
+        if obj is None:
+            return None, x.OBJECT_UNDEFINED
+        if obj.class_id != cls:
+            return None, x.OBJECT_CLASS_INCONSISTENT
+        return obj, None
+
+    def _producer(self, a, desc, selector, sel_pos):
+        obj, err = self._lookup(desc, READ)
+        if err is not None:
+            return err
+        attr = desc[2]
+        mode = obj.attr_access(attr, a.mgmt)
+        if mode is None:
+            return x.OBJECT_UNAVAILABLE
+        if not mode & READ:
+            return x.READ_WRITE_DENIED
+        if selector is not None:
+            sels = obj.selectors(attr)
+            if not a.conformance & CONF_SELECTIVE or not sels or selector not in sels:
+                return x.SCOPE_OF_ACCESS_VIOLATED
+        return obj.get(self, a, attr, selector, self._req_mv, sel_pos)
+
+    def _get_normal(self, a, req):
+        self._req_mv = req.mv
+        prod = self._producer(a, req.desc, req.selector, req.sel_pos)
+        if isinstance(prod, int):
+            return x.get_normal_error(req.invoke, prod)
+        w = self._w
+        w.reset(_DATA, _DATA + a.client_pdu - _NORMAL_HDR)
+        try:
+            _write_whole(w, prod)
+        except axdr.AxdrFull:
+            # too big for one APDU: start again as a block transfer
+            prod = self._producer(a, req.desc, req.selector, req.sel_pos)
+            return self._start_blocks(a, req, prod, b"")
+        except RowsGone:
+            return self._rows_gone(req.invoke)
+        out = self._out
+        s = _DATA - _NORMAL_HDR
+        out[s] = x.GET_RESPONSE
+        out[s + 1] = x.NORMAL
+        out[s + 2] = req.invoke
+        out[s + 3] = 0
+        return bytes(out[s : w.pos])
+
+    def _get_with_list(self, a, req):
+        self._req_mv = req.mv
+        prod = _WithList(self, a, req.items)
+        w = self._w
+        w.reset(_DATA, _DATA + a.client_pdu - 3)
+        try:
+            _write_whole(w, prod)
+        except axdr.AxdrFull:
+            return self._start_blocks(a, req, _WithList(self, a, req.items), b"")
+        except RowsGone:
+            return self._rows_gone(req.invoke)
+        out = self._out
+        s = _DATA - 3
+        out[s] = x.GET_RESPONSE
+        out[s + 1] = x.WITH_LIST
+        out[s + 2] = req.invoke
+        return bytes(out[s : w.pos])
+
+    def _rows_gone(self, invoke):
+        log.warn(_TAG, "profile rows vanished during a GET")
+        return x.get_normal_error(invoke, x.LONG_GET_ABORTED)
+
+    def _start_blocks(self, a, req, prod, prefix):
+        if not a.conformance & CONF_BLOCK_GET:
+            log.warn(_TAG, "value exceeds the PDU and block transfer was not negotiated")
+            return x.get_normal_error(req.invoke, x.OTHER_REASON)
+        a.xfer = _Transfer(prod, req.invoke, prefix)
+        return self._next_block(a)
+
+    def _next_block(self, a):
+        t = a.xfer
+        w = self._w
+        w.reset(_DATA, _DATA + a.client_pdu - _BLOCK_HDR)
+        prod = t.producer
+        done = False
+        try:
+            if t.carry is not None:
+                self._put_carry(t, w)
+            if t.carry is None:
+                done = self._fill(t, prod, w)
+        except RowsGone:
+            return self._abort(a, x.LONG_GET_ABORTED, "profile rows vanished during the transfer")
+        except axdr.AxdrFull:
+            return self._abort(a, x.OTHER_REASON, "an element exceeds %d bytes" % _SPILL)
+        t.block_no += 1
+        start = x.pack_get_block_header(
+            self._out, _DATA, t.invoke, done, t.block_no, w.pos - _DATA
+        )
+        t.last = bytes(self._out[start : w.pos])
+        t.finished = done
+        return t.last
+
+    def _fill(self, t, prod, w):
+        """Write whole elements until the block is full; True when the value is complete."""
+        prod.begin_block(w)
+        if not t.started:
+            prod.header(w)
+            t.started = True
+        while True:
+            mark = w.pos
+            try:
+                more = prod.item(w)
+            except axdr.AxdrFull:
+                w.pos = mark  # roll back the partial row; it opens the next block
+                if mark == _DATA:
+                    self._spill_item(t, prod, w)
+                return False
+            if not more:
+                return True
+            prod.advance()
+
+    def _spill_item(self, t, prod, w):
+        # the element alone exceeds an empty block: encode it aside and cut it into blocks
+        sw = axdr.Writer(self._spill)
+        prod.begin_block(sw)
+        if not prod.item(sw):
+            raise axdr.AxdrFull()
+        prod.advance()
+        t.carry = bytes(self._spill[: sw.pos])
+        self._put_carry(t, w)
+
+    def _put_carry(self, t, w):
+        c = t.carry
+        n = min(len(c), w.limit - w.pos)
+        w.raw(c[:n])
+        t.carry = c[n:] if n < len(c) else None
+
+    def _abort(self, a, result, why):
+        t = a.xfer
+        a.xfer = None
+        log.warn(_TAG, "long GET aborted at block %d: %s" % (t.block_no + 1, why))
+        return x.get_block_error(t.invoke, t.block_no + 1, result)
+
+    def _get_next(self, a, req):
+        t = a.xfer
+        if t is None:
+            return x.get_block_error(req.invoke, req.block, x.NO_LONG_GET_IN_PROGRESS)
+        if req.block == t.block_no and not t.finished:
+            t.invoke = req.invoke
+            return self._next_block(a)
+        if req.block + 1 == t.block_no and t.last is not None:
+            log.info(_TAG, "re-sending block %d" % t.block_no)
+            if t.last[2] != req.invoke:
+                b = bytearray(t.last)
+                b[2] = req.invoke
+                t.last = bytes(b)
+            return t.last
+        if req.block == t.block_no and t.finished:
+            return x.get_block_error(req.invoke, req.block, x.NO_LONG_GET_IN_PROGRESS)
+        log.warn(_TAG, "GET-Next block %d but block %d was sent" % (req.block, t.block_no))
+        a.xfer = None
+        return x.get_block_error(req.invoke, req.block, x.DATA_BLOCK_NUMBER_INVALID)
+
+    def _set(self, a, req):
+        obj, err = self._lookup(req.desc, WRITE)
+        if err is not None:
+            return err
+        attr = req.desc[2]
+        mode = obj.attr_access(attr, a.mgmt)
+        if mode is None:
+            return x.OBJECT_UNAVAILABLE
+        if not mode & WRITE or req.selector is not None:
+            return x.READ_WRITE_DENIED
+        return obj.set(self, a, attr, axdr.Reader(req.mv, req.value_pos))
+
+    def _action(self, a, req):
+        obj, err = self._lookup(req.desc, 0)
+        if err is not None:
+            return err
+        m = req.desc[2]
+        mode = obj.method_access(m, a.mgmt)
+        if mode is None:
+            return x.OBJECT_UNAVAILABLE
+        if not mode:
+            return x.READ_WRITE_DENIED
+        r = None if req.value_pos is None else axdr.Reader(req.mv, req.value_pos)
+        return obj.action(self, a, m, r)
