@@ -3,7 +3,7 @@
 # Buffer rows are {clock (date-time of the slot boundary), +A, -A, status}. Rows are streamed from
 # the store block by block; after the first block the stream resumes from the slot after the last
 # row sent, so a late backfill row inserted during a transfer can neither duplicate nor shift rows.
-from firmware import timeutil
+from firmware import log, timeutil
 from firmware.compat import const
 from firmware.cosem import axdr
 from firmware.cosem import xdlms as x
@@ -31,11 +31,7 @@ _ALL_COLS = (0, 1, 2, 3)
 
 
 class SelectionError(Exception):
-    """Selective-access parameters that cannot be served; carries a DataAccessResult."""
-
-    def __init__(self, result, msg):
-        Exception.__init__(self, msg)
-        self.result = result
+    """Selective-access parameters that cannot be served: args = (DataAccessResult, reason)."""
 
 
 class Rows(Producer):
@@ -116,10 +112,8 @@ class ProfileObject(CosemObject):
             try:
                 return self._buffer(env, selector, mv, sel_pos)
             except SelectionError as e:
-                from firmware import log
-
-                log.warn("cosem", "profile selective access refused: %s" % e)
-                return e.result
+                log.warn("cosem", "profile selective access refused: %s" % e.args[1])
+                return e.args[0]
         if attr == 3:
             return Value(_w_raw, bytes((0x01, len(self._descs))) + b"".join(self._descs))
         if attr == 4:
