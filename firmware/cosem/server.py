@@ -52,10 +52,9 @@ class Association:
 
 
 class _Transfer:
-    def __init__(self, producer, invoke, prefix):
+    def __init__(self, producer, invoke):
         self.producer = producer
         self.invoke = invoke
-        self.prefix = prefix  # with-list responses carry the count in the raw data
         self.block_no = 0
         self.carry = None  # tail of an element larger than a block, sent first in the next one
         self.started = False
@@ -66,9 +65,10 @@ class _Transfer:
 class _WithList:
     """Producer for GET-With-List: count, then per item `00 Data` or `01 DataAccessResult`."""
 
-    def __init__(self, server, assoc, items):
+    def __init__(self, server, assoc, mv, items):
         self._srv = server
         self._assoc = assoc
+        self._mv = mv  # a private copy of the request: items are re-read in later blocks
         self._items = items
         self._i = 0
 
@@ -82,7 +82,7 @@ class _WithList:
         if self._i >= len(self._items):
             return False
         desc, sel, sel_pos = self._items[self._i]
-        prod = self._srv._producer(self._assoc, desc, sel, sel_pos)
+        prod = self._srv._producer(self._assoc, self._mv, desc, sel, sel_pos)
         if isinstance(prod, int):
             w.byte(1)
             w.byte(prod)
@@ -340,7 +340,7 @@ class CosemServer:
             return None, x.OBJECT_CLASS_INCONSISTENT
         return obj, None
 
-    def _producer(self, a, desc, selector, sel_pos):
+    def _producer(self, a, mv, desc, selector, sel_pos):
         obj, err = self._lookup(desc, READ)
         if err is not None:
             return err
@@ -354,11 +354,10 @@ class CosemServer:
             sels = obj.selectors(attr)
             if not a.conformance & CONF_SELECTIVE or not sels or selector not in sels:
                 return x.SCOPE_OF_ACCESS_VIOLATED
-        return obj.get(self, a, attr, selector, self._req_mv, sel_pos)
+        return obj.get(self, a, attr, selector, mv, sel_pos)
 
     def _get_normal(self, a, req):
-        self._req_mv = req.mv
-        prod = self._producer(a, req.desc, req.selector, req.sel_pos)
+        prod = self._producer(a, req.mv, req.desc, req.selector, req.sel_pos)
         if isinstance(prod, int):
             return x.get_normal_error(req.invoke, prod)
         w = self._w
@@ -367,10 +366,12 @@ class CosemServer:
             _write_whole(w, prod)
         except axdr.AxdrFull:
             # too big for one APDU: start again as a block transfer
-            prod = self._producer(a, req.desc, req.selector, req.sel_pos)
-            return self._start_blocks(a, req, prod, b"")
+            prod = self._producer(a, req.mv, req.desc, req.selector, req.sel_pos)
+            return self._start_blocks(a, req, prod)
         except RowsGone:
             return self._rows_gone(req.invoke)
+        except axdr.AxdrError as e:
+            return self._unencodable(req.invoke, e)
         out = self._out
         s = _DATA - _NORMAL_HDR
         out[s] = x.GET_RESPONSE
@@ -380,16 +381,18 @@ class CosemServer:
         return bytes(out[s : w.pos])
 
     def _get_with_list(self, a, req):
-        self._req_mv = req.mv
-        prod = _WithList(self, a, req.items)
+        mv = memoryview(bytes(req.mv))
+        prod = _WithList(self, a, mv, req.items)
         w = self._w
         w.reset(_DATA, _DATA + a.client_pdu - 3)
         try:
             _write_whole(w, prod)
         except axdr.AxdrFull:
-            return self._start_blocks(a, req, _WithList(self, a, req.items), b"")
+            return self._start_blocks(a, req, _WithList(self, a, mv, req.items))
         except RowsGone:
             return self._rows_gone(req.invoke)
+        except axdr.AxdrError as e:
+            return self._unencodable(req.invoke, e)
         out = self._out
         s = _DATA - 3
         out[s] = x.GET_RESPONSE
@@ -397,15 +400,19 @@ class CosemServer:
         out[s + 2] = req.invoke
         return bytes(out[s : w.pos])
 
+    def _unencodable(self, invoke, e):
+        log.error(_TAG, "value cannot be encoded: %s" % e)
+        return x.get_normal_error(invoke, x.OTHER_REASON)
+
     def _rows_gone(self, invoke):
         log.warn(_TAG, "profile rows vanished during a GET")
         return x.get_normal_error(invoke, x.LONG_GET_ABORTED)
 
-    def _start_blocks(self, a, req, prod, prefix):
+    def _start_blocks(self, a, req, prod):
         if not a.conformance & CONF_BLOCK_GET:
             log.warn(_TAG, "value exceeds the PDU and block transfer was not negotiated")
             return x.get_normal_error(req.invoke, x.OTHER_REASON)
-        a.xfer = _Transfer(prod, req.invoke, prefix)
+        a.xfer = _Transfer(prod, req.invoke)
         return self._next_block(a)
 
     def _next_block(self, a):
@@ -423,6 +430,8 @@ class CosemServer:
             return self._abort(a, x.LONG_GET_ABORTED, "profile rows vanished during the transfer")
         except axdr.AxdrFull:
             return self._abort(a, x.OTHER_REASON, "an element exceeds %d bytes" % _SPILL)
+        except axdr.AxdrError as e:
+            return self._abort(a, x.OTHER_REASON, "value cannot be encoded: %s" % e)
         t.block_no += 1
         start = x.pack_get_block_header(
             self._out, _DATA, t.invoke, done, t.block_no, w.pos - _DATA

@@ -419,6 +419,51 @@ class BlockTransferTest(Base):
         self.assertEqual(slots, sorted(set(slots)))
 
 
+class RobustnessTest(Base):
+    def test_with_list_in_blocks_survives_buffer_reuse(self):
+        self.srv.handle_apdu(aarq_with_pdu(64), 16)
+        req = bytearray(
+            H(
+                "c003c102"
+                "00070100630100ff0201020204060000000106000000051200011200" + "00"
+                "00080000010000ff0200"
+            )
+        )
+        r = self.srv.handle_apdu(req, 16)
+        req[:] = bytes(len(req))  # the caller reuses its receive buffer
+        data = bytearray()
+        n = 0
+        while True:
+            self.assertEqual(r[:2], H("c402"))
+            self.assertLessEqual(len(r), 64)
+            rd = axdr.Reader(r, 9)
+            ln = rd.length()
+            data += r[rd.pos : rd.pos + ln]
+            n += 1
+            if r[3]:
+                break
+            r = self.srv.handle_apdu(get_next(n), 16)
+        rd = axdr.Reader(bytes(data))
+        self.assertEqual(rd.length(), 2)
+        self.assertEqual(rd.u8(), 0)
+        rows = rd.value()
+        self.assertEqual([x[1] for x in rows], [w[1] for w in self.view.rows_by_index(0, 4)])
+        self.assertEqual(rd.u8(), 0)
+        self.assertEqual(rd.value(), H("07e80401010a000000fde400"))
+
+    def test_unencodable_values_answer_other_reason(self):
+        self.view._rows.append((SLOT0 + 60, 2**32, 0, 0))
+        self.assoc()
+        r = self.srv.handle_apdu(H("c001c100030100010800ff0200"), 16)
+        self.assertEqual(r, H("c401c101fa"))
+        self.srv.handle_apdu(aarq_with_pdu(128), 16)
+        r = self.srv.handle_apdu(GET_PROFILE, 16)
+        while r[3] == 0:
+            r = self.srv.handle_apdu(get_next(struct.unpack(">I", r[4:8])[0]), 16)
+        self.assertEqual(r[8:], H("01fa"))
+        self.assertIsNone(self.srv.association(16).xfer)
+
+
 class SelectiveAccessTest(Base):
     def setUp(self):
         Base.setUp(self)
