@@ -1,0 +1,232 @@
+# Append-only ring of 24-byte records over raw NOR flash (format and recovery: docs/flash-log.md).
+#
+# One head sector takes appends; the sector after it is always erased (the spare) except in the
+# short window while a new head is being opened. Power may fail at any program or erase; mount()
+# finds the head by scanning and finishes whatever the cut interrupted. Nothing is re-programmed.
+from firmware import log
+from firmware.compat import const
+from firmware.store import record
+from firmware.store.record import HEADER_SIZE, RECORD_SIZE
+
+_TRIES = const(3)  # program + read-back attempts per append
+_SEQ_MAX = const(0xFFFFFFFE)
+
+
+class LogError(ValueError):
+    pass
+
+
+class FlashLog:
+    def __init__(self, bdev, first_block=0, n_blocks=None, tag="flashlog"):
+        self.bdev = bdev
+        self.tag = tag
+        total = bdev.ioctl(4, 0)
+        self.block_size = bdev.ioctl(5, 0)
+        if n_blocks is None:
+            n_blocks = total - first_block
+        if first_block < 0 or n_blocks < 3 or first_block + n_blocks > total:
+            raise LogError("region %d+%d does not fit a %d-block device (3 blocks minimum)"
+                           % (first_block, n_blocks, total))
+        self.slots = (self.block_size - HEADER_SIZE) // RECORD_SIZE
+        if self.slots < 2:
+            raise LogError("block size %d too small" % self.block_size)
+        self.first = first_block
+        self.n = n_blocks
+        self.buf = bytearray(self.block_size)  # the one sector buffer (used between yields only)
+        self._ff = b"\xff" * self.block_size
+        self._rb = bytearray(RECORD_SIZE)  # read-back of the record just programmed
+        self._hdr = bytearray(HEADER_SIZE)
+        self._used = [0] * n_blocks  # slots consumed (programmed or torn) per sector
+        self._gen = [0] * n_blocks  # header generation; 0 = none, -1 = bad
+        self._blank = bytearray(n_blocks)  # 1 = known to read all 0xFF
+        self.order = []  # sectors holding data, oldest first, ending with the head
+        self.head = 0
+        self.next_seq = 1
+        self.max_gen = 0
+        self.last_sector = -1  # sector of the last appended record
+        self.drop_listeners = []  # fn(sector), called before a sector holding data is erased
+        self.mounted = False
+        self.stats = {"bad_records": 0, "bad_headers": 0, "recovery_erases": 0,
+                      "formatted": 0, "rewrites": 0, "records": 0}
+
+    # --- reading ------------------------------------------------------------------------
+    def load(self, sector):
+        """Read one sector into self.buf (one readblocks) and return the buffer."""
+        self.bdev.readblocks(self.first + sector, self.buf)
+        return self.buf
+
+    def used(self, sector):
+        return self._used[sector]
+
+    def scan(self, visit):
+        """visit(sector, buf, off) for every valid record, oldest sector first."""
+        for s in list(self.order):
+            buf = self.load(s)
+            for i in range(self._used[s]):
+                off = HEADER_SIZE + i * RECORD_SIZE
+                if record.is_valid(buf, off):
+                    visit(s, buf, off)
+
+    def capacity(self):
+        """Records always retained: every sector but the spare and the freshly opened head."""
+        return (self.n - 2) * self.slots
+
+    # --- mount --------------------------------------------------------------------------
+    def mount(self, visit=None):
+        """Scan the region, recover the head, make sure the spare is erased. Returns stats.
+        visit(sector, buf, off) is called for every valid record (physical order)."""
+        st = self.stats
+        self.max_gen = 0
+        max_seq = 0
+        seq_sector = -1
+        counts = [0] * self.n
+        for s in range(self.n):
+            buf = self.load(s)
+            if buf == self._ff:
+                self._blank[s] = 1
+                self._gen[s] = 0
+                self._used[s] = 0
+                continue
+            self._blank[s] = 0
+            gen = record.header_generation(buf, 0)
+            if gen is None:
+                gen = 0
+            elif gen < 0:
+                st["bad_headers"] += 1
+                log.warn(self.tag, "sector %d: bad header" % s)
+            elif gen > self.max_gen:
+                self.max_gen = gen
+            self._gen[s] = gen
+            last = -1
+            bad = 0
+            for i in range(self.slots):
+                off = HEADER_SIZE + i * RECORD_SIZE
+                if record.is_blank(buf, off):
+                    continue
+                last = i
+                if not record.is_valid(buf, off):
+                    bad += 1
+                    continue
+                counts[s] += 1
+                seq = record.seq_of(buf, off)
+                if seq > max_seq:
+                    max_seq = seq
+                    seq_sector = s
+                if visit is not None:
+                    visit(s, buf, off)
+            self._used[s] = last + 1
+            if bad:
+                st["bad_records"] += bad
+                log.warn(self.tag, "sector %d: %d bad record slot(s) skipped" % (s, bad))
+        st["records"] = sum(counts)
+        gen_sector = -1
+        for s in range(self.n):
+            if self._gen[s] > 0 and self._gen[s] == self.max_gen:
+                gen_sector = s
+        if seq_sector < 0 and gen_sector < 0:
+            self._format()
+        else:
+            head = seq_sector if seq_sector >= 0 else gen_sector
+            nxt = (head + 1) % self.n
+            if (gen_sector == nxt and counts[nxt] == 0
+                    and self._gen[nxt] > self._gen[head]):
+                head = nxt  # power cut right after a new head was opened
+            self.head = head
+            self.next_seq = max_seq + 1
+            self.order = []
+            for k in range(2, self.n + 1):
+                s = (head + k) % self.n
+                if counts[s] or self._gen[s] > 0:
+                    self.order.append(s)
+            spare = (head + 1) % self.n
+            if not self._blank[spare]:
+                if counts[spare] or self._gen[spare] > 0:
+                    self.order.insert(0, spare)  # so drop listeners forget what visit() saw
+                st["recovery_erases"] += 1
+                log.info(self.tag, "sector %d after the head not erased: erasing" % spare)
+                self._drop(spare)
+        self.mounted = True
+        log.info(self.tag, "mounted: %d records, head sector %d, next seq %d"
+                 % (st["records"], self.head, self.next_seq))
+        return st
+
+    def _format(self):
+        log.info(self.tag, "no log found: formatting %d sectors" % self.n)
+        self.stats["formatted"] += 1
+        self.order = []
+        for s in range(self.n):
+            if not self._blank[s]:
+                self._erase(s)
+        self.max_gen = 0
+        self.next_seq = 1
+        self.head = self.n - 1  # so that the first open is sector 0
+        self._used[self.head] = self.slots
+        self._gen[self.head] = 0
+
+    # --- writing ------------------------------------------------------------------------
+    def _erase(self, s):
+        self._blank[s] = 0  # unknown until the erase has completed
+        self.bdev.ioctl(6, self.first + s)
+        self._blank[s] = 1
+        self._used[s] = 0
+        self._gen[s] = 0
+
+    def _drop(self, s):
+        if s in self.order:
+            for fn in self.drop_listeners:
+                fn(s)
+            self.order.remove(s)
+        self._erase(s)
+
+    def _open_next(self):
+        """Commit a header in the spare (the new head), then erase the sector after it."""
+        for _ in range(self.n):
+            new = (self.head + 1) % self.n
+            if not self._blank[new]:
+                self._drop(new)
+            gen = self.max_gen + 1
+            record.pack_header(self._hdr, 0, gen)
+            self._blank[new] = 0
+            self._gen[new] = -1
+            self._used[new] = 0
+            self.max_gen = gen
+            self.head = new
+            self.bdev.writeblocks(self.first + new, self._hdr, 0)
+            rb = memoryview(self._rb)[:HEADER_SIZE]
+            self.bdev.readblocks(self.first + new, rb, 0)
+            ok = record.header_generation(rb, 0) == gen
+            nxt = (new + 1) % self.n
+            if not self._blank[nxt]:
+                self._drop(nxt)  # the oldest data goes; one erased sector exists again
+            if ok:
+                self._gen[new] = gen
+                self.order.append(new)
+                return
+            log.warn(self.tag, "sector %d: header did not program; skipping it" % new)
+            self._used[new] = self.slots
+        raise LogError("no sector accepts a header")
+
+    def append(self, rec):
+        """Stamp the next sequence number into rec (24-byte bytearray, CRC recomputed), program
+        it and verify it; returns the sequence number. The slot is consumed before programming so
+        a torn record is never programmed again."""
+        for _ in range(_TRIES):
+            if self._gen[self.head] <= 0 or self._used[self.head] >= self.slots:
+                self._open_next()
+            s = self.head
+            i = self._used[s]
+            self._used[s] = i + 1
+            seq = self.next_seq
+            if seq > _SEQ_MAX:
+                raise LogError("sequence numbers exhausted")
+            self.next_seq = seq + 1
+            record.set_seq(rec, 0, seq)
+            off = HEADER_SIZE + i * RECORD_SIZE
+            self.bdev.writeblocks(self.first + s, rec, off)
+            self.bdev.readblocks(self.first + s, self._rb, off)
+            if self._rb == rec:
+                self.last_sector = s
+                return seq
+            self.stats["rewrites"] += 1
+            log.warn(self.tag, "sector %d slot %d did not program: writing again" % (s, i))
+        raise LogError("record did not program after %d tries" % _TRIES)

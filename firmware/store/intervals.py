@@ -1,0 +1,263 @@
+# 30-minute interval records per (meter, slot) over a FlashLog, with a small RAM slot index.
+#
+# The newest valid record of a slot is its value. A later record for a stored slot is written only
+# if it comes from a better source (or replaces an unavailable value), or adds status flags; a
+# repeat of the stored value writes nothing. Reads resolve windows of slots against only the
+# sectors whose slot range overlaps, so memory stays bounded for any range (docs/flash-log.md §6).
+import struct
+
+from firmware import log
+from firmware.compat import const
+from firmware.store import record
+from firmware.store.record import HEADER_SIZE, RECORD_SIZE, TYPE_INTERVAL
+
+_WINDOW = const(96)  # slots resolved per step of rows(): 2 days of one meter
+_NONE_LO = const(0xFFFFFFFF)
+_SLOT_MAX = const(0xFFFFFFFF)
+
+
+class StoreError(ValueError):
+    pass
+
+
+class IntervalStore:
+    def __init__(self, flashlog, max_meters=4, tag="store"):
+        if max_meters < 1 or max_meters > 256:
+            raise StoreError("max_meters must be 1..256")
+        self.log = flashlog
+        self.tag = tag
+        self.max_meters = max_meters
+        # per (sector, meter): min slot, max slot of the valid interval records there
+        self._idx = bytearray(flashlog.n * max_meters * 8)
+        for s in range(flashlog.n):
+            self._clear(s)
+        self._count = [None] * max_meters  # distinct slots, computed lazily
+        self._rec = bytearray(RECORD_SIZE)
+        self._hit = None  # (meter, slot) known to be stored: has() for the slot just written
+        self.unindexed = 0  # records of meters >= max_meters (configuration shrank)
+        flashlog.drop_listeners.append(self._forget)
+        if flashlog.mounted:
+            flashlog.scan(self._index_record)
+        else:
+            flashlog.mount(visit=self._index_record)
+
+    # --- index --------------------------------------------------------------------------
+    def _clear(self, s):
+        m = self.max_meters
+        for i in range(s * m, s * m + m):
+            struct.pack_into(">II", self._idx, i * 8, _NONE_LO, 0)
+
+    def _range(self, s, meter):
+        return struct.unpack_from(">II", self._idx, (s * self.max_meters + meter) * 8)
+
+    def _note(self, s, meter, slot):
+        pos = (s * self.max_meters + meter) * 8
+        lo, hi = struct.unpack_from(">II", self._idx, pos)
+        if slot < lo:
+            lo = slot
+        if slot > hi:
+            hi = slot
+        struct.pack_into(">II", self._idx, pos, lo, hi)
+
+    def _index_record(self, s, buf, off):
+        if record.type_of(buf, off) != TYPE_INTERVAL:
+            return
+        t, meter, slot = record.meter_slot(buf, off)
+        if meter >= self.max_meters:
+            self.unindexed += 1
+            return
+        self._note(s, meter, slot)
+
+    def _forget(self, s):
+        self._clear(s)
+        self._count = [None] * self.max_meters
+        self._hit = None
+
+    def _check_meter(self, meter):
+        if not isinstance(meter, int) or meter < 0 or meter >= self.max_meters:
+            raise StoreError("meter %r outside 0..%d" % (meter, self.max_meters - 1))
+
+    # --- lookups ------------------------------------------------------------------------
+    def _find(self, meter, slot):
+        """Copy the newest valid record of (meter, slot) into self._rec; False if none."""
+        order = self.log.order
+        for k in range(len(order) - 1, -1, -1):
+            s = order[k]
+            lo, hi = self._range(s, meter)
+            if slot < lo or slot > hi:
+                continue
+            buf = self.log.load(s)
+            for i in range(self.log.used(s) - 1, -1, -1):
+                off = HEADER_SIZE + i * RECORD_SIZE
+                if buf[off + 5] != meter or (buf[off + 4] >> 4) != TYPE_INTERVAL:
+                    continue
+                if struct.unpack_from(">I", buf, off + 8)[0] != slot:
+                    continue
+                if record.is_valid(buf, off):
+                    self._rec[:] = memoryview(buf)[off:off + RECORD_SIZE]
+                    return True
+        return False
+
+    def get(self, meter, slot):
+        """(fwd, rev, unit_code, source, flags) of the slot, or None if it is missing."""
+        self._check_meter(meter)
+        if not self._find(meter, slot):
+            return None
+        _seq, _m, _s, fwd, rev, unit, source, flags = record.unpack_interval(self._rec, 0)
+        return fwd, rev, unit, source, flags
+
+    def has(self, meter, slot):
+        self._check_meter(meter)
+        if self._hit is not None and self._hit[0] == meter and self._hit[1] == slot:
+            return True
+        last = self.last_slot(meter)
+        if last is None or slot > last:
+            return False
+        if self._find(meter, slot):
+            self._hit = (meter, slot)
+            return True
+        return False
+
+    def first_slot(self, meter):
+        self._check_meter(meter)
+        best = None
+        for s in self.log.order:
+            lo, hi = self._range(s, meter)
+            if lo <= hi and (best is None or lo < best):
+                best = lo
+        return best
+
+    def last_slot(self, meter):
+        self._check_meter(meter)
+        best = None
+        for s in self.log.order:
+            lo, hi = self._range(s, meter)
+            if lo <= hi and (best is None or hi > best):
+                best = hi
+        return best
+
+    # --- writing ------------------------------------------------------------------------
+    def put(self, meter, slot, fwd, rev, unit_code, source, flags=0):
+        """Store a value for (meter, slot). Returns True if a record was written, False if the
+        slot already holds this value or a better one. Raises StoreError/RecordError on bad
+        arguments."""
+        self._check_meter(meter)
+        src = record.source_code(source)
+        pack = self._rec
+        if self._find(meter, slot):
+            _q, _m, _s, ofwd, orev, ounit, osrc, oflags = record.unpack_interval(pack, 0)
+            same_value = ofwd == fwd and orev == rev and ounit == unit_code
+            if same_value and osrc == src and oflags == flags:
+                return False
+            new_rank = record.rank(src, flags)
+            old_rank = record.rank(osrc, oflags)
+            if new_rank < old_rank:
+                return False
+            if new_rank == old_rank:
+                if not same_value:
+                    log.warn(self.tag, "meter %d slot %d: conflicting value %d/%d kept as %d/%d"
+                             % (meter, slot, fwd, rev, ofwd, orev))
+                    return False
+                if flags | oflags == oflags:
+                    return False
+                flags |= oflags  # same value, more status: keep every flag
+            new_slot = False
+        else:
+            new_slot = True
+        record.pack_interval(pack, 0, 0, meter, slot, fwd, rev, unit_code, src, flags)
+        self.log.append(pack)
+        self._note(self.log.last_sector, meter, slot)
+        if new_slot and self._count[meter] is not None:
+            self._count[meter] += 1
+        self._hit = (meter, slot)
+        return True
+
+    # --- range reads --------------------------------------------------------------------
+    def _next_present(self, meter, a, b):
+        """Smallest slot >= a (and <= b) that some sector's range for meter covers, or None."""
+        best = None
+        for s in self.log.order:
+            lo, hi = self._range(s, meter)
+            if lo > hi or hi < a or lo > b:
+                continue
+            c = lo if lo > a else a
+            if best is None or c < best:
+                best = c
+        return best
+
+    def _fill(self, meter, a, e, table):
+        """Newest valid record per slot of [a, e] into table (seq 0 = empty entry)."""
+        for i in range(e - a + 1):
+            struct.pack_into(">I", table, i * RECORD_SIZE, 0)
+        tmv = memoryview(table)
+        for s in list(self.log.order):
+            lo, hi = self._range(s, meter)
+            if lo > hi or hi < a or lo > e:
+                continue
+            buf = self.log.load(s)
+            bmv = memoryview(buf)
+            for i in range(self.log.used(s)):
+                off = HEADER_SIZE + i * RECORD_SIZE
+                if buf[off + 5] != meter or (buf[off + 4] >> 4) != TYPE_INTERVAL:
+                    continue
+                slot = struct.unpack_from(">I", buf, off + 8)[0]
+                if slot < a or slot > e or not record.is_valid(buf, off):
+                    continue
+                t = (slot - a) * RECORD_SIZE
+                if record.seq_of(buf, off) > record.seq_of(table, t):
+                    tmv[t:t + RECORD_SIZE] = bmv[off:off + RECORD_SIZE]
+
+    def rows(self, meter, from_slot=0, to_slot=_SLOT_MAX):
+        """Ascending (slot, fwd, rev, unit_code, source, flags) of stored slots in
+        [from_slot, to_slot]; streams window by window (missing slots produce no row)."""
+        self._check_meter(meter)
+        table = bytearray(_WINDOW * RECORD_SIZE)
+        a = from_slot
+        while a <= to_slot:
+            a = self._next_present(meter, a, to_slot)
+            if a is None:
+                return
+            e = a + _WINDOW - 1
+            if e > to_slot:
+                e = to_slot
+            self._fill(meter, a, e, table)
+            for i in range(e - a + 1):
+                t = i * RECORD_SIZE
+                if record.seq_of(table, t):
+                    _q, _m, slot, fwd, rev, unit, src, flags = record.unpack_interval(table, t)
+                    yield slot, fwd, rev, unit, src, flags
+            a = e + 1
+
+    def count(self, meter):
+        """Number of distinct stored slots (one streaming pass after a drop, then cached)."""
+        self._check_meter(meter)
+        if self._count[meter] is None:
+            n = 0
+            for _ in self.rows(meter):
+                n += 1
+            self._count[meter] = n
+        return self._count[meter]
+
+    def rows_by_index(self, meter, first, last):
+        """Rows with 1-based chronological entry numbers first..last (DLMS entry_descriptor)."""
+        if first < 1 or last < first:
+            return
+        k = 0
+        for row in self.rows(meter):
+            k += 1
+            if k > last:
+                return
+            if k >= first:
+                yield row
+
+    def missing(self, meter, from_slot, to_slot):
+        """Ascending slots in [from_slot, to_slot] without a stored record (backfill planner)."""
+        nxt = from_slot
+        for row in self.rows(meter, from_slot, to_slot):
+            while nxt < row[0]:
+                yield nxt
+                nxt += 1
+            nxt = row[0] + 1
+        while nxt <= to_slot:
+            yield nxt
+            nxt += 1
