@@ -431,6 +431,7 @@ class J11Emulator:
 
     def _send(self, code, data):
         self.sent.append((code, bytes(data)))
+        self.stats["frames_out"] += 1
         f = self.faults
         if f["mute"]:
             self.stats["muted"] += 1
