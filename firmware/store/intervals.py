@@ -172,6 +172,10 @@ class IntervalStore:
         self._hit = (meter, slot)
         return True
 
+    def store(self, meter, slot, fwd, rev, unit_code, source, flags=0):
+        """put() under the name the 30-minute poller's sink protocol uses (app/metering.py)."""
+        return self.put(meter, slot, fwd, rev, unit_code, source, flags)
+
     # --- range reads --------------------------------------------------------------------
     def _next_present(self, meter, a, b):
         """Smallest slot >= a (and <= b) that some sector's range for meter covers, or None."""

@@ -33,6 +33,12 @@ class IntervalStoreTest(unittest.TestCase):
         self.assertFalse(st2.has(0, S0 + 1))
         self.assertFalse(st2.has(1, S0))
 
+    def test_poller_sink_protocol(self):
+        self.assertFalse(self.st.has(1, S0))
+        self.assertTrue(self.st.store(1, S0, 3, 4, 1, "fixed", r.FLAG_CLOCK_ADJUSTED))
+        self.assertTrue(self.st.has(1, S0))
+        self.assertEqual(self.st.get(1, S0), (3, 4, 1, r.SOURCE_FIXED, r.FLAG_CLOCK_ADJUSTED))
+
     def test_same_value_is_not_written_again(self):
         self.assertTrue(self.st.put(0, S0, 7, 8, 1, "fixed"))
         before = self.f.bytes_programmed
