@@ -132,6 +132,10 @@ class FlashLog:
                     and self._gen[nxt] > self._gen[head]):
                 head = nxt  # power cut right after a new head was opened
             self.head = head
+            if self._used[head] < self.slots:
+                # The slot after the last programmed one may have been under program when power
+                # failed with no bit visibly changed (weak bits): never program it.
+                self._used[head] += 1
             self.next_seq = max_seq + 1
             self.order = []
             for k in range(2, self.n + 1):
