@@ -31,7 +31,6 @@ async def run_demo(days, rate, heap, runtime, seed, verbose, out=print):
     try:
         await head.connect(timeout_s=60)
         await head.sync_clock()
-        await head.read_scaler()
         end_t2k = head.clock_set_at + int(days * timeutil.DAY_S)
         first_b = head.clock_set_at - head.clock_set_at % timeutil.SLOT_S + timeutil.SLOT_S
         out("head-end: reading the 30-minute profile for %g simulated days (x%d)" % (days, rate))

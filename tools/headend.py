@@ -8,6 +8,8 @@ radio notification the terminal's module would raise.
 import asyncio
 
 from firmware import timeutil
+from firmware.cosem import axdr
+from firmware.cosem.objects import obis as obis_bytes
 from tools.dlms_client import AsyncDlmsUdpClient
 
 SCALERS = {0x00: 3, 0x01: 2, 0x02: 1, 0x03: 0, 0x04: -1, 0x0A: 4, 0x0B: 5, 0x0C: 6, 0x0D: 7}
@@ -58,11 +60,15 @@ class HeadEnd:
         self.out("head-end: set terminal clock to %s" % timeutil.iso(t, self.tz))
 
     async def read_scaler(self):
-        _value, scaler = await self.client.get_register("1.0.1.8.0.255")
-        self.scaler = scaler
+        """Scaler of +A (attribute 3); the terminal knows it once it has read the meter."""
+        su = await self.client.get(3, obis_bytes("1.0.1.8.0.255"), 3)
+        s = axdr.Reader(su).value()
+        self.scaler = s[0]
 
     async def poll(self, from_t2k, to_t2k, quiet=False):
         rows = await self.client.get_profile(from_t2k, to_t2k)
+        if rows and self.scaler is None:
+            await self.read_scaler()
         new = 0
         for t2k, fwd, rev, status in rows:
             slot = timeutil.slot_of_t2k(t2k)

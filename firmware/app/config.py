@@ -37,24 +37,17 @@ DEFAULTS = {
         "retry_every_s": 120,
         "give_up_after_s": 1500,
     },
+    # "radio" and "dlms" take their defaults from the components themselves (single source of
+    # truth, see _component_defaults); only the keys below are added or changed here.
     "radio": {
         "uart": "",  # host: pty path of the module emulator; ESP32: see boards/*.json
-        "mode": 3,  # SPEC: HAN end device (2 = coordinator / relay-capable)
-        "channel": 4,
-        "pan_id": 0x1234,
-        "sm_mac": "",  # smart meter MAC (16 hex); empty = find it by active scan
-        "pana_password": "",  # secret
-        "udp_port": 4059,  # SPEC: DLMS/COSEM UDP port on the IoT route
     },
     "dlms": {
-        "server_sap": 1,
-        "public_client_sap": 16,  # SPEC: who is DLMS client (default: the smart meter reads us)
-        "mgmt_client_sap": 1,
-        "lls_password": "",  # secret; empty disables the management client
-        "max_pdu": 512,
-        "time_zone_min": -540,  # SPEC: Blue Book sign (minutes local -> UTC); JST = -540
-        "deviation_sign": -1,  # SPEC: -1 = Blue Book (UTC = local + deviation), +1 = flipped
-        "push": False,
+        # SPEC: OBIS codes (partial overrides of firmware.cosem.objects.DEFAULT_OBIS)
+        "obis": {},
+        "ldn": "XXX0000000000001",  # COSEM logical device name (FLAG id + 13 characters)
+        "device_id": "000000000000",
+        "public_clock_write": True,  # SPEC: the smart meter (public client) sets our clock
     },
     "store": {
         "path": "",  # host: backing file of the emulated flash ("" = RAM only)
@@ -70,11 +63,21 @@ class ConfigError(ValueError):
     pass
 
 
+def _component_defaults():
+    # Imported here, not at module level, so that loading the config stays cheap in tests.
+    from firmware.cosem.server import DEFAULTS as dlms_defaults
+    from firmware.radio.session import DEFAULTS as radio_defaults
+
+    return {"radio": radio_defaults, "dlms": dlms_defaults}
+
+
 def merge(overrides):
     """DEFAULTS updated with a dict of per-section overrides; bad entries logged and skipped."""
     cfg = {}
+    comp = _component_defaults()
     for sect, defaults in DEFAULTS.items():
-        cfg[sect] = dict(defaults)
+        cfg[sect] = dict(comp.get(sect, {}))
+        cfg[sect].update(defaults)
     if not isinstance(overrides, dict):
         log.error("config", "top level must be an object; using defaults")
         return cfg

@@ -29,7 +29,12 @@ class PtyUart:
 
             self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
             self._f = None
-        termios.setraw(self.fd)
+        if IS_MICROPYTHON:
+            termios.setraw(self.fd)
+        else:
+            import tty
+
+            tty.setraw(self.fd)
         attr = termios.tcgetattr(self.fd)
         attr[6][_VMIN] = 0
         attr[6][_VTIME] = 0

@@ -1,0 +1,141 @@
+# The terminal: builds every component from the board and configuration and runs their tasks.
+#
+#   meter (ECHONET Lite over LAN) --SlotPoller--> IntervalStore (NOR flash log)
+#   IntervalStore --MeterView--> COSEM objects --CosemServer--> RadioSession (J11) --> smart meter
+#   smart meter --DLMS SET Clock--> calendar clock --> slot boundaries
+#
+# Each task runs under a supervisor: an unexpected exception is logged and the task restarts after
+# a capped back-off, so one failing part never stops the others (or metering).
+import asyncio
+
+from firmware import hal as halmod
+from firmware import log, timeutil
+from firmware.app import config as cfgmod
+from firmware.app.metering import SlotPoller
+from firmware.app.views import MeterView, StoreSink
+from firmware.compat import sleep_ms
+from firmware.store import record
+
+_TAG = "terminal"
+
+
+async def supervise(name, start, backoff_ms=1000, max_backoff_ms=60000):
+    delay = backoff_ms
+    while True:
+        try:
+            await start()
+            log.warn(name, "task returned; restarting")
+        except Exception as e:
+            log.exc(name, "task crashed; restarting in %d ms" % delay, e)
+        await sleep_ms(delay)
+        delay = min(delay * 2, max_backoff_ms)
+
+
+class Terminal:
+    def __init__(self, hal, cfg):
+        from firmware.store.flashlog import FlashLog
+        from firmware.store.intervals import IntervalStore
+
+        self.hal = hal
+        self.cfg = cfg
+        self.clock = hal.clock
+        st = cfg["store"]
+        self.flashlog = FlashLog(hal.blockdev(), st["first_block"], st["n_blocks"])
+        # The index always has room for 4 meters (1:N is coming); it costs 8 bytes per sector each.
+        self.store = IntervalStore(self.flashlog, max_meters=4)
+        log.info(_TAG, "store mounted: %d records of meter 0, last slot %s" % (
+            self.store.count(0), self.store.last_slot(0)))
+        self.meter = None
+        self.poller = None
+        self.server = None
+        self.session = None
+        self.clock.add_listener(self._on_clock_set)
+
+    # -- meter side --------------------------------------------------------------------------
+
+    def _build_meter(self):
+        from firmware.meter.client import MeterClient
+
+        m = self.cfg["meter"]
+        ep = self.hal.lan_udp(m["port"])
+        self.meter = MeterClient(ep, (m["ip"], m["port"]), m)
+        self.poller = SlotPoller(self.clock, self.meter, StoreSink(self.store), 0, m)
+
+    # -- smart-meter side --------------------------------------------------------------------
+
+    def _build_radio(self):
+        from firmware.cosem.objects import default_table
+        from firmware.cosem.server import CosemServer
+        from firmware.radio.j11_module import J11Module
+        from firmware.radio.session import RadioSession
+
+        d = self.cfg["dlms"]
+        view = MeterView(self.store, 0, unit_hint=lambda: self.poller and self.poller.unit_code)
+        self.server = CosemServer(default_table(view, d), self.clock, d)
+        module = J11Module(self.hal.radio_uart())
+        self.session = RadioSession(module, self.cfg["radio"])
+
+    async def dlms_link(self):
+        s = self.session
+        while True:
+            src, sport, _dport, payload = await s.recv()
+            reply = self.server.handle_wpdu(payload)
+            if reply:
+                await s.send(src, sport, reply)
+                s.note_app_activity()
+
+    # -- clock -------------------------------------------------------------------------------
+
+    def _on_clock_set(self, old, new):
+        tz = self.cfg["meter"]["tz_offset_min"]
+        if old is None:
+            log.info("clock", "set by the smart meter to %s" % timeutil.iso(new, tz))
+            return
+        step = new - old
+        if step > self.cfg["clock"]["adjust_flag_s"] or -step > self.cfg["clock"]["adjust_flag_s"]:
+            log.warn("clock", "stepped by %d s to %s" % (step, timeutil.iso(new, tz)))
+            if self.poller:
+                self.poller.flag_next(record.FLAG_CLOCK_ADJUSTED)
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    async def housekeeping(self):
+        import gc
+
+        n = 0
+        while True:
+            self.hal.feed_watchdog()
+            await sleep_ms(1000)
+            n += 1
+            if n % 60 == 0:
+                gc.collect()
+                log.info(_TAG, "alive: stored=%d radio=%s free=%s" % (
+                    self.poller.stats["stored"] if self.poller else 0,
+                    self.session.state if self.session else "-",
+                    gc.mem_free() if hasattr(gc, "mem_free") else "?"))
+
+    async def _lan(self):
+        while not self.hal.lan_up():
+            await sleep_ms(1000)
+        log.info(_TAG, "LAN up")
+
+    async def run(self):
+        await self._lan()
+        self._build_meter()
+        self._build_radio()
+        await asyncio.gather(
+            supervise("echonet", self.meter.run),
+            supervise("metering", self.poller.run),
+            supervise("radio", self.session.run),
+            supervise("dlms", self.dlms_link),
+            supervise(_TAG, self.housekeeping),
+        )
+
+
+def main(board_path, config_path):
+    log.info("boot", "IoT-route wireless terminal starting")
+    cfg = cfgmod.load(config_path)
+    board = halmod.load_board(board_path)
+    hal = halmod.create(board, cfg)
+    terminal = Terminal(hal, cfg)
+    asyncio.run(terminal.run())

@@ -1,0 +1,57 @@
+# Adapters between the interval store and its two users: the capture loop (a sink of readings)
+# and the COSEM objects (a read-only view of one meter's records).
+from firmware.store import record
+
+
+class StoreSink:
+    """What SlotPoller needs: has(meter, slot) and store(...)."""
+
+    def __init__(self, store):
+        self.s = store
+
+    def has(self, meter, slot):
+        return self.s.has(meter, slot)
+
+    def store(self, meter, slot, fwd, rev, unit_code, source, flags):
+        return self.s.put(meter, slot, fwd, rev, unit_code, source, flags)
+
+
+class MeterView:
+    """The meter data view of docs/architecture.md over IntervalStore, for one meter.
+    Rows are (slot, fwd, rev, dlms_status); missing slots produce no row."""
+
+    def __init__(self, store, meter, unit_hint=None):
+        self.s = store
+        self.meter = meter
+        self._unit_hint = unit_hint  # callable giving the live meter's unit before any record
+
+    @property
+    def unit_code(self):
+        last = self.s.last_slot(self.meter)
+        if last is not None:
+            rec = self.s.get(self.meter, last)
+            if rec is not None:
+                return rec[2]
+        return self._unit_hint() if self._unit_hint else None
+
+    def latest(self):
+        last = self.s.last_slot(self.meter)
+        if last is None:
+            return None
+        rec = self.s.get(self.meter, last)
+        if rec is None:
+            return None
+        return (last, rec[0], rec[1], record.dlms_status(rec[4]))
+
+    def count(self):
+        return self.s.count(self.meter)
+
+    def rows(self, from_slot, to_slot):
+        for slot, fwd, rev, _unit, _src, flags in self.s.rows(self.meter, from_slot, to_slot):
+            yield (slot, fwd, rev, record.dlms_status(flags))
+
+    def rows_by_index(self, first, last):
+        # COSEM counts from 0 here; the store's entry numbers are 1-based (entry_descriptor).
+        for slot, fwd, rev, _unit, _src, flags in self.s.rows_by_index(self.meter, first + 1,
+                                                                       last + 1):
+            yield (slot, fwd, rev, record.dlms_status(flags))
