@@ -69,9 +69,41 @@ class IntervalStore:
         self._note(s, meter, slot)
 
     def _forget(self, s):
+        """Drop listener, called before sector s (the oldest) is erased: keep the counts."""
+        for m in range(self.max_meters):
+            if self._count[m] is not None:
+                self._count[m] -= self._live_in(s, m)
         self._clear(s)
-        self._count = [None] * self.max_meters
         self._hit = None
+
+    def _live_in(self, s, meter):
+        """Slots of meter whose newest record is in sector s (s is the oldest sector: a slot is
+        live there if no other sector has a valid record for it)."""
+        lo, hi = self._range(s, meter)
+        if lo > hi:
+            return 0
+        buf = self.log.load(s)
+        top = 0  # highest sequence number in s
+        for i in range(self.log.used(s)):
+            off = HEADER_SIZE + i * RECORD_SIZE
+            if record.is_valid(buf, off):
+                q = record.seq_of(buf, off)
+                if q > top:
+                    top = q
+        table = bytearray(_WINDOW * RECORD_SIZE)
+        n = 0
+        a = lo
+        while a <= hi:
+            e = a + _WINDOW - 1
+            if e > hi:
+                e = hi
+            self._fill(meter, a, e, table)
+            for i in range(e - a + 1):
+                q = record.seq_of(table, i * RECORD_SIZE)
+                if q and q <= top:
+                    n += 1
+            a = e + 1
+        return n
 
     def _check_meter(self, meter):
         if not isinstance(meter, int) or meter < 0 or meter >= self.max_meters:
@@ -233,7 +265,8 @@ class IntervalStore:
             a = e + 1
 
     def count(self, meter):
-        """Number of distinct stored slots (one streaming pass after a drop, then cached)."""
+        """Number of distinct stored slots: one streaming pass the first time, then kept up to
+        date by put() and by the drop listener."""
         self._check_meter(meter)
         if self._count[meter] is None:
             n = 0

@@ -129,11 +129,19 @@ class IntervalStoreTest(unittest.TestCase):
         self.assertGreaterEqual(st2.count(0), st2.log.capacity())
 
     def test_count_follows_drops(self):
+        self.assertEqual(self.st.count(0), 0)  # cached from here on: kept up to date
+        self.assertEqual(self.st.count(1), 0)
         for i in range(200):
-            self.st.put(0, S0 + i, i, 0, 1, "fixed")
-            if i % 37 == 0:
+            self.st.put(0, S0 + i, i, 0, 1, "cumulative")
+            if i % 3 == 0:
+                self.st.put(1, S0 + i, i, 0, 1, "cumulative")
+            if i >= 12 and i % 4 == 0:  # upgrade a recent slot: the old record is superseded
+                self.assertTrue(self.st.put(0, S0 + i - 12, i - 12, 0, 1, "fixed"))
+            if i % 9 == 0:
                 self.assertEqual(self.st.count(0), len(list(self.st.rows(0))))
+                self.assertEqual(self.st.count(1), len(list(self.st.rows(1))))
         self.assertLessEqual(self.st.count(0), 70)
+        self.assertEqual(self.st.count(0), self.open().count(0))
 
     def test_bit_flip_in_one_sector_only_loses_that_record(self):
         for i in range(30):
