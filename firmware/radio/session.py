@@ -85,6 +85,10 @@ def _settings(config):
     if not (isinstance(cfg["scan_max_duration"], int) and
             cfg["scan_duration"] <= cfg["scan_max_duration"] <= 14):
         cfg["scan_max_duration"] = max(cfg["scan_duration"], 9)
+    if not (isinstance(cfg["liveness_s"], int) and 0 <= cfg["liveness_s"] <= 86400):
+        # ticks wrap after ~12 days; a day of silence is already far beyond any poll period
+        log.error(_TAG, "liveness_s %r out of range 0..86400; using 3600" % (cfg["liveness_s"],))
+        cfg["liveness_s"] = 3600
     if cfg["backoff_max_ms"] < cfg["backoff_min_ms"]:
         cfg["backoff_max_ms"] = cfg["backoff_min_ms"]
     return cfg

@@ -298,11 +298,11 @@ class SettingsTest(unittest.TestCase):
         s = _settings({})
         self.assertEqual((s["mode"], s["udp_port"], s["scan_duration"]), (3, 4059, 6))
         s = _settings({"mode": 1, "channel": 40, "scan_duration": 0, "backoff_min_ms": 500,
-                       "backoff_max_ms": 100, "unknown": 1})
+                       "backoff_max_ms": 100, "unknown": 1, "liveness_s": 10 ** 7})
         self.assertEqual((s["mode"], s["channel"], s["scan_duration"]), (3, 4, 6))
-        self.assertEqual(s["backoff_max_ms"], 500)
+        self.assertEqual((s["backoff_max_ms"], s["liveness_s"]), (500, 3600))
         self.assertNotIn("unknown", s)
-        self.assertEqual(len(self.lines), 3)
+        self.assertEqual(len(self.lines), 4)
 
     def test_bad_sm_mac_falls_back_to_scan(self):
         s = RadioSession(J11Module(FakeUart()), {"sm_mac": "nothex", "pana_password": "abcd"})
