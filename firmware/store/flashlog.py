@@ -10,6 +10,7 @@ from firmware.store.record import HEADER_SIZE, RECORD_SIZE
 
 _TRIES = const(3)  # program + read-back attempts per append
 _SEQ_MAX = const(0xFFFFFFFE)
+_FF_CHUNK = const(128)  # blank test compares the sector in chunks against this many 0xFF bytes
 
 
 class LogError(ValueError):
@@ -33,7 +34,7 @@ class FlashLog:
         self.first = first_block
         self.n = n_blocks
         self.buf = bytearray(self.block_size)  # the one sector buffer (used between yields only)
-        self._ff = b"\xff" * self.block_size
+        self._ff = b"\xff" * _FF_CHUNK
         self._rb = bytearray(RECORD_SIZE)  # read-back of the record just programmed
         self._hdr = bytearray(HEADER_SIZE)
         self._used = [0] * n_blocks  # slots consumed (programmed or torn) per sector
@@ -54,6 +55,17 @@ class FlashLog:
         """Read one sector into self.buf (one readblocks) and return the buffer."""
         self.bdev.readblocks(self.first + sector, self.buf)
         return self.buf
+
+    def _erased(self, buf):
+        mv = memoryview(buf)
+        ff = self._ff
+        n = len(buf)
+        i = 0
+        while i + _FF_CHUNK <= n:
+            if mv[i:i + _FF_CHUNK] != ff:
+                return False
+            i += _FF_CHUNK
+        return i == n or record.is_blank(buf, i, n - i)
 
     def used(self, sector):
         return self._used[sector]
@@ -82,7 +94,7 @@ class FlashLog:
         counts = [0] * self.n
         for s in range(self.n):
             buf = self.load(s)
-            if buf == self._ff:
+            if self._erased(buf):
                 self._blank[s] = 1
                 self._gen[s] = 0
                 self._used[s] = 0

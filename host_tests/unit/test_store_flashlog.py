@@ -78,6 +78,20 @@ class FlashLogTest(unittest.TestCase):
         self.assertEqual(b, bytearray(b"\xff" * _BS))
         self.assertLessEqual(max(self.f.erases), 3)
 
+    def test_odd_block_size(self):
+        f = NorFlash(4, block_size=200)  # 7 slots, 16 spare bytes at the end
+        lg = FlashLog(f)
+        lg.mount()
+        self.assertEqual(lg.slots, 7)
+        for i in range(40):
+            lg.append(rec(1, i))
+        lg2 = FlashLog(f)
+        lg2.mount()
+        self.assertEqual(lg2.stats["recovery_erases"], 0)  # the spare reads erased
+        got = [x[2] for x in all_records(lg2)]
+        self.assertEqual(got, list(range(40 - len(got), 40)))
+        self.assertGreaterEqual(len(got), lg2.capacity())
+
     def test_seq_strictly_increasing_across_remounts(self):
         for k in range(6):
             lg = self.mount()
