@@ -30,7 +30,7 @@ test-cpython: $(STAMP)
 	$(BIN)/pytest -q host_tests
 
 test-mp: $(STAMP)
-	MICROPYPATH=tools/mpunit:. $(MP) -X heapsize=$(MP_HEAP) tools/mpunit/run.py host_tests/unit
+	$(BIN)/python tools/mp_tests.py --heap $(MP_HEAP)
 
 test-mpy: $(STAMP)
 	$(BIN)/python tools/check_mpy.py $(MPYC) $(FW_PY)
