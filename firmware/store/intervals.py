@@ -32,7 +32,9 @@ class IntervalStore:
         for s in range(flashlog.n):
             self._clear(s)
         self._count = [None] * max_meters  # distinct slots, computed lazily
-        self._rec = bytearray(RECORD_SIZE)
+        self._rec = bytearray(RECORD_SIZE)  # the record _find() found
+        self._found = -1  # and its sector
+        self._new = bytearray(RECORD_SIZE)  # the record put() appends
         self._hit = None  # (meter, slot) known to be stored: has() for the slot just written
         self.unindexed = 0  # records of meters >= max_meters (configuration shrank)
         flashlog.drop_listeners.append(self._forget)
@@ -127,6 +129,7 @@ class IntervalStore:
                     continue
                 if record.is_valid(buf, off):
                     self._rec[:] = memoryview(buf)[off:off + RECORD_SIZE]
+                    self._found = s
                     return True
         return False
 
@@ -175,9 +178,12 @@ class IntervalStore:
         arguments."""
         self._check_meter(meter)
         src = record.source_code(source)
-        pack = self._rec
+        new = self._new
+        record.pack_interval(new, 0, 0, meter, slot, fwd, rev, unit_code, src, flags)  # checks
+        old_sector = -1
         if self._find(meter, slot):
-            _q, _m, _s, ofwd, orev, ounit, osrc, oflags = record.unpack_interval(pack, 0)
+            old_sector = self._found
+            _q, _m, _s, ofwd, orev, ounit, osrc, oflags = record.unpack_interval(self._rec, 0)
             same_value = ofwd == fwd and orev == rev and ounit == unit_code
             if same_value and osrc == src and oflags == flags:
                 return False
@@ -192,14 +198,15 @@ class IntervalStore:
                     return False
                 if flags | oflags == oflags:
                     return False
-                flags |= oflags  # same value, more status: keep every flag
-            new_slot = False
-        else:
-            new_slot = True
-        record.pack_interval(pack, 0, 0, meter, slot, fwd, rev, unit_code, src, flags)
-        self.log.append(pack)
+                # same value, more status: keep every flag
+                record.pack_interval(new, 0, 0, meter, slot, fwd, rev, unit_code, src,
+                                     flags | oflags)
+        self.log.append(new)
         self._note(self.log.last_sector, meter, slot)
-        if new_slot and self._count[meter] is not None:
+        # A new slot counts +1; so does a replaced one whose old record's sector was dropped
+        # (and counted out) while this append opened a new sector.
+        if self._count[meter] is not None and (old_sector < 0
+                                               or old_sector not in self.log.order):
             self._count[meter] += 1
         self._hit = (meter, slot)
         return True

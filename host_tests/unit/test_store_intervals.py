@@ -143,6 +143,20 @@ class IntervalStoreTest(unittest.TestCase):
         self.assertLessEqual(self.st.count(0), 70)
         self.assertEqual(self.st.count(0), self.open().count(0))
 
+    def test_count_when_the_replaced_record_is_dropped_by_the_same_put(self):
+        self.assertEqual(self.st.count(0), 0)
+        for i in range(150):
+            self.st.put(0, S0 + i, i, 0, 1, "cumulative")
+            if i % 2:
+                continue
+            # upgrade the oldest slot still holding a cumulative value: its only record sits in
+            # the oldest sector, which the append may drop while it opens a new sector
+            for row in self.st.rows(0):
+                if row[4] == r.SOURCE_CUMULATIVE:
+                    self.assertTrue(self.st.put(0, row[0], row[1], 0, 1, "fixed"))
+                    break
+            self.assertEqual(self.st.count(0), len(list(self.st.rows(0))), i)
+
     def test_bit_flip_in_one_sector_only_loses_that_record(self):
         for i in range(30):
             self.st.put(0, S0 + i, i, 0, 1, "fixed")
