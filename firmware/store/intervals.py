@@ -14,6 +14,7 @@ from firmware.store.record import HEADER_SIZE, RECORD_SIZE, TYPE_INTERVAL
 _WINDOW = const(96)  # slots resolved per step of rows(): 2 days of one meter
 _NONE_LO = const(0xFFFFFFFF)
 _SLOT_MAX = const(0xFFFFFFFF)
+_MARK_EVERY = const(8)  # windows between two rows_by_index marks (16 days of one meter)
 
 
 class StoreError(ValueError):
@@ -36,6 +37,9 @@ class IntervalStore:
         self._found = -1  # and its sector
         self._new = bytearray(RECORD_SIZE)  # the record put() appends
         self._hit = None  # (meter, slot) known to be stored: has() for the slot just written
+        # per meter: [(rows before slot, slot)] every _MARK_EVERY windows, or None (unknown)
+        self._marks = [None] * max_meters
+        self._marks_version = 0
         self.unindexed = 0  # records of meters >= max_meters (configuration shrank)
         flashlog.drop_listeners.append(self._forget)
         if flashlog.mounted:
@@ -77,6 +81,11 @@ class IntervalStore:
                 self._count[m] -= self._live_in(s, m)
         self._clear(s)
         self._hit = None
+        self._drop_marks()
+
+    def _drop_marks(self):
+        self._marks = [None] * self.max_meters
+        self._marks_version += 1
 
     def _live_in(self, s, meter):
         """Slots of meter whose newest record is in sector s (s is the oldest sector: a slot is
@@ -205,9 +214,13 @@ class IntervalStore:
         self._note(self.log.last_sector, meter, slot)
         # A new slot counts +1; so does a replaced one whose old record's sector was dropped
         # (and counted out) while this append opened a new sector.
-        if self._count[meter] is not None and (old_sector < 0
-                                               or old_sector not in self.log.order):
-            self._count[meter] += 1
+        if old_sector < 0 or old_sector not in self.log.order:
+            if self._count[meter] is not None:
+                self._count[meter] += 1
+            self._marks_version += 1  # a marks pass running right now must not be kept
+            marks = self._marks[meter]
+            if marks and slot < marks[-1][1]:
+                self._drop_marks()  # a row appeared before a mark: its entry numbers moved
         self._hit = (meter, slot)
         return True
 
@@ -283,16 +296,52 @@ class IntervalStore:
         return self._count[meter]
 
     def rows_by_index(self, meter, first, last):
-        """Rows with 1-based chronological entry numbers first..last (DLMS entry_descriptor)."""
+        """Rows with 1-based chronological entry numbers first..last (DLMS entry_descriptor).
+        Passes leave a mark (rows before a slot) every few windows beyond the last mark; later
+        calls start at the mark just before `first`. Marks are dropped when older rows change."""
+        self._check_meter(meter)
         if first < 1 or last < first:
             return
-        k = 0
-        for row in self.rows(meter):
-            k += 1
-            if k > last:
-                return
-            if k >= first:
-                yield row
+        marks = self._marks[meter] or []
+        version = self._marks_version
+        k = 0  # rows before slot a
+        a = 0
+        start = -1
+        for j in range(len(marks)):
+            if marks[j][0] >= first:
+                break
+            k, a = marks[j]
+            start = j
+        extending = start == len(marks) - 1  # past the last mark: leave new marks behind
+        new = []
+        table = bytearray(_WINDOW * RECORD_SIZE)
+        w = 0
+        try:
+            while True:
+                a = self._next_present(meter, a, _SLOT_MAX)
+                if a is None:
+                    return
+                if extending and w % _MARK_EVERY == 0 and (w or not marks):
+                    new.append((k, a))
+                w += 1
+                e = a + _WINDOW - 1
+                if e > _SLOT_MAX:
+                    e = _SLOT_MAX
+                self._fill(meter, a, e, table)
+                for i in range(e - a + 1):
+                    t = i * RECORD_SIZE
+                    if not record.seq_of(table, t):
+                        continue
+                    k += 1
+                    if k > last:
+                        return
+                    if k >= first:
+                        _q, _m, slot, fwd, rev, unit, src, flags = record.unpack_interval(table, t)
+                        yield slot, fwd, rev, unit, src, flags
+                a = e + 1
+        finally:
+            if new and version == self._marks_version:
+                self._marks[meter] = marks + new  # still exact: nothing moved meanwhile
 
     def missing(self, meter, from_slot, to_slot):
         """Ascending slots in [from_slot, to_slot] without a stored record (backfill planner)."""

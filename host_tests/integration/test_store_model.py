@@ -48,11 +48,12 @@ put_op = hs.tuples(
     hs.sampled_from((0, r.FLAG_POWER_DOWN, r.FLAG_CLOCK_ADJUSTED, r.FLAG_UNAVAILABLE)),
 )
 remount_op = hs.tuples(hs.just("remount"))
+index_op = hs.tuples(hs.just("index"), hs.integers(0, 2), hs.integers(1, 80), hs.integers(0, 40))
 cut_op = hs.tuples(hs.just("cut"), hs.integers(1, 4), hs.booleans(), hs.integers(1, 10**6))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(hs.lists(hs.one_of(put_op, put_op, put_op, remount_op, cut_op), max_size=120))
+@given(hs.lists(hs.one_of(put_op, put_op, put_op, remount_op, cut_op, index_op), max_size=120))
 def test_random_sequences_match_model(ops):
     tc = _TC()
     f = NorFlash(5, block_size=256)
@@ -63,6 +64,11 @@ def test_random_sequences_match_model(ops):
     for op in ops:
         if op[0] == "remount":
             st = open_store()
+            continue
+        if op[0] == "index":  # entry-number reads interleaved with puts, drops and cuts
+            _, m, first, n = op
+            want = list(st.rows(m))[first - 1:first + n]
+            assert list(st.rows_by_index(m, first, first + n)) == want
             continue
         if op[0] == "cut":
             f.arm(op[1], tear=op[2], seed=op[3])

@@ -105,6 +105,46 @@ class IntervalStoreTest(unittest.TestCase):
         self.assertEqual(list(self.st.rows_by_index(0, 21, 30)), [])
         self.assertEqual(list(self.st.rows_by_index(0, 0, 3)), [])
 
+    def test_rows_by_index_marks_follow_changes(self):
+        self.f = NorFlash(8, block_size=4096)  # 170 slots per sector
+        self.st = self.open()
+
+        def check(pairs):
+            for first, last in pairs:
+                want = []
+                k = 0
+                for row in self.st.rows(0):  # streamed: the MicroPython heap is small
+                    k += 1
+                    if first <= k <= last:
+                        want.append(row)
+                got = list(self.st.rows_by_index(0, first, last))
+                self.assertEqual(got, want, (first, last))
+
+        for i in range(0, 1700, 2):
+            if i % 50 != 7:
+                self.st.put(0, S0 + i, i, 0, 1, "fixed")
+        n = self.st.count(0)
+        pairs = [(1, 3), (n - 47, n), (n // 2, n // 2 + 100), (n, n + 5), (400, 400)]
+        check(pairs)
+        self.assertIsNotNone(self.st._marks[0])
+        self.assertGreater(len(self.st._marks[0]), 2)
+        check(pairs)  # from the marks this time
+        self.st.put(0, S0 + 1000 + 1, 1, 0, 1, "history")  # backfill a gap: entries move
+        check([(500, 520), (n - 10, n + 1)])
+        self.st.put(0, S0 + 5000, 1, 0, 1, "fixed")  # a new newest row: marks stay valid
+        marks = self.st._marks[0]
+        self.assertIsNotNone(marks)
+        check([(n - 1, n + 2), (1, 1)])
+        self.assertEqual(self.st._marks[0][:len(marks)], marks)  # kept (and maybe extended)
+        self.st.put(0, S0 + 57, 1, 0, 1, "history")  # marks dropped
+        self.assertIsNone(self.st._marks[0])
+        it = self.st.rows_by_index(0, 1, n + 10)  # a pass that builds marks ...
+        next(it)
+        self.st.put(0, S0 + 3, 1, 0, 1, "history")  # ... while an older row appears
+        for _row in it:
+            pass
+        check([(1, 5), (n - 3, n + 3), (700, 703)])
+
     def test_backfill_after_wrap_and_remount(self):
         # 8 sectors x 10 slots: the ring wraps and the oldest sectors are dropped
         for i in range(100):

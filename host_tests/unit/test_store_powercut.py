@@ -100,6 +100,9 @@ def check_store(tc, st, meters):
         want = sorted((k[1], v[1]) for k, v in scan.items() if k[0] == m)
         tc.assertEqual([(row[0], row[1:]) for row in rows], want)
         tc.assertEqual(st.count(m), len(rows))
+        n = len(rows)
+        tc.assertEqual(list(st.rows_by_index(m, 1, n + 1)), rows)
+        tc.assertEqual(list(st.rows_by_index(m, n // 2 + 1, n)), rows[n // 2:])
     return scan, seqs
 
 
