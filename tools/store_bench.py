@@ -18,6 +18,8 @@ store.retained_days_measured     days actually readable at the end of the run
 store.mount_ms                   mount + index build of the full region (host CPU, this runtime)
 store.day_read_sector_reads      4 KB sector reads to stream one retained day (middle of the log)
 store.full_read_ms               stream every retained row of the meter (host CPU)
+store.last_day_by_index_sector_reads  sector reads for the newest 48 entries by entry number,
+                                 after one full rows_by_index pass has left its marks
 """
 
 import sys
@@ -73,6 +75,11 @@ def measure(n_records=50000):
         for _row in st.rows(0):
             total += 1
         full_ms = _ms(t0)
+        for _row in st.rows_by_index(0, 1, total):
+            pass
+        flash.reads = 0
+        tail = list(st.rows_by_index(0, total - 47, total))
+        tail_reads = flash.reads if len(tail) == 48 else -1
         lg = st.log
         programmed = flash.bytes_programmed
         kept = lg.capacity()
@@ -90,6 +97,7 @@ def measure(n_records=50000):
             "store.mount_ms": mount_ms,
             "store.day_read_sector_reads": day_reads if len(day) == 48 else -1,
             "store.full_read_ms": full_ms,
+            "store.last_day_by_index_sector_reads": tail_reads,
         }
     finally:
         log.level = old_level

@@ -43,6 +43,7 @@ def test_bench_numbers_meet_goals():
     assert m["store.retention_days_512k"] >= 400
     assert m["store.retained_days_measured"] >= 400
     assert 1 <= m["store.day_read_sector_reads"] <= 3
+    assert 1 <= m["store.last_day_by_index_sector_reads"] <= 16
 
 
 def test_400_days_one_meter_with_backfill_and_bounded_reads():
