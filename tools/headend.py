@@ -10,7 +10,7 @@ import asyncio
 from firmware import timeutil
 from firmware.cosem import axdr
 from firmware.cosem.objects import obis as obis_bytes
-from tools.dlms_client import AsyncDlmsUdpClient
+from tools.dlms_client import AsyncDlmsUdpClient, ExceptionResponse
 
 SCALERS = {0x00: 3, 0x01: 2, 0x02: 1, 0x03: 0, 0x04: -1, 0x0A: 4, 0x0B: 5, 0x0C: 6, 0x0D: 7}
 
@@ -66,7 +66,12 @@ class HeadEnd:
         self.scaler = s[0]
 
     async def poll(self, from_t2k, to_t2k, quiet=False):
-        rows = await self.client.get_profile(from_t2k, to_t2k)
+        try:
+            rows = await self.client.get_profile(from_t2k, to_t2k)
+        except ExceptionResponse:
+            # the association was released or lost (e.g. the terminal restarted): associate again
+            await self.client.associate()
+            rows = await self.client.get_profile(from_t2k, to_t2k)
         if rows and self.scaler is None:
             await self.read_scaler()
         new = 0
