@@ -171,6 +171,7 @@ def test_bad_input_at_each_boundary_is_logged_and_survived(dep):
         g.s.sendto(bytes.fromhex("000100100001"), AIR_ADDR)  # truncated wrapper header
     finally:
         g.close()
+    assert wait_until(lambda: "WPDU too short" in dep.terminal_log()[len(before):], 10)
     # 3. radio UART: a frame with a bad checksum, and garbage between frames
     dep.module.set_faults(bad_header_checksum=1, garbage=2)
     # the head-end keeps working through it (its requests are what carry the UART faults)
