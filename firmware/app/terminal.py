@@ -123,6 +123,7 @@ class Terminal:
         await self._lan()
         self._build_meter()
         self._build_radio()
+        log_heap("components built")
         await asyncio.gather(
             supervise("echonet", self.meter.run),
             supervise("metering", self.poller.run),
@@ -132,10 +133,19 @@ class Terminal:
         )
 
 
+def log_heap(what):
+    import gc
+
+    gc.collect()
+    if hasattr(gc, "mem_free"):
+        log.info(_TAG, "heap after %s: %d used, %d free" % (what, gc.mem_alloc(), gc.mem_free()))
+
+
 def main(board_path, config_path):
     log.info("boot", "IoT-route wireless terminal starting")
     cfg = cfgmod.load(config_path)
     board = halmod.load_board(board_path)
     hal = halmod.create(board, cfg)
+    log_heap("imports")
     terminal = Terminal(hal, cfg)
     asyncio.run(terminal.run())

@@ -21,6 +21,45 @@ class StoreError(ValueError):
     pass
 
 
+def _seq(b, off):
+    # sequence numbers stay below 2^30 (a billion records), so this is a small int on the ESP32
+    return (b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]
+
+
+class _Window:
+    """The window table of one range read. It borrows the store's shared table; if another read
+    took it while this one was suspended at a yield, the window is re-read into a private table
+    (so an abandoned read costs nothing, and interleaved reads stay correct)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.token = -1
+        self.private = None
+        self.args = None
+
+    def fill(self, meter, a, e):
+        self.args = (meter, a, e)
+        st = self.store
+        if self.private is None:
+            st._table_token += 1
+            self.token = st._table_token
+            st._fill(meter, a, e, st._table)
+        else:
+            st._fill(meter, a, e, self.private)
+
+    def table(self):
+        st = self.store
+        if self.private is not None:
+            return self.private
+        if st._table_token != self.token:
+            self.private = bytearray(_WINDOW * RECORD_SIZE)
+            st.private_tables += 1
+            meter, a, e = self.args
+            st._fill(meter, a, e, self.private)
+            return self.private
+        return st._table
+
+
 class IntervalStore:
     def __init__(self, flashlog, max_meters=4, tag="store"):
         if max_meters < 1 or max_meters > 256:
@@ -36,6 +75,13 @@ class IntervalStore:
         self._rec = bytearray(RECORD_SIZE)  # the record _find() found
         self._found = -1  # and its sector
         self._new = bytearray(RECORD_SIZE)  # the record put() appends
+        # One window table shared by every range read, allocated once: a fresh 2.3 KB table per
+        # call fragments a small heap (a DLMS block transfer starts a new read per block). A
+        # read that finds the table taken by another read when it resumes refills its window
+        # into a private table (see _window).
+        self._table = bytearray(_WINDOW * RECORD_SIZE)
+        self._table_token = 0
+        self.private_tables = 0  # windows that had to leave the shared table (interleaved reads)
         self._hit = None  # (meter, slot) known to be stored: has() for the slot just written
         # per meter: [(rows before slot, slot)] every _MARK_EVERY windows, or None (unknown)
         self._marks = [None] * max_meters
@@ -101,7 +147,8 @@ class IntervalStore:
                 q = record.seq_of(buf, off)
                 if q > top:
                     top = q
-        table = bytearray(_WINDOW * RECORD_SIZE)
+        self._table_token += 1  # this pass does not yield: the shared table is safe
+        table = self._table
         n = 0
         a = lo
         while a <= hi:
@@ -242,11 +289,13 @@ class IntervalStore:
         return best
 
     def _fill(self, meter, a, e, table):
-        """Newest valid record per slot of [a, e] into table (seq 0 = empty entry)."""
+        """Newest valid record per slot of [a, e] into table (seq 0 = empty entry).
+        Runs for every record of every overlapping sector, so it reads fields byte by byte
+        (no tuple per record) and checks the CRC only of a record that would win."""
         for i in range(e - a + 1):
             struct.pack_into(">I", table, i * RECORD_SIZE, 0)
         tmv = memoryview(table)
-        for s in list(self.log.order):
+        for s in self.log.order:
             lo, hi = self._range(s, meter)
             if lo > hi or hi < a or lo > e:
                 continue
@@ -256,18 +305,20 @@ class IntervalStore:
                 off = HEADER_SIZE + i * RECORD_SIZE
                 if buf[off + 5] != meter or (buf[off + 4] >> 4) != TYPE_INTERVAL:
                     continue
-                slot = struct.unpack_from(">I", buf, off + 8)[0]
-                if slot < a or slot > e or not record.is_valid(buf, off):
+                slot = (buf[off + 8] << 24) | (buf[off + 9] << 16) | (buf[off + 10] << 8) \
+                    | buf[off + 11]
+                if slot < a or slot > e:
                     continue
                 t = (slot - a) * RECORD_SIZE
-                if record.seq_of(buf, off) > record.seq_of(table, t):
-                    tmv[t:t + RECORD_SIZE] = bmv[off:off + RECORD_SIZE]
+                if _seq(buf, off) <= _seq(table, t) or not record.is_valid(buf, off):
+                    continue
+                tmv[t:t + RECORD_SIZE] = bmv[off:off + RECORD_SIZE]
 
     def rows(self, meter, from_slot=0, to_slot=_SLOT_MAX):
         """Ascending (slot, fwd, rev, unit_code, source, flags) of stored slots in
         [from_slot, to_slot]; streams window by window (missing slots produce no row)."""
         self._check_meter(meter)
-        table = bytearray(_WINDOW * RECORD_SIZE)
+        w = _Window(self)
         a = from_slot
         while a <= to_slot:
             a = self._next_present(meter, a, to_slot)
@@ -276,9 +327,10 @@ class IntervalStore:
             e = a + _WINDOW - 1
             if e > to_slot:
                 e = to_slot
-            self._fill(meter, a, e, table)
+            w.fill(meter, a, e)
             for i in range(e - a + 1):
                 t = i * RECORD_SIZE
+                table = w.table()
                 if record.seq_of(table, t):
                     _q, _m, slot, fwd, rev, unit, src, flags = record.unpack_interval(table, t)
                     yield slot, fwd, rev, unit, src, flags
@@ -314,7 +366,7 @@ class IntervalStore:
             start = j
         extending = start == len(marks) - 1  # past the last mark: leave new marks behind
         new = []
-        table = bytearray(_WINDOW * RECORD_SIZE)
+        win = _Window(self)
         w = 0
         try:
             while True:
@@ -327,9 +379,10 @@ class IntervalStore:
                 e = a + _WINDOW - 1
                 if e > _SLOT_MAX:
                     e = _SLOT_MAX
-                self._fill(meter, a, e, table)
+                win.fill(meter, a, e)
                 for i in range(e - a + 1):
                     t = i * RECORD_SIZE
+                    table = win.table()
                     if not record.seq_of(table, t):
                         continue
                     k += 1
