@@ -4,8 +4,10 @@
 
 firmware.mpy_total_kb   sum of the .mpy sizes of firmware/, boot.py, main.py (mpy-cross xtensawin)
 firmware.min_heap_kb    smallest `micropython -X heapsize` (KB) at which the demo scenario still
-                        completes with missing=0, found by bisection (firmware run from .py source,
-                        so the figure includes compiling it on the heap)
+                        completes with missing=0, found by bisection (unix port, 64-bit objects,
+                        firmware imported from .mpy files, so its bytecode is on the heap)
+firmware.import_heap_kb heap taken by that imported bytecode alone (kept off the heap on the
+                        ESP32 by freezing, boards/manifest.py)
 store.*                 interval-store costs (tools/store_bench.py)
 """
 
@@ -34,6 +36,33 @@ def mpy_total_kb():
     if failures:
         raise SystemExit("mpy-cross failed: %r" % failures)
     return round(total / 1024, 1)
+
+
+_IMPORT_PROBE = """
+import gc
+gc.collect()
+a = gc.mem_alloc()
+import firmware.app.terminal, firmware.app.views, firmware.meter.client, firmware.cosem.objects
+import firmware.cosem.profile, firmware.cosem.server, firmware.radio.j11_module
+import firmware.radio.session, firmware.store.flashlog, firmware.store.intervals
+import firmware.hal.host, firmware.hal.norflash
+gc.collect()
+print(gc.mem_alloc() - a)
+"""
+
+
+def import_heap_kb():
+    """Heap taken by the firmware's imported bytecode (.mpy) on the unix port (64-bit objects):
+    what freezing the firmware into the ESP32 image keeps off the heap."""
+    import subprocess
+
+    from tools.deployment import build_host_mpy, find_micropython
+
+    tree = build_host_mpy()
+    r = subprocess.run([find_micropython(), "-X", "heapsize=1024k", "-c", _IMPORT_PROBE],
+                       cwd=tree, env=dict(os.environ, MICROPYPATH=".:.frozen"),
+                       capture_output=True, text=True, timeout=60)
+    return round(int(r.stdout.strip().splitlines()[-1]) / 1024, 1)
 
 
 def demo_ok(heap_kb, days, rate):
@@ -69,6 +98,7 @@ def main():
     results = {}
     t0 = time.monotonic()
     results["firmware.mpy_total_kb"] = mpy_total_kb()
+    results["firmware.import_heap_kb"] = import_heap_kb()
     try:
         from tools import store_bench
 

@@ -29,7 +29,7 @@ async def run_demo(days, rate, heap, runtime, seed, verbose, out=print):
     result = {"expected": 0, "delivered": 0, "missing": 0, "mismatched": 0, "read_errors": 0,
               "workdir": dep.workdir}
     try:
-        await head.connect(timeout_s=60)
+        await head.connect(timeout_s=60, alive=dep.firmware_alive)
         await head.sync_clock()
         end_t2k = head.clock_set_at + int(days * timeutil.DAY_S)
         first_b = head.clock_set_at - head.clock_set_at % timeutil.SLOT_S + timeutil.SLOT_S

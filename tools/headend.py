@@ -37,12 +37,15 @@ class HeadEnd:
         self.clock_set_at = None
         self._last_sync = None
 
-    async def connect(self, timeout_s=60.0):
-        """Associate, retrying until the terminal has joined the PAN and answers."""
+    async def connect(self, timeout_s=60.0, alive=None):
+        """Associate, retrying until the terminal has joined the PAN and answers.
+        alive: optional callable; False (the terminal process died) ends the wait at once."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         last = None
         while loop.time() < deadline:
+            if alive is not None and not alive():
+                raise RuntimeError("terminal exited before associating")
             try:
                 await self.client.associate()
                 return
