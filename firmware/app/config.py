@@ -35,7 +35,7 @@ DEFAULTS = {
         # how often (calendar seconds) to retry while the meter has not published the new slot.
         "read_delay_s": 60,
         "retry_every_s": 120,
-        "give_up_after_s": 1500,
+        "give_up_after_s": 1740,  # E6/E7 move on to the next boundary at +1800 s
     },
     # "radio" and "dlms" take their defaults from the components themselves (single source of
     # truth, see _component_defaults); only the keys below are added or changed here.

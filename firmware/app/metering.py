@@ -48,7 +48,8 @@ class SlotPoller:
         if now - b > self.cfg["give_up_after_s"]:
             # Reached only if the terminal was not running (or the meter was silent) for the slot.
             self.stats["given_up"] += 1
-            log.warn(self.tag, "slot %s missing: no fixed-time value in time" % timeutil.iso(b))
+            log.warn(self.tag, "slot %s missing: no fixed-time value in time"
+                     % timeutil.iso(b, self.cfg["tz_offset_min"]))
             return self._nap(next_b)
         if self._retry_at and self._retry_at[0] == slot and now < self._retry_at[1]:
             return self._nap(self._retry_at[1])
