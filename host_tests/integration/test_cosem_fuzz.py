@@ -5,6 +5,8 @@ import random
 import struct
 import time
 
+from cosem_fakes import FakeClock
+from cosem_fakes import ListView as FakeView
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,38 +18,6 @@ from firmware.cosem.server import CosemServer
 T0 = timeutil.t2k_from_fields(2024, 4, 1, 0, 0, 0)
 SLOT0 = timeutil.slot_of_t2k(T0)
 H = bytes.fromhex
-
-
-class FakeClock:
-    def __init__(self, t):
-        self.t = t
-
-    def now_t2k(self):
-        return self.t
-
-    def set_t2k(self, t):
-        self.t = t
-
-    def is_set(self):
-        return self.t is not None
-
-
-class FakeView:
-    def __init__(self, rows):
-        self.unit_code = 0x02
-        self._rows = rows
-
-    def latest(self):
-        return self._rows[-1] if self._rows else None
-
-    def count(self):
-        return len(self._rows)
-
-    def rows(self, a, b):
-        return iter([r for r in self._rows if a <= r[0] <= b])
-
-    def rows_by_index(self, first, last):
-        return iter(self._rows[max(first, 0) : last + 1])
 
 
 AARQ_PUBLIC = H("601DA109060760857405080101BE10040E01000000065F1F0400007E1F04B0")

@@ -3,6 +3,8 @@
 import datetime
 
 import pytest
+from cosem_fakes import FakeClock
+from cosem_fakes import ListView as FakeView
 from gurux_dlms import GXByteBuffer, GXDateTime, GXDLMSClient, GXDLMSException, GXReplyData
 from gurux_dlms.enums import Authentication, InterfaceType
 from gurux_dlms.objects import (
@@ -19,43 +21,6 @@ from firmware.cosem.server import CosemServer
 JST = datetime.timezone(datetime.timedelta(hours=9))
 T0 = timeutil.t2k_from_fields(2024, 4, 1, 0, 0, 0)  # 2024-04-01T00:00Z = 09:00 JST
 SLOT0 = timeutil.slot_of_t2k(T0)
-
-
-class FakeClock:
-    def __init__(self, t=None):
-        self.t = t
-
-    def now_t2k(self):
-        return self.t
-
-    def set_t2k(self, t):
-        self.t = t
-
-    def is_set(self):
-        return self.t is not None
-
-
-class FakeView:
-    """Rows (slot, fwd, rev, status) kept sorted; missing slots simply have no row."""
-
-    def __init__(self, rows, unit_code=0x01):
-        self.unit_code = unit_code
-        self._rows = sorted(rows)
-
-    def latest(self):
-        return self._rows[-1] if self._rows else None
-
-    def count(self):
-        return len(self._rows)
-
-    def rows(self, a, b):
-        for r in self._rows:
-            if a <= r[0] <= b:
-                yield r
-
-    def rows_by_index(self, first, last):
-        for i in range(max(first, 0), min(last, len(self._rows) - 1) + 1):
-            yield self._rows[i]
 
 
 def make_rows(n, skip=()):

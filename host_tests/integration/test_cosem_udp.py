@@ -5,6 +5,8 @@ import socket
 import threading
 
 import pytest
+from cosem_fakes import FakeClock
+from cosem_fakes import ListView as FakeView
 from gurux_dlms import GXByteBuffer, GXDLMSClient, GXReplyData
 from gurux_dlms.enums import InterfaceType
 from gurux_dlms.objects import GXDLMSProfileGeneric
@@ -24,38 +26,6 @@ T0 = timeutil.t2k_from_fields(2024, 4, 1, 0, 0, 0)
 SLOT0 = timeutil.slot_of_t2k(T0)
 SERVER_IP = "127.0.0.31"
 CLIENT_IP = "127.0.0.32"
-
-
-class FakeClock:
-    def __init__(self, t=None):
-        self.t = t
-
-    def now_t2k(self):
-        return self.t
-
-    def set_t2k(self, t):
-        self.t = t
-
-    def is_set(self):
-        return self.t is not None
-
-
-class FakeView:
-    def __init__(self, rows, unit_code=0x01):
-        self.unit_code = unit_code
-        self._rows = sorted(rows)
-
-    def latest(self):
-        return self._rows[-1] if self._rows else None
-
-    def count(self):
-        return len(self._rows)
-
-    def rows(self, a, b):
-        return iter([r for r in self._rows if a <= r[0] <= b])
-
-    def rows_by_index(self, first, last):
-        return iter(self._rows[max(first, 0) : last + 1])
 
 
 ROWS = [(SLOT0 + i, 500000 + 11 * i, 3 * i, 0x20 if i == 3 else 0) for i in range(200) if i != 7]

@@ -4,7 +4,7 @@ import gc
 import struct
 import unittest
 
-from test_cosem_fakes import AARQ_PUBLIC, SLOT0, FakeClock, SynthView, make_server
+from cosem_fakes import AARQ_PUBLIC, SLOT0, FakeClock, SynthView, make_server
 
 from firmware import timeutil
 from firmware.cosem import axdr

@@ -1,7 +1,7 @@
 import struct
 import unittest
 
-from test_cosem_fakes import (
+from cosem_fakes import (
     AARQ_LLS,
     AARQ_PUBLIC,
     SLOT0,
