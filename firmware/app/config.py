@@ -36,6 +36,10 @@ DEFAULTS = {
         "read_delay_s": 60,
         "retry_every_s": 120,
         "give_up_after_s": 1740,  # E6/E7 move on to the next boundary at +1800 s
+        # Backfill from the meter's day histories: a full pass (whole 0xD3 retention) at start,
+        # after a meter outage and after a radio rejoin; the last `backfill_recent_days` after
+        # every boundary.
+        "backfill_recent_days": 1,
     },
     # "radio" and "dlms" take their defaults from the components themselves (single source of
     # truth, see _component_defaults); only the keys below are added or changed here.
@@ -48,6 +52,7 @@ DEFAULTS = {
         "ldn": "XXX0000000000001",  # COSEM logical device name (FLAG id + 13 characters)
         "device_id": "000000000000",
         "public_clock_write": True,  # SPEC: the smart meter (public client) sets our clock
+        "backfill_status_bit": 0x40,  # SPEC: profile status bit of values from meter history
     },
     "store": {
         "path": "",  # host: backing file of the emulated flash ("" = RAM only)

@@ -25,6 +25,12 @@ class SlotPoller:
         self.pending_flags = 0
         self.stats = {"stored": 0, "retries": 0, "given_up": 0, "errors": 0, "skew": 0}
         self._retry_at = None  # (slot, t2k) of the next retry for a slot not yet published
+        self._failing = False  # the last read failed (meter silent or refusing)
+        self.on_event = None  # fn(name): "stored", "recovered" (after an outage), "gave_up"
+
+    def _notify(self, name):
+        if self.on_event is not None:
+            self.on_event(name)
 
     def flag_next(self, flags):
         """OR flags (e.g. clock adjusted) into the next stored record."""
@@ -50,6 +56,7 @@ class SlotPoller:
             self.stats["given_up"] += 1
             log.warn(self.tag, "slot %s missing: no fixed-time value in time"
                      % timeutil.iso(b, self.cfg["tz_offset_min"]))
+            self._notify("gave_up")
             return self._nap(next_b)
         if self._retry_at and self._retry_at[0] == slot and now < self._retry_at[1]:
             return self._nap(self._retry_at[1])
@@ -73,9 +80,14 @@ class SlotPoller:
             stamp, fwd, rev = await self.reader.read_fixed_time()
         except Exception as e:  # timeouts, SNA, malformed replies: logged, retried later
             self.stats["errors"] += 1
+            self._failing = True
             why = "%s(%s)" % (type(e).__name__, e)
             log.warn(self.tag, "read for %s failed: %s" % (timeutil.iso(b), why))
             return
+        if self._failing:
+            self._failing = False
+            log.info(self.tag, "meter answers again")
+            self._notify("recovered")
         if stamp != b:
             self.stats["retries"] += 1
             if stamp is not None and stamp > b:
@@ -94,6 +106,7 @@ class SlotPoller:
         self.sink.store(self.meter, slot, fwd, rev, self.unit_code, "fixed", flags)
         self.pending_flags = 0
         self.stats["stored"] += 1
+        self._notify("stored")
         log.info(self.tag, "slot %s +A=%d -A=%d (unit 0x%02X)" % (
             timeutil.iso(b, self.cfg["tz_offset_min"]), fwd, rev, self.unit_code))
 

@@ -11,6 +11,7 @@ import asyncio
 from firmware import hal as halmod
 from firmware import log, timeutil
 from firmware.app import config as cfgmod
+from firmware.app.backfill import BackfillPlanner
 from firmware.app.metering import SlotPoller
 from firmware.app.views import MeterView, StoreSink
 from firmware.compat import sleep_ms
@@ -60,6 +61,32 @@ class Terminal:
         ep = self.hal.lan_udp(m["port"])
         self.meter = MeterClient(ep, (m["ip"], m["port"]), m)
         self.poller = SlotPoller(self.clock, self.meter, StoreSink(self.store), 0, m)
+        self.planner = BackfillPlanner(self.clock, self.meter, self.store, 0, m)
+        self._backfill_full = True  # a full pass is due (boot)
+        self._backfill_due = asyncio.Event()
+        self.poller.on_event = self._on_meter_event
+
+    def _on_meter_event(self, name):
+        if name in ("recovered", "gave_up"):
+            self._backfill_full = True
+        self._backfill_due.set()
+
+    async def backfill(self):
+        """Fill gaps from the meter's history when due (boot, outages, every boundary)."""
+        recent = self.cfg["meter"]["backfill_recent_days"]
+        while True:
+            if self.poller.unit_code is None or not self.clock.is_set():
+                await sleep_ms(500)
+                continue
+            self.planner.unit_code = self.poller.unit_code
+            full = self._backfill_full
+            self._backfill_full = False
+            self._backfill_due.clear()
+            before = self.planner.stats["errors"]
+            await self.planner.run_once(None if full else recent)
+            if self.planner.stats["errors"] != before:
+                self._backfill_full = True  # try the whole window again next time
+            await self._backfill_due.wait()
 
     # -- smart-meter side --------------------------------------------------------------------
 
@@ -70,7 +97,8 @@ class Terminal:
         from firmware.radio.session import RadioSession
 
         d = self.cfg["dlms"]
-        view = MeterView(self.store, 0, unit_hint=lambda: self.poller and self.poller.unit_code)
+        view = MeterView(self.store, 0, unit_hint=lambda: self.poller and self.poller.unit_code,
+                         backfill_bit=d["backfill_status_bit"])
         self.server = CosemServer(default_table(view, d), self.clock, d)
         module = J11Module(self.hal.radio_uart())
         self.session = RadioSession(module, self.cfg["radio"])
@@ -103,10 +131,15 @@ class Terminal:
         import gc
 
         n = 0
+        was_ready = False
         while True:
             self.hal.feed_watchdog()
             await sleep_ms(1000)
             n += 1
+            ready = self.session is not None and self.session.is_ready()
+            if ready and not was_ready and n > 1 and self.poller is not None:
+                self._on_meter_event("recovered")  # radio back: check for gaps at once
+            was_ready = ready
             if n % 60 == 0:
                 gc.collect()
                 log.info(_TAG, "alive: stored=%d radio=%s free=%s" % (
@@ -127,6 +160,7 @@ class Terminal:
         await asyncio.gather(
             supervise("echonet", self.meter.run),
             supervise("metering", self.poller.run),
+            supervise("backfill", self.backfill),
             supervise("radio", self.session.run),
             supervise("dlms", self.dlms_link),
             supervise(_TAG, self.housekeeping),

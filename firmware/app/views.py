@@ -20,10 +20,19 @@ class MeterView:
     """The meter data view of docs/architecture.md over IntervalStore, for one meter.
     Rows are (slot, fwd, rev, dlms_status); missing slots produce no row."""
 
-    def __init__(self, store, meter, unit_hint=None):
+    def __init__(self, store, meter, unit_hint=None, backfill_bit=0x40):
         self.s = store
         self.meter = meter
         self._unit_hint = unit_hint  # callable giving the live meter's unit before any record
+        # SPEC: a value recovered from the meter's history is marked in the profile status with
+        # this bit (0x40: reserved in the usual bit layout, free for the utility spec to assign).
+        self.backfill_bit = backfill_bit
+
+    def _status(self, src, flags):
+        st = record.dlms_status(flags)
+        if src == record.SOURCE_HISTORY:
+            st |= self.backfill_bit
+        return st
 
     @property
     def unit_code(self):
@@ -41,17 +50,17 @@ class MeterView:
         rec = self.s.get(self.meter, last)
         if rec is None:
             return None
-        return (last, rec[0], rec[1], record.dlms_status(rec[4]))
+        return (last, rec[0], rec[1], self._status(rec[3], rec[4]))
 
     def count(self):
         return self.s.count(self.meter)
 
     def rows(self, from_slot, to_slot):
-        for slot, fwd, rev, _unit, _src, flags in self.s.rows(self.meter, from_slot, to_slot):
-            yield (slot, fwd, rev, record.dlms_status(flags))
+        for slot, fwd, rev, _unit, src, flags in self.s.rows(self.meter, from_slot, to_slot):
+            yield (slot, fwd, rev, self._status(src, flags))
 
     def rows_by_index(self, first, last):
         # COSEM counts from 0 here; the store's entry numbers are 1-based (entry_descriptor).
-        for slot, fwd, rev, _unit, _src, flags in self.s.rows_by_index(self.meter, first + 1,
-                                                                       last + 1):
-            yield (slot, fwd, rev, record.dlms_status(flags))
+        for slot, fwd, rev, _unit, src, flags in self.s.rows_by_index(self.meter, first + 1,
+                                                                      last + 1):
+            yield (slot, fwd, rev, self._status(src, flags))

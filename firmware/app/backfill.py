@@ -1,0 +1,133 @@
+# Backfill planner: fills missing 30-minute slots from the meter's own day histories.
+#
+# 0x028E keeps 0xD3 days of history: SetC 0xD5 = day (0 = the meter's today), then Get 0xE1/0xE3
+# gives the cumulative values at the 48 boundaries 00:00 ... 23:30 of that local date. The planner
+#   1. lists the missing slots of the window (the store is the only state: idempotent, and after a
+#      power cut it simply plans again),
+#   2. maps each one to (day, index) using the METER's clock (day 0 is the meter's date, which can
+#      differ from ours around midnight or after a clock step),
+#   3. reads each needed day once, checks the echoed day, and stores every slot whose values are
+#      both present (0xFFFFFFFE stays missing) with source "history",
+#   4. re-reads the meter clock afterwards: if the meter's date changed meanwhile, the day numbers
+#      moved, so nothing read in that pass is stored.
+from firmware import log, timeutil
+from firmware.compat import sleep_ms
+from firmware.meter import drmeter
+
+_EPC_RETENTION = 0xD3
+_EPC_DATE = 0x98
+_SLOTS_PER_DAY = 48
+
+
+class BackfillPlanner:
+    def __init__(self, clock, reader, store, meter_index, cfg, tag="backfill"):
+        """reader: read_history(day) -> (fwd[48], rev[48]) and get(epcs) -> {epc: bytes|None}
+        (0xD3 retention, 0x98 date); store: missing(), put(); cfg: the "meter" section."""
+        self.clock = clock
+        self.reader = reader
+        self.store = store
+        self.meter = meter_index
+        self.cfg = cfg
+        self.tag = tag
+        self.tz = cfg["tz_offset_min"]
+        self.retention = None  # days of meter history (0xD3), read once per meter session
+        self.unit_code = None  # set by the caller from the live meter (records need it)
+        self.stats = {"runs": 0, "filled": 0, "unavailable": 0, "errors": 0, "date_moved": 0}
+
+    def forget_meter(self):
+        """After a meter swap or reboot: re-read its retention before the next pass."""
+        self.retention = None
+
+    async def _read_retention(self):
+        vals = await self.reader.get((_EPC_RETENTION,))
+        edt = vals.get(_EPC_RETENTION)
+        if edt is None:
+            return None
+        return drmeter.decode_retention(edt)
+
+    async def _meter_date(self):
+        """The meter's own local date (0x98) as days since 2000-01-01: what its day 0 means."""
+        vals = await self.reader.get((_EPC_DATE,))
+        edt = vals.get(_EPC_DATE)
+        if edt is None:
+            raise drmeter.MeterDataError("meter did not return its date (0x98)")
+        y, m, d = drmeter.decode_date(edt)
+        return timeutil.days_from_civil(y, m, d)
+
+    def _local_days(self, t2k):
+        return (t2k + self.tz * 60) // timeutil.DAY_S
+
+    def window(self, now, horizon_days):
+        """(first_slot, last_slot) that backfill may fill: the last `horizon_days` local dates
+        (as the meter keeps them: day 0 = today from 00:00), up to the boundary the 30-minute
+        loop has given up on (it still owns the newer ones)."""
+        last_b = now - self.cfg["give_up_after_s"] - 1
+        last_b -= last_b % timeutil.SLOT_S
+        first_day = self._local_days(now) - (horizon_days - 1)
+        first_b = first_day * timeutil.DAY_S - self.tz * 60
+        return timeutil.slot_of_t2k(first_b), timeutil.slot_of_t2k(last_b)
+
+    async def run_once(self, horizon_days=None):
+        """One pass over the window; returns the number of slots filled. Exceptions from the meter
+        are logged and counted; the next pass starts from the store again."""
+        self.stats["runs"] += 1
+        now = self.clock.now_t2k()
+        if now is None or self.unit_code is None:
+            return 0
+        try:
+            return await self._pass(now, horizon_days)
+        except Exception as e:
+            self.stats["errors"] += 1
+            log.warn(self.tag, "pass failed: %s(%s)" % (type(e).__name__, e))
+            return 0
+
+    async def _pass(self, now, horizon_days):
+        if self.retention is None:
+            self.retention = await self._read_retention()
+            if self.retention is None:
+                log.warn(self.tag, "meter keeps no history (0xD3): gaps cannot be backfilled")
+                self.retention = -1
+        if self.retention < 0:
+            return 0
+        days = self.retention + 1 if horizon_days is None else min(horizon_days,
+                                                                   self.retention + 1)
+        first, last = self.window(now, days)
+        if first > last:
+            return 0
+        # Day by day (at most 48 slots held at once): list the day's missing slots, read the
+        # meter's history of that day once, store what it has.
+        meter_day = None
+        filled = 0
+        base_first = self._local_days(timeutil.t2k_of_slot(first))
+        base_last = self._local_days(timeutil.t2k_of_slot(last))
+        for ld in range(base_first, base_last + 1):
+            base = timeutil.slot_of_t2k(ld * timeutil.DAY_S - self.tz * 60)
+            a = base if base > first else first
+            b = base + _SLOTS_PER_DAY - 1
+            if b > last:
+                b = last
+            todo = list(self.store.missing(self.meter, a, b))
+            if not todo:
+                continue
+            if meter_day is None:
+                meter_day = await self._meter_date()
+            d = meter_day - ld
+            if d < 0 or d > self.retention:
+                continue  # outside the meter's history: stays missing
+            fwd, rev = await self.reader.read_history(d)
+            if await self._meter_date() != meter_day:
+                self.stats["date_moved"] += 1
+                log.info(self.tag, "meter date changed during the pass: planning again")
+                break
+            for slot in todo:
+                i = slot - base
+                if fwd[i] is None or rev[i] is None:
+                    self.stats["unavailable"] += 1
+                    continue
+                if self.store.put(self.meter, slot, fwd[i], rev[i], self.unit_code, "history", 0):
+                    filled += 1
+            await sleep_ms(0)  # let the boundary read and the radio run between days
+        if filled:
+            self.stats["filled"] += filled
+            log.info(self.tag, "filled %d slots from the meter's history" % filled)
+        return filled

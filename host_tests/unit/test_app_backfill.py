@@ -1,0 +1,118 @@
+import asyncio
+import unittest
+
+from meter_fakes import FakeMeter, StepClock
+
+from firmware import log, timeutil
+from firmware.app.backfill import BackfillPlanner
+from firmware.app.config import DEFAULTS
+from firmware.app.views import MeterView
+from firmware.hal.norflash import NorFlash
+from firmware.store import record
+from firmware.store.flashlog import FlashLog
+from firmware.store.intervals import IntervalStore
+
+# 2025-04-10 12:10 JST
+NOW = timeutil.t2k_from_fields(2025, 4, 10, 3, 10, 0)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+class BackfillTest(unittest.TestCase):
+    def setUp(self):
+        self.lines = []
+        log.set_sink(self.lines.append)
+        self.clock = StepClock(NOW)
+        self.meter = FakeMeter(self.clock.now_t2k, retention=3)
+        self.flash = NorFlash(16, block_size=1024)
+        self.store = IntervalStore(FlashLog(self.flash), max_meters=2)
+        self.cfg = dict(DEFAULTS["meter"])
+        self.p = BackfillPlanner(self.clock, self.meter, self.store, 0, self.cfg)
+        self.p.unit_code = 0x01
+
+    def tearDown(self):
+        log.set_sink(None)
+
+    def window(self):
+        return self.p.window(NOW, self.meter.retention + 1)
+
+    def test_fills_every_gap_of_the_history_window_exactly(self):
+        first, last = self.window()
+        for s in range(first, last + 1, 3):  # some slots came in live
+            self.store.put(0, s, *self.meter.model.at_slot(s), 0x01, "fixed")
+        filled = run(self.p.run_once())
+        self.assertGreater(filled, 100)
+        rows = list(self.store.rows(0, first, last))
+        self.assertEqual([r[0] for r in rows], list(range(first, last + 1)))
+        for slot, fwd, rev, _unit, src, _flags in rows:
+            self.assertEqual((fwd, rev), self.meter.model.at_slot(slot))
+            want = record.SOURCE_FIXED if (slot - first) % 3 == 0 else record.SOURCE_HISTORY
+            self.assertEqual(src, want)
+        # one history read per day that had gaps (4 days: today and 3 back)
+        self.assertEqual(sorted(self.meter.history_reads), [0, 1, 2, 3])
+
+    def test_backfilled_values_say_so_in_the_profile_status(self):
+        run(self.p.run_once())
+        view = MeterView(self.store, 0)
+        statuses = set(r[3] for r in view.rows(0, 1 << 30))
+        self.assertEqual(statuses, {0x40})
+
+    def test_idempotent_and_no_new_flash_writes(self):
+        run(self.p.run_once())
+        programmed = self.flash.bytes_programmed
+        self.assertEqual(run(self.p.run_once()), 0)
+        self.assertEqual(self.flash.bytes_programmed, programmed)
+
+    def test_no_data_slots_stay_missing(self):
+        first, last = self.window()
+        self.meter.nodata = {first + 5, first + 6}
+        run(self.p.run_once())
+        missing = list(self.store.missing(0, first, last))
+        self.assertEqual(missing, [first + 5, first + 6])
+        self.assertEqual(self.p.stats["unavailable"], 2)
+
+    def test_slots_beyond_the_meter_history_stay_missing(self):
+        run(self.p.run_once(horizon_days=10))  # asks for more than the meter keeps
+        first, _last = self.p.window(NOW, 10)
+        hist_first, _ = self.window()
+        self.assertIsNone(self.store.get(0, hist_first - 1))
+        self.assertEqual(self.store.first_slot(0), hist_first)
+        self.assertGreater(hist_first, first)
+
+    def test_wrong_echo_stores_nothing_and_is_retried(self):
+        self.meter.wrong_echo = 1  # another controller moved 0xD5 between SetC and Get
+        self.assertEqual(run(self.p.run_once()), 0)
+        self.assertEqual(self.p.stats["errors"], 1)
+        self.assertIsNone(self.store.last_slot(0))
+        self.assertIn("pass failed", "\n".join(self.lines))
+        self.assertGreater(run(self.p.run_once()), 0)  # the next pass succeeds
+
+    def test_meter_date_change_during_the_pass_discards_that_day(self):
+        self.meter.date_jump_after_history = True
+        filled = run(self.p.run_once())
+        self.assertEqual(filled, 0)
+        self.assertEqual(self.p.stats["date_moved"], 1)
+        self.assertIsNone(self.store.last_slot(0))
+
+    def test_day_numbers_follow_the_meter_date_not_ours(self):
+        # our clock 00:05 JST, the meter's 23:55 JST the day before: its day 0 is our yesterday
+        t = timeutil.t2k_from_fields(2025, 4, 9, 15, 5, 0)  # 2025-04-10 00:05 JST
+        self.clock.t = t
+        self.meter.clock_offset_s = -600
+        self.cfg["give_up_after_s"] = 60
+        run(self.p.run_once(horizon_days=2))
+        for slot, fwd, rev, _u, _s, _f in self.store.rows(0, 0, 1 << 30):
+            self.assertEqual((fwd, rev), self.meter.model.at_slot(slot))
+        self.assertGreater(self.store.count(0), 40)
+
+    def test_silent_meter_is_logged_not_raised(self):
+        self.meter.silent = True
+        self.assertEqual(run(self.p.run_once()), 0)
+        self.assertEqual(self.p.stats["errors"], 1)
+
+    def test_meter_without_history(self):
+        self.meter.retention = 0xFFFF
+        self.assertEqual(run(self.p.run_once()), 0)
+        self.assertIn("keeps no history", "\n".join(self.lines))
