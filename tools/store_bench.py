@@ -20,20 +20,52 @@ store.day_read_sector_reads      4 KB sector reads to stream one retained day (m
 store.full_read_ms               stream every retained row of the meter (host CPU)
 store.last_day_by_index_sector_reads  sector reads for the newest 48 entries by entry number,
                                  after one full rows_by_index pass has left its marks
+
+Under the `micropython` binary (unix port, tools/store_bench_mp.py, MICROPYPATH=.:.frozen):
+store.recovery_ms_full_log       boot mount of the full 512 KB log left by the run above (file
+                                 image): IntervalStore(FlashLog(bdev), max_meters=4), i.e. the
+                                 FlashLog.mount() scan plus the slot index; median of 5 runs
+                                 (goal <= 300)
+store.recovery_heap_kb           heap the mounted store keeps (256 KB heap; gc.mem_alloc delta)
+store.recovery_records           valid records that mount found (the image is a full ring)
+store.lfs_append_bytes_per_record  the same 24-byte records appended with vfs.VfsLfs2 on the NOR
+                                 emulator (open "ab", write, close per record): bytes programmed
+store.lfs_erases_per_record      and block erases per record, for comparison with the log's
+store.lfs_records                records appended in that run (all read back)
+
+Power cuts (host CPU, the harness of host_tests/unit/test_store_powercut.py):
+store.powercut_cases             cuts at every program and erase of a 3-day, 3-meter workload on
+                                 8 x 512 B sectors, clean and torn (3 seeds), then remount
+store.powercut_lost              acknowledged records (put() returned True) that the remount no
+                                 longer has, or has with another value, over all cases (must be 0;
+                                 records older than the ring's retention do not count)
+store.powercut_failed_cases      cases in which any of the harness's checks failed (must be 0)
+store.powercut_acked_checked     acknowledged, retained records checked over all cases
 """
 
+import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
+import unittest
 
 from firmware import log
 from firmware.hal.norflash import NorFlash
+from firmware.store import record
 from firmware.store.flashlog import FlashLog
 from firmware.store.intervals import IntervalStore
 from firmware.store.record import RECORD_SIZE
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "host_tests", "unit"))
+from test_store_powercut import Harness, model_put, newest_by_scan, workload  # noqa: E402
+
 _SLOT0 = 960528  # 2024-10-15T00:00Z
 _N_BLOCKS = 128
 _BLOCK = 4096
+_MP_HELPER = os.path.join("tools", "store_bench_mp.py")
 
 
 class _CountingFlash(NorFlash):
@@ -49,7 +81,17 @@ def _ms(t0):
     return round((time.perf_counter() - t0) * 1000, 1)
 
 
-def measure(n_records=50000):
+def measure(n_records=50000, lfs_records=5000, recovery_runs=5, powercut=None):
+    """All store.* figures. powercut: keyword arguments of powercut_bench (None = its defaults)."""
+    out, flash = append_bench(n_records)
+    out.update(recovery_bench(flash, recovery_runs))
+    out.update(lfs_bench(lfs_records))
+    out.update(powercut_bench(**(powercut or {})))
+    return out
+
+
+def append_bench(n_records):
+    """The log's own costs; returns (figures, the flash the run left behind)."""
     old_level = log.level
     log.level = log.WARN
     try:
@@ -98,9 +140,170 @@ def measure(n_records=50000):
             "store.day_read_sector_reads": day_reads if len(day) == 48 else -1,
             "store.full_read_ms": full_ms,
             "store.last_day_by_index_sector_reads": tail_reads,
-        }
+        }, flash
     finally:
         log.level = old_level
+
+
+def _run_micropython(args, heap):
+    """Run tools/store_bench_mp.py under the micropython binary; returns its JSON result."""
+    from tools.deployment import find_micropython
+
+    mp = find_micropython()
+    if not mp:
+        raise RuntimeError("micropython binary not found")
+    r = subprocess.run([mp, "-X", "heapsize=" + heap, _MP_HELPER] + [str(a) for a in args],
+                       cwd=ROOT, env=dict(os.environ, MICROPYPATH=".:.frozen"),
+                       capture_output=True, text=True, timeout=180)
+    lines = r.stdout.strip().splitlines()
+    if r.returncode != 0 or not lines:
+        raise RuntimeError("store_bench_mp.py %s failed (rc %d): %s"
+                           % (args[0], r.returncode, (r.stderr or r.stdout)[-2000:]))
+    return json.loads(lines[-1])
+
+
+def recovery_bench(flash, runs=5, heap="256k"):
+    """Boot mount of a full log under micropython: the image of `flash` (which must hold a full
+    ring) goes to a file that a file-backed NorFlash reads in the subprocess."""
+    old_level = log.level
+    log.level = log.WARN
+    try:
+        lg = FlashLog(flash)
+        lg.mount()
+    finally:
+        log.level = old_level
+    if len(lg.order) < lg.n - 1:
+        raise ValueError("log not full: %d of %d sectors hold data" % (len(lg.order), lg.n - 1))
+    image = bytearray(flash.size)
+    flash.readblocks(0, image)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "meterlog.bin")
+        with open(path, "wb") as f:
+            f.write(image)
+        del image
+        res = _run_micropython(["recovery", path, flash.n_blocks, runs], heap)
+    if res["ops"]:
+        raise RuntimeError("mount of a clean full log programmed or erased (%d ops)" % res["ops"])
+    if res["records"] != lg.stats["records"]:
+        raise RuntimeError("micropython mount found %d records, CPython %d"
+                           % (res["records"], lg.stats["records"]))
+    runs_us = sorted(res["runs_us"])
+    return {
+        "store.recovery_ms_full_log": round(runs_us[len(runs_us) // 2] / 1000, 1),
+        "store.recovery_heap_kb": round(res["heap_bytes"] / 1024, 1),
+        "store.recovery_records": res["records"],
+    }
+
+
+def lfs_bench(n_records=5000, heap="2048k"):
+    """Plain-LittleFS appends (vfs.VfsLfs2 on the 512 KB NOR emulator) under micropython."""
+    res = _run_micropython(["lfs", n_records, _N_BLOCKS], heap)
+    if res["read_back"] != n_records:
+        raise RuntimeError("LittleFS file holds %d of %d records" % (res["read_back"], n_records))
+    return {
+        "store.lfs_append_bytes_per_record": round(res["bytes_programmed"] / n_records, 1),
+        "store.lfs_erases_per_record": round(res["erases"] / n_records, 4),
+        "store.lfs_records": n_records,
+    }
+
+
+class _LossCountingHarness(Harness):
+    """The unit lane's power-cut harness, plus a count of acknowledged records lost: put() calls
+    before the cut are recorded, and the store mounted after the power cycle is compared with
+    them (the harness's own checks still run, and a failing case is counted, not raised)."""
+
+    def __init__(self, *args):
+        Harness.__init__(self, *args)
+        self.lost = 0
+        self.failed = 0
+        self.checked = 0
+        self.first_failure = None
+        self._opens = -1  # -1: not inside case()
+
+    def case(self, k, tear, seed=1):
+        self._opens = 0
+        self._model = {}
+        self._seq = {}
+        self._inflight = None
+        try:
+            return Harness.case(self, k, tear, seed)
+        except Exception as e:  # a failed check or a crash: counted, the run goes on
+            self.failed += 1
+            if self.first_failure is None:
+                self.first_failure = "k=%d tear=%s seed=%d: %s: %s" % (
+                    k, tear, seed, type(e).__name__, e)
+            return 1
+        finally:
+            self._opens = -1
+
+    def open(self, flash):
+        st = Harness.open(self, flash)
+        if self._opens < 0:
+            return st
+        self._opens += 1
+        if self._opens == 1:
+            self._watch(st)
+        elif self._opens == 2:
+            self._count_lost(st)
+        return st
+
+    def _watch(self, st):
+        put = st.put
+
+        def acked_put(*op):
+            self._inflight = op
+            wrote = put(*op)
+            if wrote:
+                model_put(self._model, op)
+                self._seq[(op[0], op[1])] = st.log.next_seq - 1
+            self._inflight = None
+            return wrote
+
+        st.put = acked_put
+
+    def _count_lost(self, st):
+        seqs = []
+        st.log.scan(lambda s, buf, off: seqs.append(record.seq_of(buf, off)))
+        lo = min(seqs) if seqs else 1 << 40
+        scan = newest_by_scan(st.log)
+        infl_key = infl_val = None
+        if self._inflight is not None:
+            op = self._inflight
+            infl_key = (op[0], op[1])
+            tmp = dict(self._model)
+            if model_put(tmp, op):
+                infl_val = tmp[infl_key]
+        for key, val in self._model.items():
+            if self._seq[key] < lo:
+                continue  # older than the ring keeps (retention is checked by the harness)
+            self.checked += 1
+            got = scan.get(key)
+            if got is None:
+                self.lost += 1
+            elif got[1] != val and not (key == infl_key and got[1] == infl_val):
+                self.lost += 1
+
+
+def powercut_bench(days=3, meters=3, n_blocks=8, block_size=512, seeds=(1, 1000, 2000),
+                   k_step=1):
+    """A cut at every k_step-th program/erase, clean and torn with each seed (the integration
+    matrix's scenario by default, about 2,000 cases)."""
+    old_level = log.level
+    log.level = log.ERROR + 1  # cut after cut: the store's warnings are expected, not news
+    try:
+        h = _LossCountingHarness(unittest.TestCase(), workload(days, meters=meters), n_blocks,
+                                 block_size, meters)
+        cases = h.run_all(seeds=seeds, k_step=k_step)
+    finally:
+        log.level = old_level
+    if h.first_failure:
+        print("store power-cut: first failed case: %s" % h.first_failure)
+    return {
+        "store.powercut_cases": cases,
+        "store.powercut_lost": h.lost,
+        "store.powercut_failed_cases": h.failed,
+        "store.powercut_acked_checked": h.checked,
+    }
 
 
 def main(argv):
