@@ -44,7 +44,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tools.bench
 
+# Long campaigns: the power-cut matrix over 7 simulated days, then the demo over 14.
 soak: $(STAMP)
+	POWERCUT_DAYS=7 $(BIN)/pytest -q -s host_tests/integration/test_app_powercut_matrix.py
 	$(BIN)/python -m tools.demo --days 14
 
 clean:

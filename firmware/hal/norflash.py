@@ -11,8 +11,10 @@
 import os
 
 
-class PowerCut(Exception):
-    """Raised by the emulator at the armed operation and by every operation after it."""
+class PowerCut(BaseException):
+    """Raised by the emulator at the armed operation and by every operation after it.
+    A BaseException: firmware code that survives ordinary errors (`except Exception`) must not
+    survive a power cut, which stops the CPU."""
 
 
 _EINVAL = 22
