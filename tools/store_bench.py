@@ -59,7 +59,9 @@ from firmware.store.intervals import IntervalStore
 from firmware.store.record import RECORD_SIZE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "host_tests", "unit"))
+_UNIT = os.path.join(ROOT, "host_tests", "unit")  # the power-cut harness is reused from there
+if _UNIT not in sys.path:
+    sys.path.insert(0, _UNIT)
 from test_store_powercut import Harness, model_put, newest_by_scan, workload  # noqa: E402
 
 _SLOT0 = 960528  # 2024-10-15T00:00Z
