@@ -99,12 +99,9 @@ def main():
     t0 = time.monotonic()
     results["firmware.mpy_total_kb"] = mpy_total_kb()
     results["firmware.import_heap_kb"] = import_heap_kb()
-    try:
-        from tools import store_bench
+    from tools import store_bench  # a missing helper must fail the bench, not drop figures
 
-        results.update(store_bench.measure())
-    except ImportError:
-        print("tools/store_bench.py not present: store figures skipped")
+    results.update(store_bench.measure())
     print("searching the minimum heap for the demo scenario ...")
     results["firmware.min_heap_kb"] = min_heap_kb()
     results["bench.seconds"] = round(time.monotonic() - t0, 1)

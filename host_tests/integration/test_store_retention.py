@@ -35,7 +35,7 @@ def teardown_module(_m):
 
 
 def test_bench_numbers_meet_goals():
-    m = store_bench.measure(50000)
+    m = store_bench.append_bench(50000)[0]  # the append figures only (measure() runs all)
     print("\n" + "\n".join("%-36s %s" % kv for kv in sorted(m.items())))
     assert m["store.record_bytes"] == 24
     assert m["store.program_amplification"] <= 2
