@@ -86,7 +86,8 @@ class Deployment:
             "meter": {"ip": METER_ADDR[0]},
             "radio": {"uart": self.module.slave_path, "sm_mac": SM_MAC,
                       "pana_password": PANA_PASSWORD},
-            "store": {"path": os.path.join(self.workdir, "flash.bin")},
+            "store": {"path": os.path.join(self.workdir, "flash.bin"),
+                      "state_path": os.path.join(self.workdir, "state.json")},
         }
         for sect, values in self.overrides.items():
             cfg.setdefault(sect, {}).update(values)

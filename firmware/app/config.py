@@ -56,6 +56,9 @@ DEFAULTS = {
     },
     "store": {
         "path": "",  # host: backing file of the emulated flash ("" = RAM only)
+        # Small state (boot counter, the smart meter found by the last scan), on LittleFS on the
+        # device; written with temp file + rename, so a power cut leaves the old or the new one.
+        "state_path": "state.json",
         "first_block": 0,
         "n_blocks": 128,  # 512 KB of 4 KB sectors
     },

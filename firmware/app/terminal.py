@@ -46,11 +46,38 @@ class Terminal:
         self.store = IntervalStore(self.flashlog, max_meters=4)
         log.info(_TAG, "store mounted: %d records of meter 0, last slot %s" % (
             self.store.count(0), self.store.last_slot(0)))
+        self._open_state(st["state_path"])
         self.meter = None
         self.poller = None
         self.server = None
         self.session = None
         self.clock.add_listener(self._on_clock_set)
+
+    def _open_state(self, path):
+        from firmware.store.state import StateFile
+
+        self.state = StateFile(path)
+        boots = self.state.get("boot_count", 0) + 1  # never goes backwards: written before use
+        self.state.set("boot_count", boots)
+        log.info(_TAG, "boot %d" % boots)
+
+    def _radio_config(self):
+        """The radio section, with the smart meter remembered from the last join when none is
+        configured (a rejoin after a reboot then skips the scan)."""
+        r = dict(self.cfg["radio"])
+        if not r["sm_mac"] and self.state.get("sm_mac"):
+            r["sm_mac"] = self.state.get("sm_mac")
+            r["channel"] = self.state.get("channel", r["channel"])
+            log.info(_TAG, "smart meter %s on channel %d remembered from the last join"
+                     % (r["sm_mac"], r["channel"]))
+        return r
+
+    def _remember_radio(self):
+        s = self.session
+        if s.peer_mac is None or s.channel is None:
+            return
+        mac = "".join("%02X" % b for b in s.peer_mac)
+        self.state.update({"sm_mac": mac, "channel": s.channel})
 
     # -- meter side --------------------------------------------------------------------------
 
@@ -101,7 +128,7 @@ class Terminal:
                          backfill_bit=d["backfill_status_bit"])
         self.server = CosemServer(default_table(view, d), self.clock, d)
         module = J11Module(self.hal.radio_uart())
-        self.session = RadioSession(module, self.cfg["radio"])
+        self.session = RadioSession(module, self._radio_config())
 
     async def dlms_link(self):
         s = self.session
@@ -137,8 +164,10 @@ class Terminal:
             await sleep_ms(1000)
             n += 1
             ready = self.session is not None and self.session.is_ready()
-            if ready and not was_ready and n > 1 and self.poller is not None:
-                self._on_meter_event("recovered")  # radio back: check for gaps at once
+            if ready and not was_ready:
+                self._remember_radio()
+                if n > 1 and self.poller is not None:
+                    self._on_meter_event("recovered")  # radio back: check for gaps at once
             was_ready = ready
             if n % 60 == 0:
                 gc.collect()

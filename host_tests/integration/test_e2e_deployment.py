@@ -198,3 +198,37 @@ def test_bad_input_at_each_boundary_is_logged_and_survived(dep):
         assert timeutil.slot_of_t2k(b) in dep.head.received
         b += 1800
     assert dep.firmware_alive()
+
+
+def test_power_cut_of_the_terminal_loses_nothing(dep):
+    """kill -9 the firmware (a power cut at process level: no clean-up), keep it off for two
+    boundaries, start it again: the flash log is recovered, the outage is backfilled from the
+    meter's history, and the profile has every slot."""
+    dep.stop_firmware(kill=True)
+    off_at = dep.sim.now_t2k()
+    time.sleep(dep.sim.wall_seconds_until(off_at + 2 * 1800))
+    before = len(dep.terminal_log())
+    dep.start_firmware()
+    # the smart meter sets the clock again after the reboot (the terminal's clock is not kept)
+    assert wait_until(lambda: "ready: UDP port" in dep.terminal_log()[before:], 30)
+    run(dep, dep.head.client.associate())
+    run(dep, dep.head.sync_clock())
+    assert wait_until(lambda: "filled" in dep.terminal_log()[before:], 30)
+    new = dep.terminal_log()[before:]
+    assert "boot 2" in new
+    assert "Traceback" not in new
+    now = dep.sim.now_t2k()
+    dep.head.received.clear()
+    run(dep, dep.head.poll(dep.first_b, now - 1800, quiet=True))
+    b = dep.first_b
+    outage = 0
+    while b <= now - 1800 - 1740:
+        slot = timeutil.slot_of_t2k(b)
+        assert slot in dep.head.received, "slot %s missing" % timeutil.iso(b, 540)
+        fwd, rev, status = dep.head.received[slot]
+        assert (fwd, rev) == dep.model.at_slot(slot)
+        if off_at < b < off_at + 2 * 1800:
+            outage += 1
+            assert status & 0x40  # came from the meter's history, and says so
+        b += 1800
+    assert outage >= 1
