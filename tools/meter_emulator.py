@@ -46,7 +46,10 @@ FAULT_DEFAULTS = {
     "clock_offset_s": 0,  # meter clock minus true time
     "sna_epcs": set(),  # EPCs answered in Get_SNA with PDC 0 (as if unreadable)
     "omit_epcs": set(),  # EPCs left out of the reply entirely (non-compliant Get_SNA)
-    "d5_hijack": None,  # after each accepted SetC 0xD5, another controller sets this day
+    "d5_hijack": None,  # after each accepted day SetC, another controller sets this day
+    "opc_cap": None,  # k: answer only the first k EPCs of a Get (pychonet PR #66)
+    "opc_drop": None,  # k: silently drop any Get with more than k EPCs
+    "poison_epcs": set(),  # silently drop any Get containing one of these EPCs (HA #250)
 }
 
 Request = collections.namedtuple("Request", "t src tid seoj deoj esv epcs edts action")
@@ -99,35 +102,56 @@ class AsyncUdpEndpoint:
         self.transport.close()
 
 
+def _parse_props(data, off, count):
+    props = []
+    for _ in range(count):
+        if off + 2 > len(data):
+            return None, off
+        epc, pdc = data[off], data[off + 1]
+        if off + 2 + pdc > len(data):
+            return None, off
+        props.append((epc, bytes(data[off + 2:off + 2 + pdc])))
+        off += 2 + pdc
+    return props, off
+
+
 def parse_request(data):
-    """(tid, seoj, deoj, esv, [(epc, edt)]) or None if not a well-formed Format 1 frame."""
+    """(tid, seoj, deoj, esv, [(epc, edt)], get_props) or None if not a well-formed Format 1
+    frame; get_props is the Get part of a SetGet (0x6E/0x7E/0x5E), else None."""
     if len(data) < 12 or data[0] != 0x10 or data[1] != 0x81:
         return None
     tid = (data[2] << 8) | data[3]
     seoj = int.from_bytes(data[4:7], "big")
     deoj = int.from_bytes(data[7:10], "big")
     esv, opc = data[10], data[11]
-    if opc == 0:
-        return None
-    off, props = 12, []
-    for _ in range(opc):
-        if off + 2 > len(data):
+    get_props = None
+    if esv in (0x6E, 0x7E, 0x5E):
+        props, off = _parse_props(data, 12, opc)
+        if props is None or off >= len(data):
             return None
-        epc, pdc = data[off], data[off + 1]
-        if off + 2 + pdc > len(data):
+        get_props, off = _parse_props(data, off + 1, data[off])
+        if get_props is None or (opc == 0 and not get_props):
             return None
-        props.append((epc, bytes(data[off + 2:off + 2 + pdc])))
-        off += 2 + pdc
+    else:
+        if opc == 0:
+            return None
+        props, off = _parse_props(data, 12, opc)
+        if props is None:
+            return None
     if off != len(data):
         return None
-    return tid, seoj, deoj, esv, props
+    return tid, seoj, deoj, esv, props, get_props
 
 
-def build_frame(tid, seoj, deoj, esv, props):
+def build_frame(tid, seoj, deoj, esv, props, get_props=None):
     out = bytearray(struct.pack(">BBH", 0x10, 0x81, tid))
     out += seoj.to_bytes(3, "big") + deoj.to_bytes(3, "big") + bytes((esv, len(props)))
     for epc, edt in props:
         out += bytes((epc, len(edt))) + edt
+    if get_props is not None:
+        out.append(len(get_props))
+        for epc, edt in get_props:
+            out += bytes((epc, len(edt))) + edt
     return bytes(out)
 
 
@@ -143,14 +167,132 @@ def propmap(epcs):
 
 
 NP_GET = (0x80, 0x82, 0x83, 0x8A, 0x9D, 0x9E, 0x9F, 0xD3, 0xD4, 0xD6, 0xD7)
-METER_GET = (0x80, 0x81, 0x82, 0x83, 0x88, 0x8A, 0x98, 0x9D, 0x9E, 0x9F, 0xD0, 0xD1, 0xD2, 0xD3,
-             0xD4, 0xD5, 0xD6, 0xDA, 0xDB, 0xE0, 0xE1, 0xE2, 0xE3, 0xE6, 0xE7)
+SETGET, SETGET_RES, SETGET_SNA = 0x6E, 0x7E, 0x5E
+
+# What each emulated class publishes (EPC roles written from the MRA tables in
+# /work/shared/reference/echonet-lite.md §2.2-2.4, independently of firmware/meter/profiles.py).
+CLASSES = {
+    0x028E: {
+        "get": (0x80, 0x81, 0x82, 0x83, 0x88, 0x8A, 0x98, 0x9D, 0x9E, 0x9F, 0xD0, 0xD1, 0xD2,
+                0xD3, 0xD4, 0xD5, 0xD6, 0xDA, 0xDB, 0xE0, 0xE1, 0xE2, 0xE3, 0xE6, 0xE7),
+        "unit": 0xD4, "coef": None, "digits": None, "cum": (0xE0, 0xE2), "hist": (0xE1, 0xE3),
+        "fixed": (0xE6, 0xE7), "day": 0xD5, "day_len": 2, "retention": 0xD3, "time": 0xDA,
+    },
+    0x0288: {
+        "get": (0x80, 0x81, 0x82, 0x83, 0x88, 0x8A, 0x8D, 0x97, 0x98, 0x9D, 0x9E, 0x9F, 0xD3,
+                0xD7, 0xE0, 0xE1, 0xE2, 0xE3, 0xE4, 0xE5, 0xEA, 0xEB),
+        "unit": 0xE1, "coef": 0xD3, "digits": 0xD7, "cum": (0xE0, 0xE3), "hist": (0xE2, 0xE4),
+        "fixed": (0xEA, 0xEB), "day": 0xE5, "day_len": 1, "retention": None, "time": 0x97,
+    },
+    0x028D: {
+        "get": (0x80, 0x81, 0x82, 0x83, 0x88, 0x8A, 0x8D, 0x97, 0x98, 0x9D, 0x9E, 0x9F, 0xD3,
+                0xD4, 0xD7, 0xE0, 0xE1, 0xE2, 0xE3, 0xE4, 0xEA, 0xEB),
+        "unit": 0xD4, "coef": 0xD3, "digits": 0xD7, "cum": (0xE1, 0xE3), "hist": (0xE2, 0xE4),
+        "fixed": (0xEA, 0xEB), "day": 0xE0, "day_len": 1, "retention": None, "time": 0x97,
+    },
+}
+METER_GET = CLASSES[0x028E]["get"]
 METER_SET = (0xD5,)
+
+
+class MeterObject:
+    """One meter object (class + instance) of the emulated node, with its own model and day
+    selector. device_type/metered_id distinguish several 0x028E instances (0xD0/0xD6)."""
+
+    def __init__(self, node, cls=0x028E, instance=1, model=None, coefficient=1, digits=None,
+                 device_type=b"\x02\x7e\x00", metered_id=None, serial=1):
+        if cls not in CLASSES:
+            raise ValueError("class 0x%04X not emulated" % cls)
+        self.node = node
+        self.cls = cls
+        self.c = CLASSES[cls]
+        self.eoj = (cls << 8) | instance
+        self.digits = digits if digits is not None else (9 if cls == 0x028E else 8)
+        self.model = model or MeterModel(seed=node.seed, modulus=10 ** self.digits)
+        self.coefficient = coefficient
+        self.day = 0xFFFF if self.c["day_len"] == 2 else 0xFF  # selector "not set"
+        self.serial = serial
+        self.device_type = device_type
+        self.metered_id = metered_id or (b"\xfe" + MAKER + b"EV-PCS-%06d" % serial)
+        self.boot = 0  # bumped by reboot(): part of 0x83
+
+    @property
+    def ident(self):
+        return b"\xfe" + MAKER + b"M%04X-%02d-%04d" % (self.cls, self.boot % 100,
+                                                        self.serial % 10000)
+
+    def static(self, epc):
+        c = self.c
+        table = {
+            0x80: b"\x30", 0x81: b"\x00", 0x82: b"\x00\x00R\x00", 0x83: self.ident,
+            0x88: b"\x42", 0x8A: MAKER, 0x8D: b"SN%010d" % self.serial,
+            0x9D: propmap((0x80, 0x88)), 0x9E: propmap((c["day"],)),
+            0x9F: propmap(c["get"]),
+        }
+        if self.cls == 0x028E:
+            table.update({
+                0xD0: self.device_type,
+                0xD1: b"\x02\x00\x00\x00\x00\x02" + bytes((self.serial & 0xFF,)),
+                0xD2: b"\x01", 0xD6: self.metered_id, 0xDB: b"\x01",
+            })
+        return table.get(epc)
+
+    def value(self, epc):
+        """Current EDT of a property, or None if not implemented."""
+        c, node = self.c, self.node
+        if epc not in c["get"]:
+            return None
+        v = self.static(epc)
+        if v is not None:
+            return v
+        if epc == c["retention"]:
+            return struct.pack(">H", node.retention)
+        if epc == c["unit"]:
+            return bytes((self.model.unit_code,))
+        if epc == c["coef"]:
+            return struct.pack(">I", self.coefficient)
+        if epc == c["digits"]:
+            return bytes((self.digits,))
+        if epc == c["day"]:
+            return self.day.to_bytes(c["day_len"], "big")
+        if epc in c["cum"]:
+            return struct.pack(">I", self.model.at_t2k(node.latest_boundary())[
+                c["cum"].index(epc)])
+        if epc in c["hist"]:
+            return node.history(c["hist"].index(epc), self)
+        if epc in c["fixed"]:
+            return node.fixed_time(c["fixed"].index(epc), self)
+        if epc == 0x98:
+            y, mo, d, _, _, _, _ = node.local_fields(node.now_t2k())
+            return struct.pack(">HBB", y, mo, d)
+        if epc == c["time"]:
+            _, _, _, h, mi, s, _ = node.local_fields(node.now_t2k())
+            return bytes((h, mi, s)) if epc == 0xDA else bytes((h, mi))
+        return None
+
+    def set_day(self, edt):
+        if len(edt) != self.c["day_len"]:
+            return False
+        day = int.from_bytes(edt, "big")
+        limit = 99 if self.c["retention"] is None else min(99, self.node.retention)
+        if day > limit:
+            return False
+        self.day = day
+        hijack = self.node.faults["d5_hijack"]
+        if hijack is not None:
+            self.day = hijack
+        return True
+
+    def setget(self, epc, edt):
+        return epc == self.c["day"] and self.set_day(edt)
 
 
 class MeterEmulator:
     def __init__(self, addr=("127.0.0.2", 3610), clock=None, model=None, tz_offset_min=540,
-                 retention_days=45, seed=1, instance=1, faults=None, log_len=10000):
+                 retention_days=45, seed=1, instance=1, faults=None, log_len=10000, cls=0x028E,
+                 coefficient=1, digits=None, extra_objects=()):
+        """extra_objects: dicts of MeterObject keyword arguments (cls, instance, model,
+        device_type, metered_id, serial, ...) for more meter objects on the same node."""
         if not addr[0].startswith("127."):
             raise ValueError("the meter emulator binds loopback addresses only")
         if tz_offset_min % 30:
@@ -158,37 +300,63 @@ class MeterEmulator:
         self.bind_addr = (addr[0], addr[1])
         self.addr = None  # actual (ip, port) once started
         self.clock = clock or RealClock()
-        self.model = model or MeterModel(seed=seed)
+        self.seed = seed
         self.tz = tz_offset_min
         self.retention = retention_days
-        self.eoj = (EOJ_METER & 0xFFFF00) | instance
         # Fresh containers per instance: tests mutate them in place.
         self.faults = {k: (type(v)(v) if isinstance(v, (set, list)) else v)
                        for k, v in FAULT_DEFAULTS.items()}
         self.faults.update(faults or {})
+        self.objects = [MeterObject(self, cls, instance, model, coefficient, digits)]
+        for kw in extra_objects:
+            self.objects.append(MeterObject(self, **kw))
         self.requests = collections.deque(maxlen=log_len)
         self.stats = collections.Counter()
-        self.d5 = 0xFFFF  # history day selector, initially "not set"
         self._rng = random.Random(seed)
         self._ep = None
         self._task = None
         self._timers = set()
-        ident = b"\xfe" + MAKER + b"EMU028E-%05d" % (seed % 100000)
-        self._np = {
-            0x80: b"\x30", 0x82: b"\x01\x0e\x01\x00", 0x83: ident, 0x8A: MAKER,
+        self._boot = 0
+
+    # The first object, for the single-meter tests and tools.
+    @property
+    def meter(self):
+        return self.objects[0]
+
+    @property
+    def model(self):
+        return self.objects[0].model
+
+    @property
+    def eoj(self):
+        return self.objects[0].eoj
+
+    @property
+    def d5(self):
+        return self.objects[0].day
+
+    @d5.setter
+    def d5(self, v):
+        self.objects[0].day = v
+
+    def node_value(self, epc):
+        objs = self.objects
+        classes = sorted({o.cls for o in objs})
+        table = {
+            0x80: b"\x30", 0x82: b"\x01\x0e\x01\x00",
+            0x83: b"\xfe" + MAKER + b"EMU-NODE-%04d" % (self.seed % 10000), 0x8A: MAKER,
             0x9D: propmap((0x80, 0xD5)), 0x9E: propmap(()), 0x9F: propmap(NP_GET),
-            0xD3: b"\x00\x00\x01", 0xD4: b"\x00\x02", 0xD6: b"\x01" + self.eoj.to_bytes(3, "big"),
-            0xD7: b"\x01\x02\x8e",
+            0xD3: len(objs).to_bytes(3, "big"), 0xD4: (len(classes) + 1).to_bytes(2, "big"),
+            0xD6: bytes((len(objs),)) + b"".join(o.eoj.to_bytes(3, "big") for o in objs),
+            0xD7: bytes((len(classes),)) + b"".join(c.to_bytes(2, "big") for c in classes),
         }
-        self._static = {
-            0x80: b"\x30", 0x81: b"\x00", 0x82: b"\x00\x00R\x00", 0x83: ident, 0x88: b"\x42",
-            0x8A: MAKER, 0x9D: propmap((0x80, 0x88)), 0x9E: propmap(METER_SET),
-            0x9F: propmap(METER_GET),
-            0xD0: b"\x02\x7e\x00",  # metering an EV charger/discharger, grid-connected
-            0xD1: b"\x02\x00\x00\x00\x00\x02\x01",  # node MAC + meter index 1
-            0xD2: b"\x01", 0xD6: b"\xfe" + MAKER + b"EV-PCS-000001",
-            0xDB: b"\x01",  # time synchronised
-        }
+        return table.get(epc)
+
+    def object_for(self, deoj):
+        for o in self.objects:
+            if deoj in (o.eoj, o.eoj & 0xFFFF00):
+                return o
+        return None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -218,6 +386,31 @@ class MeterEmulator:
             n, src = await self._ep.recvfrom(buf)
             self.handle(bytes(buf[:n]), src)
 
+    def reboot(self, reset_counters=True, new_identity=False, unit_code=None, announce_to=None):
+        """Restart the node: day selectors back to "not set"; optionally counters restart from 0
+        at the current boundary (a replaced or reset meter), a new identity (0x83/0xD6) and unit
+        code. announce_to=(ip, port): send the start-up INF 0xD5 there (unicast; the multicast
+        announcement belongs to the discovery tests)."""
+        self._boot += 1
+        slot = timeutil.slot_of_t2k(self.latest_boundary())
+        for o in self.objects:
+            o.day = 0xFFFF if o.c["day_len"] == 2 else 0xFF
+            if reset_counters:
+                o.model = MeterModel(seed=self.seed + self._boot, unit_code=o.model.unit_code,
+                                     start_fwd=0, start_rev=0, modulus=o.model.modulus,
+                                     tz_offset_min=self.tz, origin_slot=slot)
+            if unit_code is not None:
+                o.model.unit_code = unit_code
+            if new_identity:
+                o.boot = self._boot
+                o.metered_id = b"\xfe" + MAKER + b"EV-PCS-R%05d" % self._boot
+        self.stats["reboots"] += 1
+        if announce_to is not None and self._ep is not None:
+            edt = bytes((len(self.objects),)) + b"".join(o.eoj.to_bytes(3, "big")
+                                                         for o in self.objects)
+            self._ep.sendto(build_frame(self._boot & 0xFFFF, EOJ_NODE_PROFILE, EOJ_NODE_PROFILE,
+                                        INF, [(0xD5, edt)]), announce_to)
+
     # --- meter time and values ----------------------------------------------------------------
 
     def now_t2k(self):
@@ -228,73 +421,46 @@ class MeterEmulator:
         now = self.now_t2k()
         return now - now % timeutil.SLOT_S
 
-    def _local_fields(self, t2k):
+    def local_fields(self, t2k):
         return timeutil.fields_from_t2k(t2k + self.tz * 60)
 
+    _local_fields = local_fields
+
     def _stamp(self, t2k):
-        y, mo, d, h, mi, s, _ = self._local_fields(t2k)
+        y, mo, d, h, mi, s, _ = self.local_fields(t2k)
         return struct.pack(">HBBBBB", y, mo, d, h, mi, s)
 
-    def fixed_time(self, which):
-        """EDT of 0xE6 (which=0, forward) or 0xE7 (which=1, reverse)."""
+    def fixed_time(self, which, obj=None):
+        """EDT of the fixed-time value (which=0 forward, 1 reverse)."""
+        obj = obj or self.meter
         b = self.latest_boundary()
         slot = timeutil.slot_of_t2k(b)
         if slot in self.faults["stale_slots"]:
             b -= timeutil.SLOT_S
-        value = self.model.at_t2k(b)[which]
+        value = obj.model.at_t2k(b)[which]
         if slot in self.faults["nodata_slots"]:
             value = NO_DATA
         return self._stamp(b) + struct.pack(">I", value)
 
-    def history(self, which):
-        """EDT of 0xE1/0xE3 for the day selected by 0xD5 (0 = the meter's today)."""
-        day = self.d5
+    def history(self, which, obj=None):
+        """History EDT for the day the object's selector holds (0 = the meter's today)."""
+        obj = obj or self.meter
+        day = obj.day
         vals = [NO_DATA] * 48
-        if day != 0xFFFF and day <= self.retention:
+        unset = 0xFFFF if obj.c["day_len"] == 2 else 0xFF
+        limit = self.retention if obj.c["retention"] is not None else 99
+        if day != unset and day <= limit:
             latest = self.latest_boundary()
-            y, mo, d, _, _, _, _ = self._local_fields(self.now_t2k())
+            y, mo, d, _, _, _, _ = self.local_fields(self.now_t2k())
             local0 = (timeutil.days_from_civil(y, mo, d) - day) * timeutil.DAY_S
             for i in range(48):
                 t = local0 + i * timeutil.SLOT_S - self.tz * 60
                 if t <= latest:
-                    vals[i] = self.model.at_t2k(t)[which]
+                    vals[i] = obj.model.at_t2k(t)[which]
         return struct.pack(">H48I", day, *vals)
 
     def meter_value(self, epc):
-        """Current EDT of a meter-object property, or None if not implemented."""
-        v = self._static.get(epc)
-        if v is not None:
-            return v
-        if epc == 0xD3:
-            return struct.pack(">H", self.retention)
-        if epc == 0xD4:
-            return bytes((self.model.unit_code,))
-        if epc == 0xD5:
-            return struct.pack(">H", self.d5)
-        if epc in (0xE0, 0xE2):
-            return struct.pack(">I", self.model.at_t2k(self.latest_boundary())[epc == 0xE2])
-        if epc in (0xE1, 0xE3):
-            return self.history(epc == 0xE3)
-        if epc in (0xE6, 0xE7):
-            return self.fixed_time(epc == 0xE7)
-        if epc == 0x98:
-            y, mo, d, _, _, _, _ = self._local_fields(self.now_t2k())
-            return struct.pack(">HBB", y, mo, d)
-        if epc == 0xDA:
-            _, _, _, h, mi, s, _ = self._local_fields(self.now_t2k())
-            return bytes((h, mi, s))
-        return None
-
-    def _set_d5(self, edt):
-        if len(edt) != 2:
-            return False
-        day = (edt[0] << 8) | edt[1]
-        if day > min(99, self.retention):
-            return False
-        self.d5 = day
-        if self.faults["d5_hijack"] is not None:
-            self.d5 = self.faults["d5_hijack"]
-        return True
+        return self.meter.value(epc)
 
     # --- request handling -----------------------------------------------------------------------
 
@@ -305,16 +471,16 @@ class MeterEmulator:
         if req is None:
             self.stats["malformed"] += 1
             return
-        tid, seoj, deoj, esv, props = req
-        epcs = [e for e, _ in props]
-        action = self._fault_action()
+        tid, seoj, deoj, esv, props, get_props = req
+        epcs = [e for e, _ in props] + [e for e, _ in get_props or ()]
+        action = self._fault_action(esv, epcs)
         rec = Request(time.monotonic(), src, tid, seoj, deoj, esv, epcs,
                       [d for _, d in props], action)
         self.requests.append(rec)
-        if action == "dropped":
-            self.stats["dropped"] += 1
+        if action != "answered":
+            self.stats[action] += 1
             return
-        reply = self._reply(tid, seoj, deoj, esv, props)
+        reply = self._reply(tid, seoj, deoj, esv, props, get_props)
         if reply is None:
             return
         delays = self.faults["delay_next_ms"]
@@ -326,13 +492,18 @@ class MeterEmulator:
         else:
             self._send_reply(reply, src)
 
-    def _fault_action(self):
+    def _fault_action(self, esv, epcs):
         f = self.faults
         if f["drop_next"] > 0:
             f["drop_next"] -= 1
             return "dropped"
         if f["drop_prob"] and self._rng.random() < f["drop_prob"]:
             return "dropped"
+        if esv == GET:
+            if f["opc_drop"] is not None and len(epcs) > f["opc_drop"]:
+                return "dropped_opc"
+            if f["poison_epcs"] & set(epcs):
+                return "dropped_poison"
         return "answered"
 
     def _send_reply(self, reply, src):
@@ -356,14 +527,16 @@ class MeterEmulator:
             self._ep.sendto(reply, src)
             self.stats["replies"] += 1
 
-    def _reply(self, tid, seoj, deoj, esv, props):
+    def _reply(self, tid, seoj, deoj, esv, props, get_props=None):
+        obj = None
         if deoj in (EOJ_NODE_PROFILE, EOJ_NODE_PROFILE & 0xFFFF00):
-            own, value = EOJ_NODE_PROFILE, self._np.get
-        elif deoj in (self.eoj, self.eoj & 0xFFFF00):
-            own, value = self.eoj, self.meter_value
+            own, value = EOJ_NODE_PROFILE, self.node_value
         else:
-            self.stats["no_object"] += 1
-            return None
+            obj = self.object_for(deoj)
+            if obj is None:
+                self.stats["no_object"] += 1
+                return None
+            own, value = obj.eoj, obj.value
         if esv in (GET, INF_REQ):
             out, ok = [], True
             for epc, _ in props:
@@ -373,6 +546,10 @@ class MeterEmulator:
                     continue
                 ok = ok and v is not None
                 out.append((epc, v or b""))
+            cap = self.faults["opc_cap"]
+            if esv == GET and cap is not None and len(out) > cap:
+                out = out[:cap]  # a meter that silently answers only the first k EPCs
+                self.stats["capped"] += 1
             if not out:
                 return None
             if esv == GET:
@@ -381,12 +558,24 @@ class MeterEmulator:
         if esv in (SETC, SETI):
             out, ok = [], True
             for epc, edt in props:
-                accepted = own == self.eoj and epc == 0xD5 and self._set_d5(edt)
+                accepted = obj is not None and epc == obj.c["day"] and obj.set_day(edt)
                 ok = ok and accepted
                 out.append((epc, b"" if accepted else edt))
             if esv == SETC:
                 return build_frame(tid, own, seoj, SET_RES if ok else SETC_SNA, out)
             return None if ok else build_frame(tid, own, seoj, SETI_SNA, out)
+        if esv == SETGET:
+            sets, ok = [], True
+            for epc, edt in props:
+                accepted = obj is not None and obj.setget(epc, edt)
+                ok = ok and accepted
+                sets.append((epc, b"" if accepted else edt))
+            gets = []
+            for epc, _ in get_props:
+                v = value(epc)
+                ok = ok and v is not None
+                gets.append((epc, v or b""))
+            return build_frame(tid, own, seoj, SETGET_RES if ok else SETGET_SNA, sets, gets)
         self.stats["unsupported"] += 1
         return None
 

@@ -5,17 +5,27 @@
 # outstanding per meter, each attempt gets a fresh TID, and only a reply from the meter's IP, the
 # meter object and the pending TID completes it. Anything else is counted and dropped; a
 # malformed datagram costs one log line, never the task.
+#
+# Reads are driven by the meter's Get property map (0x9F) and a per-class profile
+# (firmware/meter/profiles.py). read() learns what the meter can take: a smaller per-Get EPC
+# capacity (short answers or silence on large batches) and "poison" EPCs that make the meter drop
+# any Get containing them (found by bisection, then never asked again for poison_hold_ms).
 import asyncio
 
 from firmware import log, timeutil
 from firmware.compat import IS_MICROPYTHON, const, sleep_ms, ticks_add, ticks_diff, ticks_ms
-from firmware.meter import drmeter, echonet
+from firmware.meter import drmeter, echonet, profiles
 from firmware.meter.echonet import EchonetError
+from firmware.store.record import FLAG_METER_RESET
 
 _RX_LEN = const(1472)  # largest UDP payload in one Ethernet frame
 _TX_LEN = const(256)  # our requests and node-profile answers are small
 _LOG_BURST = const(5)  # malformed-frame log lines per window before suppressing
 _LOG_WINDOW_MS = const(10000)
+_MAX_TIMEOUT_MS = const(20000)  # the longest status-reflection wait in the AIF specs
+_DEFAULT_BATCH = const(16)  # EPCs per Get until the meter shows it takes fewer
+_EPC_GET_MAP = const(0x9F)
+_NP_INSTANCE_LIST = const(0xD5)  # node profile INF: a (re)started node announces itself
 
 # Node profile / controller property values the terminal reports
 _ON = b"\x30"
@@ -37,6 +47,19 @@ class MeterError(ValueError):
     """The meter answered, but not with what the read needs (refused, missing, inconsistent)."""
 
 
+class UnitChanged(MeterError):
+    """The meter's unit/coefficient changed since read_unit() (meter rebooted or replaced):
+    call read_unit() again before storing values read from now on."""
+
+
+def _unique(seq):
+    out = []
+    for e in seq:
+        if e not in out:
+            out.append(e)
+    return out
+
+
 def _with_timeout_ms(aw, ms):
     if IS_MICROPYTHON:
         return asyncio.wait_for_ms(aw, ms)
@@ -56,17 +79,32 @@ class MeterClient:
     def __init__(self, endpoint, meter_addr, config=None, identity=None, first_tid=None,
                  tag="echonet"):
         """endpoint: UDP endpoint (recvfrom/sendto); meter_addr: (ip, port).
-        config: the "meter" config section (timeout_ms, retries, eoj, tz_offset_min).
+        config: the "meter" config section (timeout_ms 1..20000, retries, eoj, tz_offset_min,
+        max_batch, history_retries, poison_hold_ms).
         identity: (maker_code, unique13) for the terminal's 0x83/0x8A; default unregistered."""
         cfg = config or {}
         self.ep = endpoint
         self.addr = (meter_addr[0], meter_addr[1])
-        self.timeout_ms = cfg.get("timeout_ms", 5000)
+        self.tag = tag
+        t = cfg.get("timeout_ms", 5000)
+        if not 1 <= t <= _MAX_TIMEOUT_MS:
+            log.warn(tag, "timeout_ms %d outside 1..%d: clamped" % (t, _MAX_TIMEOUT_MS))
+            t = min(max(t, 1), _MAX_TIMEOUT_MS)
+        self.timeout_ms = t
         self.retries = cfg.get("retries", 3)
         self.deoj = cfg.get("eoj", echonet.EOJ_DR_METER)
+        # None for a class without a profile (e.g. a node profile queried with get()).
+        self.profile = profiles.PROFILES.get(self.deoj >> 8)
         self.tz = cfg.get("tz_offset_min", 540)
         self.seoj = echonet.EOJ_CONTROLLER
-        self.tag = tag
+        self.max_batch = max(1, cfg.get("max_batch", _DEFAULT_BATCH))
+        self.history_retries = cfg.get("history_retries", 3)
+        self.poison_hold_ms = cfg.get("poison_hold_ms", 3600000)
+        # Seams for the network side: rate_limiter.allow(addr) -> bool is asked before a datagram
+        # is parsed; listener.on_frame(frame, addr) gets every valid frame that is not the reply
+        # to our pending request (INF, INFC, discovery answers, foreign replies).
+        self.rate_limiter = None
+        self.listener = None
         maker, unique = identity or (0xFFFFFF, bytes(13))
         if len(unique) != 13:
             raise ValueError("identity: unique part must be 13 bytes")
@@ -84,7 +122,27 @@ class MeterClient:
         self.stats = {
             "requests": 0, "attempts": 0, "replies": 0, "timeouts": 0, "retries": 0, "sna": 0,
             "stale": 0, "foreign": 0, "malformed": 0, "answered": 0, "dropped": 0, "errors": 0,
+            "limited": 0, "splits": 0, "poisoned": 0, "day_races": 0, "wraps": 0, "resets": 0,
+            "rediscoveries": 0,
         }
+        self._flags = 0
+        self._announced_unit = None  # what read_unit() last returned
+        self._hist_lock = asyncio.Lock()  # SetC day + Get history belong together
+        self._forget_meter()
+
+    def _forget_meter(self):
+        """Drop everything learned about the meter (a different meter may answer next)."""
+        self.cap = self.max_batch  # EPCs per Get the meter is known to take
+        self._poison = {}  # EPC -> ticks_ms when isolated
+        self._good_epc = _EPC_GET_MAP  # an EPC the meter answered alone: the liveness probe
+        self.getmap = None  # EPCs of 0x9F, or None if the meter did not give a usable map
+        self.identity_key = None
+        self._last = None  # (stamp, fwd, rev) of the newest fixed-time reading
+        self._ready = False
+        self.unit_code = None  # the meter's own unit code
+        self.coefficient = 1
+        self.digits = self.profile.fixed_digits if self.profile else None
+        self.store_unit_code = None  # unit code of (raw, unit) as stored, coefficient folded in
 
     # --- node / controller property tables -------------------------------------------------
 
@@ -162,23 +220,37 @@ class MeterClient:
             raise MeterTimeout("%s: no reply from %s after %d attempts"
                                % (what, self.addr[0], attempts))
 
-    async def get(self, epcs):
-        """Get properties from the meter object: {epc: bytes, or None if unavailable}.
-        Get_SNA is not an error: unreadable EPCs (PDC 0 or omitted) map to None."""
+    async def _get_once(self, epcs):
+        """One Get (with retries): (esv, [(epc, bytes)]); MeterTimeout if never answered."""
         what = "Get " + ",".join("%02X" % e for e in epcs)
         esv, props = await self._request(echonet.GET, [(e, None) for e in epcs],
                                          (echonet.GET_RES, echonet.GET_SNA), what)
+        if esv == echonet.GET_SNA:
+            self.stats["sna"] += 1
+            missing = [e for e in epcs if not any(p == e and len(d) for p, d in props)]
+            log.info(self.tag, "%s: Get_SNA, unavailable %s"
+                     % (what, ",".join("%02X" % e for e in missing)))
+        return esv, props
+
+    @staticmethod
+    def _fill(out, props):
+        """Copy EDTs of wanted EPCs into out (first non-empty wins); EPCs present in props."""
+        present = []
+        for e, edt in props:
+            if e in out:
+                present.append(e)
+                if len(edt) and out[e] is None:
+                    out[e] = edt
+        return present
+
+    async def get(self, epcs):
+        """One Get of the meter object: {epc: bytes, or None if unavailable}.
+        Get_SNA is not an error: unreadable EPCs (PDC 0 or omitted) map to None."""
+        _, props = await self._get_once(epcs)
         out = {}
         for e in epcs:
             out[e] = None
-        for e, edt in props:
-            if e in out and len(edt) and out[e] is None:
-                out[e] = edt
-        if esv == echonet.GET_SNA:
-            self.stats["sna"] += 1
-            missing = [e for e in epcs if out[e] is None]
-            log.info(self.tag, "%s: Get_SNA, unavailable %s"
-                     % (what, ",".join("%02X" % e for e in missing)))
+        self._fill(out, props)
         return out
 
     async def set_c(self, epc, edt):
@@ -196,91 +268,372 @@ class MeterClient:
         log.info(self.tag, "%s: refused (SetC_SNA)" % what)
         return False
 
-    async def _get_required(self, epcs, what):
-        vals = await self.get(epcs)
+    # --- learned meter behaviour: property map, batch capacity, poison EPCs -----------------
+
+    def _askable(self, epc):
+        if self.getmap is not None and epc not in self.getmap:
+            return False
+        t = self._poison.get(epc)
+        if t is None:
+            return True
+        if ticks_diff(ticks_ms(), t) >= self.poison_hold_ms:
+            del self._poison[epc]  # give it another chance (firmware update, transient fault)
+            log.info(self.tag, "asking for 0x%02X again after %d ms" % (epc, self.poison_hold_ms))
+            return True
+        return False
+
+    def is_poisoned(self, epc):
+        return epc in self._poison
+
+    def _learn_cap(self, cap, why):
+        if cap < self.cap:
+            self.cap = cap
+            log.warn(self.tag, "meter takes at most %d EPCs per Get (%s)" % (cap, why))
+
+    async def _alive(self, avoid):
+        """True if the meter answers a Get of one known-good EPC not in `avoid`."""
+        for e in (self._good_epc, _EPC_GET_MAP, 0x80):
+            if e not in avoid and e not in self._poison:
+                try:
+                    await self._get_once((e,))
+                    return True
+                except MeterTimeout:
+                    return False
+        return False
+
+    async def read(self, epcs):
+        """{epc: bytes|None} for `epcs` in as many Gets as the meter needs. EPCs absent from the
+        meter's 0x9F map or isolated as poison are not asked (None). MeterTimeout only when the
+        meter answers nothing at all."""
+        out = {}
         for e in epcs:
-            if vals[e] is None:
-                raise MeterError("%s: meter did not return 0x%02X" % (what, e))
-        return vals
+            out[e] = None
+        ask = [e for e in epcs if self._askable(e)]
+        await self._read_list(ask, out)
+        return out
+
+    async def _read_list(self, epcs, out):
+        """Read epcs in batches of the current cap; True if any EPC came back in a reply."""
+        got = False
+        i = 0
+        while i < len(epcs):
+            batch = epcs[i:i + self.cap]
+            i += len(batch)
+            ok, present = await self._read_batch(batch, out)
+            got = got or bool(present)
+        return got
+
+    async def _read_batch(self, batch, out):
+        """(clean, present): clean = answered without timeouts below; present = EPCs that came
+        back in replies."""
+        try:
+            _, props = await self._get_once(batch)
+        except MeterTimeout:
+            return await self._after_timeout(batch, out)
+        present = self._fill(out, props)
+        if len(batch) == 1 and out[batch[0]] is not None:
+            self._good_epc = batch[0]
+        missing = [e for e in batch if e not in present]
+        k = len(present)
+        if missing and k and present == batch[:k]:
+            # Only the first k EPCs answered: a capacity limit, if asking the rest works.
+            self.stats["splits"] += 1
+            saved, self.cap = self.cap, min(self.cap, k)
+            got = await self._read_list(missing, out)
+            self.cap = saved
+            if got:
+                self._learn_cap(k, "answered %d of %d EPCs" % (k, len(batch)))
+            present = present + [e for e in missing if out[e] is not None]
+        return True, present
+
+    async def _after_timeout(self, batch, out):
+        if not await self._alive(batch):
+            raise MeterTimeout("meter %s answers nothing (Get %s and a probe unanswered)"
+                               % (self.addr[0], ",".join("%02X" % e for e in batch)))
+        if len(batch) == 1:
+            epc = batch[0]
+            self._poison[epc] = ticks_ms()
+            self.stats["poisoned"] += 1
+            log.warn(self.tag, "meter drops every Get containing 0x%02X: not asked for %d ms"
+                     % (epc, self.poison_hold_ms))
+            return False, []
+        # Bisect: a batch that fails only for its size splits cleanly; a poison EPC is chased
+        # down to one EPC while the rest is still read.
+        self.stats["splits"] += 1
+        h = (len(batch) + 1) // 2
+        ok1, p1 = await self._read_batch(batch[:h], out)
+        ok2, p2 = await self._read_batch(batch[h:], out)
+        if ok1 and ok2:
+            self._learn_cap(h, "a Get of %d EPCs went unanswered" % len(batch))
+        return False, p1 + p2
+
+    # --- meter identity and scaling ---------------------------------------------------------
+
+    def invalidate(self, why):
+        """Meter rebooted/rediscovered: map, scaling and identity are read again before the next
+        value is returned (learned capacity and poison EPCs are kept unless the identity
+        changed)."""
+        if self._ready:
+            self.stats["rediscoveries"] += 1
+            log.info(self.tag, "meter state to be re-read: %s" % why)
+        self._ready = False
+
+    async def _prepare(self):
+        """Property map, scaling, identity: once per meter generation."""
+        if self._ready:
+            return False
+        p = self.profile
+        if p is None:
+            raise MeterError("meter class 0x%04X is not supported" % (self.deoj >> 8))
+        vals = await self.read((_EPC_GET_MAP,))  # a meter that drops it still gets read
+        edt = vals[_EPC_GET_MAP]
+        getmap = None
+        if edt is None:
+            log.warn(self.tag, "meter gave no Get property map (0x9F): asking for everything")
+        else:
+            try:
+                getmap = echonet.decode_propmap(edt)
+            except EchonetError as e:
+                log.warn(self.tag, "unusable Get property map: %s" % e)
+        if getmap is not None:
+            # The map answered on its own: it is the liveness probe from now on.
+            self._good_epc = _EPC_GET_MAP
+        self.getmap = getmap
+        vals = await self.read(tuple(_unique(p.identity + p.scaling_epcs())))
+        key = b"".join(vals[e] or b"-" for e in p.identity)
+        if self.identity_key is not None and key != self.identity_key:
+            log.warn(self.tag, "meter identity changed: another meter (or a reset one) answers")
+            self._flags |= FLAG_METER_RESET
+            self._forget_meter()
+            self.getmap = getmap
+        self.identity_key = key
+        self._ready = True
+        try:
+            self._scaling(vals)
+        except ValueError as e:  # MeterError / MeterDataError: retried by the next value read
+            self.store_unit_code = None
+            log.warn(self.tag, "scaling not usable: %s" % e)
+        return True
+
+    async def _read_scaling(self):
+        self._scaling(await self.read(self.profile.scaling_epcs()))
+
+    def _scaling(self, vals):
+        p = self.profile
+        edt = vals[p.unit]
+        if edt is None:
+            raise MeterError("unit 0x%02X not available: values cannot be scaled" % p.unit)
+        unit = drmeter.decode_unit(edt)
+        coef = 1
+        if p.coefficient is not None and vals[p.coefficient] is not None:
+            coef = profiles.decode_coefficient(vals[p.coefficient])
+        digits = p.fixed_digits
+        if p.digits is not None:
+            if vals[p.digits] is None:
+                log.warn(self.tag, "effective digits 0x%02X not available: every decrease will "
+                         "count as a meter reset" % p.digits)
+                digits = None
+            else:
+                digits = profiles.decode_digits(vals[p.digits])
+        store_code = profiles.store_unit(unit, coef)
+        if (unit, coef, digits) != (self.unit_code, self.coefficient, self.digits):
+            log.info(self.tag, "unit 0x%02X coefficient %d digits %s -> stored unit 0x%02X"
+                     % (unit, coef, digits, store_code))
+        self.unit_code, self.coefficient, self.digits = unit, coef, digits
+        self.store_unit_code = store_code
+
+    def _max_raw(self):
+        return 10 ** (self.digits or 8) - 1
+
+    async def _ensure(self):
+        """Prepared, with a usable unit: values are never returned without one."""
+        await self._prepare()
+        if self.store_unit_code is None:
+            await self._read_scaling()
+        if self._announced_unit is not None and self.store_unit_code != self._announced_unit:
+            raise UnitChanged("stored unit changed from 0x%02X to 0x%02X: read_unit() again"
+                              % (self._announced_unit, self.store_unit_code))
+
+    def take_flags(self):
+        """Record flags (firmware.store.record) raised since the last call, e.g.
+        FLAG_METER_RESET after a counter decrease or an identity change."""
+        f = self._flags
+        self._flags = 0
+        return f
+
+    # --- the reads the terminal makes ------------------------------------------------------
 
     async def read_unit(self):
-        """The 0xD4 unit code (validated against the table; never guessed)."""
-        vals = await self._get_required((drmeter.EPC_UNIT,), "unit")
-        return drmeter.decode_unit(vals[drmeter.EPC_UNIT])
+        """The unit code the values are stored under (the meter's unit code with a power-of-ten
+        coefficient folded in; never guessed). Re-reads the scaling properties every call."""
+        if not await self._prepare() or self.store_unit_code is None:
+            await self._read_scaling()  # raises MeterError while the unit is unavailable
+        self._announced_unit = self.store_unit_code
+        return self.store_unit_code
+
+    def _delta(self, old, new):
+        if self.digits is None or old > self._max_raw():
+            return ("ok", new - old) if new >= old else ("reset", None)
+        return drmeter.delta(old, new, 10 ** self.digits)
+
+    def _check_counters(self, stamp, fwd, rev):
+        """Classify the step from the previous fixed-time reading: wraps are logged; a decrease
+        without wrap is a meter reset/replacement (flagged, state re-read), never a delta."""
+        last = self._last
+        if stamp is None:
+            return
+        if last is not None and stamp > last[0]:
+            for name, old, new in (("forward", last[1], fwd), ("reverse", last[2], rev)):
+                if old is None or new is None:
+                    continue
+                kind, d = self._delta(old, new)
+                if kind == "wrap":
+                    self.stats["wraps"] += 1
+                    log.info(self.tag, "%s counter wrapped: %d -> %d (+%d)" % (name, old, new, d))
+                elif kind == "reset":
+                    self.stats["resets"] += 1
+                    self._flags |= FLAG_METER_RESET
+                    log.warn(self.tag, "%s counter fell %d -> %d: meter reset or replaced"
+                             % (name, old, new))
+                    self.invalidate("counter decrease")
+        if last is None or stamp >= last[0]:
+            self._last = (stamp, fwd if fwd is not None else (last and last[1]),
+                          rev if rev is not None else (last and last[2]))
 
     async def read_fixed_time(self):
-        """(boundary_t2k, fwd_raw|None, rev_raw|None) from 0xE6 (AC input = forward) and 0xE7
-        (AC output = reverse). MeterError if neither is available or the stamps disagree;
-        MeterDataError if a stamp is not a :00/:30 boundary."""
-        vals = await self.get((drmeter.EPC_FIXED_IN, drmeter.EPC_FIXED_OUT))
-        e6 = vals[drmeter.EPC_FIXED_IN]
-        e7 = vals[drmeter.EPC_FIXED_OUT]
-        if e6 is None and e7 is None:
-            raise MeterError("fixed-time values 0xE6/0xE7 both unavailable")
+        """(boundary_t2k, fwd_raw|None, rev_raw|None) from the fixed-time values (0x028E: 0xE6
+        AC input = forward, 0xE7 AC output = reverse; 0x0288/0x028D: 0xEA/0xEB). MeterError if
+        neither is available or the stamps disagree; MeterDataError if a stamp is not a :00/:30
+        boundary; UnitChanged after a meter change until read_unit() is called again."""
+        await self._ensure()
+        p = self.profile
+        vals = await self.read((p.fixed_fwd, p.fixed_rev))
+        ef = vals[p.fixed_fwd]
+        er = vals[p.fixed_rev]
+        if ef is None and er is None:
+            raise MeterError("fixed-time values 0x%02X/0x%02X both unavailable"
+                             % (p.fixed_fwd, p.fixed_rev))
         stamp = None
         fwd = rev = None
+        mx = self._max_raw()
         try:
-            if e6 is not None:
-                stamp, fwd = drmeter.decode_fixed_time(e6, self.tz, True, "0xE6")
-            if e7 is not None:
-                s7, rev = drmeter.decode_fixed_time(e7, self.tz, True, "0xE7")
-                if e6 is not None and s7 != stamp:
-                    raise MeterError("0xE6 and 0xE7 stamped differently (%s vs %s)"
-                                     % (timeutil.iso(stamp), timeutil.iso(s7)))
-                stamp = s7
+            if ef is not None:
+                stamp, fwd = drmeter.decode_fixed_time(ef, self.tz, True, "0x%02X" % p.fixed_fwd,
+                                                       mx)
+            if er is not None:
+                sr, rev = drmeter.decode_fixed_time(er, self.tz, True, "0x%02X" % p.fixed_rev, mx)
+                if ef is not None and sr != stamp:
+                    raise MeterError("0x%02X and 0x%02X stamped differently (%s vs %s)"
+                                     % (p.fixed_fwd, p.fixed_rev, timeutil.iso(stamp),
+                                        timeutil.iso(sr)))
+                stamp = sr
         except drmeter.MeterDataError as e:
             log.warn(self.tag, "fixed-time value rejected: %s" % e)
             raise
+        self._check_counters(stamp, fwd, rev)
         return stamp, fwd, rev
+
+    async def read_cumulative(self):
+        """(fwd_raw|None, rev_raw|None): the current cumulative values."""
+        await self._ensure()
+        p = self.profile
+        vals = await self.read((p.cum_fwd, p.cum_rev))
+        mx = self._max_raw()
+        out = []
+        for e in (p.cum_fwd, p.cum_rev):
+            out.append(None if vals[e] is None
+                       else drmeter.decode_cumulative(vals[e], "0x%02X" % e, mx))
+        return out[0], out[1]
 
     async def read_history(self, day):
         """(forward[48], reverse[48]) raw|None for history day `day` (0 = meter's today).
-        Sets 0xD5 then reads 0xE1/0xE3; the day echoed in each EDT must equal `day`."""
-        if not await self.set_c(drmeter.EPC_HISTORY_DAY, drmeter.encode_day(day)):
-            raise MeterError("meter refused history day %d (0xD5)" % day)
-        vals = await self.get((drmeter.EPC_HIST_IN, drmeter.EPC_HIST_OUT))
-        if vals[drmeter.EPC_HIST_IN] is None and vals[drmeter.EPC_HIST_OUT] is None:
-            raise MeterError("history 0xE1/0xE3 both unavailable")
-        out = []
-        for epc in (drmeter.EPC_HIST_IN, drmeter.EPC_HIST_OUT):
-            edt = vals[epc]
-            if edt is None:
-                out.append([None] * drmeter.HISTORY_SLOTS)
-                continue
-            echo, slots = drmeter.decode_history(edt, "0x%02X" % epc)
-            if echo != day:
-                raise MeterError("0x%02X echoes day %d, requested %d (0xD5 changed meanwhile?)"
-                                 % (epc, echo, day))
-            out.append(slots)
-        return out[0], out[1]
+        Sets the day selector, then reads both histories; the day echoed in each EDT must equal
+        `day`. If another controller changed the selector in between, SetC + Get are repeated
+        up to history_retries times."""
+        await self._ensure()
+        p = self.profile
+        async with self._hist_lock:
+            for attempt in range(1 + self.history_retries):
+                if not await self.set_c(p.day, drmeter.encode_day(day, p.day_width)):
+                    raise MeterError("meter refused history day %d (0x%02X)" % (day, p.day))
+                vals = await self.read((p.hist_fwd, p.hist_rev))
+                if vals[p.hist_fwd] is None and vals[p.hist_rev] is None:
+                    raise MeterError("history 0x%02X/0x%02X both unavailable"
+                                     % (p.hist_fwd, p.hist_rev))
+                out = []
+                echo = day
+                for epc in (p.hist_fwd, p.hist_rev):
+                    edt = vals[epc]
+                    if edt is None:
+                        out.append([None] * drmeter.HISTORY_SLOTS)
+                        continue
+                    e, slots = drmeter.decode_history(edt, "0x%02X" % epc, self._max_raw())
+                    if e != day:
+                        echo = e
+                        break
+                    out.append(slots)
+                if echo == day:
+                    return out[0], out[1]
+                self.stats["day_races"] += 1
+                log.warn(self.tag, "history echoes day %d, requested %d (selector changed by "
+                         "another controller?), attempt %d/%d"
+                         % (echo, day, attempt + 1, 1 + self.history_retries))
+        raise MeterError("history echoes day %d, requested %d, %d times"
+                         % (echo, day, 1 + self.history_retries))
 
     async def read_identity(self):
         """Identity and trust metadata of the meter object; unavailable items are None."""
-        vals = await self.get((0x8A, 0x83, 0x82, 0xD0, 0xD1, 0xD2, 0xD3, 0xD4))
+        await self._prepare()
+        p = self.profile
+        extra = (0xD0, 0xD1, 0xD2) if p.retention is not None else ()
+        epcs = (0x8A, 0x83, 0x82) + extra + p.identity + p.scaling_epcs()
+        if p.retention is not None:
+            epcs += (p.retention,)
+        vals = await self.read(tuple(_unique(epcs)))
         maker = vals[0x8A]
         ident = {
             "maker": (maker[0] << 16) | (maker[1] << 8) | maker[2] if maker and len(maker) == 3
             else None,
             "ident": vals[0x83],
             "release": vals[0x82],
-            "device_type": vals[0xD0],
-            "device_id": vals[0xD1],
-            "tolerance": vals[0xD2][0] if vals[0xD2] and len(vals[0xD2]) == 1 else None,
+            "device_type": vals.get(0xD0),
+            "device_id": vals.get(0xD1),
+            "metered_id": vals.get(0xD6),
+            "tolerance": None,
             "retention": None,
             "unit": None,
+            "coefficient": None,
+            "digits": self.profile.fixed_digits,
         }
-        if vals[0xD3] is not None:
-            ident["retention"] = drmeter.decode_retention(vals[0xD3])
-        if vals[0xD4] is not None:
-            ident["unit"] = drmeter.decode_unit(vals[0xD4])
+        t = vals.get(0xD2)
+        if t is not None and len(t) == 1:
+            ident["tolerance"] = t[0]
+        if p.retention is not None and vals[p.retention] is not None:
+            ident["retention"] = drmeter.decode_retention(vals[p.retention])
+        if vals[p.unit] is not None:
+            ident["unit"] = drmeter.decode_unit(vals[p.unit])
+        if p.coefficient is not None and vals[p.coefficient] is not None:
+            ident["coefficient"] = profiles.decode_coefficient(vals[p.coefficient])
+        if p.digits is not None and vals[p.digits] is not None:
+            ident["digits"] = profiles.decode_digits(vals[p.digits])
         return ident
 
     async def read_clock(self):
-        """(meter clock as UTC t2k, 0xDB sync status or None) from 0x98 + 0xDA."""
-        vals = await self._get_required((drmeter.EPC_DATE, drmeter.EPC_TIME), "clock")
-        sync = await self.get((drmeter.EPC_TIME_SYNC,))
-        t = drmeter.meter_clock_t2k(vals[drmeter.EPC_DATE], vals[drmeter.EPC_TIME], self.tz)
-        s = sync[drmeter.EPC_TIME_SYNC]
+        """(meter clock as UTC t2k, sync status or None): 0x98 date + 0xDA (0x028E, hh mm ss)
+        or 0x97 (hh mm) time, 0xDB sync status where the class has it."""
+        await self._prepare()
+        p = self.profile
+        epcs = (p.date, p.time) + ((p.sync,) if p.sync is not None else ())
+        vals = await self.read(epcs)
+        if vals[p.date] is None or vals[p.time] is None:
+            raise MeterError("clock: meter did not return 0x%02X and 0x%02X" % (p.date, p.time))
+        tm = vals[p.time]
+        if p.time_len == 2:
+            if len(tm) != 2:
+                raise drmeter.MeterDataError("0x97 time: EDT of %d bytes, expected 2" % len(tm))
+            tm = tm + b"\x00"
+        t = drmeter.meter_clock_t2k(vals[p.date], tm, self.tz)
+        s = vals[p.sync] if p.sync is not None else None
         return t, (s[0] if s is not None and len(s) == 1 else None)
 
     # --- receive path --------------------------------------------------------------------------
@@ -299,6 +652,9 @@ class MeterClient:
 
     def handle(self, buf, n, addr):
         """Process one datagram; never raises (bad input is logged and dropped)."""
+        if self.rate_limiter is not None and not self.rate_limiter.allow(addr):
+            self.stats["limited"] += 1
+            return
         try:
             f = echonet.decode(buf, n)
         except EchonetError as e:
@@ -308,8 +664,8 @@ class MeterClient:
         try:
             if echonet.is_request(f.esv) or f.esv == echonet.INFC:
                 self._answer(f, addr)
-            else:
-                self._on_reply(f, addr)
+            if not echonet.is_request(f.esv) and not self._on_reply(f, addr):
+                self._on_other(f, addr)
         except Exception as e:  # a bug must not kill the receive task; it is logged loudly
             self.stats["errors"] += 1
             log.exc(self.tag, "handling %r from %s" % (f, addr[0]), e)
@@ -328,22 +684,35 @@ class MeterClient:
                      % (addr[0], addr[1], e))
 
     def _on_reply(self, f, addr):
+        """True if f completed the pending request (or was a late reply to an earlier one)."""
         p = self._pending
         if (p is None or addr[0] != self.addr[0] or f.seoj != self.deoj
                 or f.esv not in p.esvs):
-            self.stats["foreign"] += 1
-            log.debug(self.tag, "ignored %r from %s" % (f, addr[0]))
-            return
+            return False
         if f.tid != p.tid:
             self.stats["stale"] += 1
             log.info(self.tag, "ignored late reply TID 0x%04X (waiting for 0x%04X)"
                      % (f.tid, p.tid))
-            return
+            return True
         # Copy now: the receive buffer is reused for the next datagram.
         p.props = [(e, bytes(d)) for e, d in f.props]
         p.esv = f.esv
         self._pending = None  # duplicates of this reply are now "foreign"
         p.event.set()
+        return True
+
+    def _on_other(self, f, addr):
+        """Notifications and replies that are not ours to complete."""
+        if (f.esv in (echonet.INF, echonet.INFC) and addr[0] == self.addr[0]
+                and f.seoj >> 8 == echonet.EOJ_NODE_PROFILE >> 8
+                and f.edt(_NP_INSTANCE_LIST) is not None):
+            # The meter's node (re)started: its unit, identity or property map may be new.
+            self.invalidate("instance list notification (INF 0xD5) from %s" % addr[0])
+        elif f.esv not in (echonet.INF, echonet.INFC):
+            self.stats["foreign"] += 1
+            log.debug(self.tag, "ignored %r from %s" % (f, addr[0]))
+        if self.listener is not None:
+            self.listener.on_frame(f, addr)
 
     def _answer(self, f, addr):
         """Answer a request addressed to the terminal's node profile or controller."""

@@ -67,18 +67,20 @@ def decode_unit(edt):
     return edt[0]
 
 
-def check_raw(raw, what="value"):
-    """raw counter, or None for the no-data sentinel; MeterDataError beyond 9 digits."""
+def check_raw(raw, what="value", max_raw=MAX_RAW):
+    """raw counter, or None for the no-data sentinel; MeterDataError above max_raw (the meter's
+    digit count: 9 for 0x028E, 0xD7 for 0x0288/0x028D)."""
     if raw == NO_DATA:
         return None
-    if raw < 0 or raw > MAX_RAW:
-        raise MeterDataError("%s 0x%08X exceeds 9 digits" % (what, raw))
+    if raw < 0 or raw > max_raw:
+        raise MeterDataError("%s 0x%08X exceeds the meter's %d digits"
+                             % (what, raw, len(str(max_raw))))
     return raw
 
 
-def decode_cumulative(edt, what="0xE0/0xE2"):
+def decode_cumulative(edt, what="0xE0/0xE2", max_raw=MAX_RAW):
     _need_len(edt, 4, what)
-    return check_raw(struct.unpack_from(">I", edt, 0)[0], what)
+    return check_raw(struct.unpack_from(">I", edt, 0)[0], what, max_raw)
 
 
 def local_to_t2k(y, mo, d, h, mi, s, tz_offset_min, what="timestamp"):
@@ -93,7 +95,7 @@ def local_to_t2k(y, mo, d, h, mi, s, tz_offset_min, what="timestamp"):
     return days * timeutil.DAY_S + h * 3600 + mi * 60 + s - tz_offset_min * 60
 
 
-def decode_fixed_time(edt, tz_offset_min=540, boundary=False, what="0xE6/0xE7"):
+def decode_fixed_time(edt, tz_offset_min=540, boundary=False, what="0xE6/0xE7", max_raw=MAX_RAW):
     """(t2k_utc, raw|None) from an 11-byte fixed-time EDT: YYYY MM DD hh mm ss u32.
     A never-captured value (timestamp bytes all 0xFF) gives (None, None).
     boundary=True also rejects a stamp that is not hh:00:00 or hh:30:00 local time."""
@@ -107,24 +109,27 @@ def decode_fixed_time(edt, tz_offset_min=540, boundary=False, what="0xE6/0xE7"):
     if boundary and (s != 0 or mi % 30 != 0):
         raise MeterDataError("%s stamped %04d-%02d-%02d %02d:%02d:%02d: not a :00/:30 boundary"
                              % (what, y, mo, d, h, mi, s))
-    return t, check_raw(raw, what)
+    return t, check_raw(raw, what, max_raw)
 
 
-def decode_history(edt, what="0xE1/0xE3"):
+def decode_history(edt, what="0xE1/0xE3", max_raw=MAX_RAW):
     """(day, [48 x raw|None]) from a history EDT; slot i is local 00:00 + 30 min x i."""
     _need_len(edt, HISTORY_LEN, what)
     vals = struct.unpack_from(">H48I", edt, 0)
     day = vals[0]
     out = [None] * HISTORY_SLOTS
     for i in range(HISTORY_SLOTS):
-        out[i] = check_raw(vals[1 + i], what)
+        out[i] = check_raw(vals[1 + i], what, max_raw)
     return day, out
 
 
-def encode_day(day):
-    """0xD5 EDT (2 bytes) for a history day 0..99 (0 = today)."""
+def encode_day(day, width=2):
+    """Day-selector EDT for history day 0..99 (0 = today): 2 bytes (0x028E 0xD5) or 1 byte
+    (0x0288 0xE5, 0x028D 0xE0)."""
     if not 0 <= day <= MAX_DAY:
         raise MeterDataError("history day %d outside 0..99" % day)
+    if width == 1:
+        return bytes((day,))
     return bytes((day >> 8, day & 0xFF))
 
 

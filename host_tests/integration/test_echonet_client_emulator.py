@@ -38,21 +38,36 @@ def lines():
     log.set_sink(None)
 
 
-def run(scenario, timeout_ms=200, retries=2, faults=None, clock=None, endpoint="asyncio"):
-    """Start emulator + client, run scenario(client, emulator), tear everything down."""
+def warm(c, emu):
+    """After the client has read the map, identity and unit: forget that traffic."""
+    emu.requests.clear()
+    for k in c.stats:
+        c.stats[k] = 0
+
+
+def run(scenario, timeout_ms=200, retries=2, faults=None, clock=None, endpoint="asyncio",
+        prepare=True, emu_kw=None, cfg=None):
+    """Start emulator + client, run scenario(client, emulator), tear everything down.
+    prepare: let the client read property map, identity and unit first (then forget it)."""
 
     async def main():
+        kw = {"model": MeterModel(seed=7)}
+        kw.update(emu_kw or {})
         emu = MeterEmulator(addr=("127.0.0.2", 0), clock=clock or FrozenClock(T0),
-                            model=MeterModel(seed=7), faults=faults)
+                            faults=faults, **kw)
         await emu.start()
         if endpoint == "hal":
             ep = UdpEndpoint("127.0.0.1", 0, reuse=False)
         else:
             ep = await AsyncUdpEndpoint.open(("127.0.0.1", 0))
-        c = MeterClient(ep, emu.addr, {"timeout_ms": timeout_ms, "retries": retries,
-                                       "tz_offset_min": JST})
+        conf = {"timeout_ms": timeout_ms, "retries": retries, "tz_offset_min": JST}
+        conf.update(cfg or {})
+        c = MeterClient(ep, emu.addr, conf)
         task = asyncio.create_task(c.run())
         try:
+            if prepare:
+                await asyncio.wait_for(c.read_unit(), 10)
+                warm(c, emu)
             return await asyncio.wait_for(scenario(c, emu, ep), 20)
         finally:
             task.cancel()
@@ -73,6 +88,18 @@ def test_unit_and_fixed_time_match_model():
 
     stats = run(s)
     assert stats["attempts"] == 2 and stats["timeouts"] == 0
+
+
+def test_first_read_is_driven_by_the_property_map():
+    async def s(c, emu, ep):
+        assert await c.read_unit() == 0x01
+        reqs = list(emu.requests)
+        assert reqs[0].esv == 0x62 and reqs[0].epcs == [0x9F]
+        assert sorted(reqs[1].epcs) == [0x83, 0xD0, 0xD1, 0xD4, 0xD6]
+        assert len(reqs) == 2
+        assert c.getmap is not None and 0xE6 in c.getmap
+
+    run(s, prepare=False)
 
 
 def test_real_hal_endpoint():
@@ -139,8 +166,11 @@ def test_gives_up_then_recovers():
         t0 = time.monotonic()
         with pytest.raises(MeterTimeout):
             await c.read_fixed_time()
-        assert 0.55 <= time.monotonic() - t0 < 3
-        assert len(emu.requests) == 3
+        # 3 attempts of the Get, then 3 of a one-EPC liveness probe before giving up: a silent
+        # meter is never mistaken for a poison property.
+        assert 1.15 <= time.monotonic() - t0 < 4
+        assert len(emu.requests) == 6
+        assert c.stats["poisoned"] == 0 and c.cap == 16
         emu.faults["drop_prob"] = 0.0
         assert (await c.read_fixed_time())[0] == B0
 
@@ -319,7 +349,7 @@ def test_accelerated_simclock_boundaries():
 
 def test_off_boundary_stamp_is_reported(lines):
     async def s(c, emu, ep):
-        emu.fixed_time = lambda which: (b"\x07\xe9\x04\x01\x0a\x1e\x07" + b"\x00\x00\x00\x01")
+        emu.fixed_time = lambda which, obj=None: (b"\x07\xe9\x04\x01\x0a\x1e\x07" + b"\x00\x00\x00\x01")
         with pytest.raises(MeterDataError):
             await c.read_fixed_time()
 

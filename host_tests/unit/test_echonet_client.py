@@ -57,11 +57,82 @@ def stamp(y, mo, d, hh, mm, ss, value):
     return struct.pack(">HBBBBBI", y, mo, d, hh, mm, ss, value)
 
 
+def u32(v):
+    return struct.pack(">I", v)
+
+
+DR_TABLE = {0x80: b"\x30", 0x83: b"\xfe" + bytes(16), 0xD0: b"\x02\x7e\x00",
+            0xD1: b"\x02\x00\x00\x00\x00\x02\x01", 0xD3: b"\x00\x2d", 0xD4: b"\x01",
+            0xD6: b"\xfe" + bytes(16)}
+
+
+class TableMeter:
+    """A meter object behind FakeEndpoint answering Get/SetC from `table` (values: bytes or a
+    callable returning bytes/None). 0x9F lists the table unless `getmap` is given. Knobs: cap
+    (answer only the first k EPCs), drop_over (drop Gets of more than k EPCs), poison (drop Gets
+    containing any of these EPCs), silent; history days via hist(day, epc) -> bytes."""
+
+    def __init__(self, ep, table, eoj=0x028E01, getmap=None, day_epc=0xD5, day_len=2):
+        self.ep = ep
+        self.table = dict(table)
+        self.eoj = eoj
+        self.getmap = getmap
+        self.cap = None
+        self.drop_over = None
+        self.poison = set()
+        self.silent = False
+        self.day_epc = day_epc
+        self.day_len = day_len
+        self.day = None
+        self.hijack = 0  # the next N accepted day SetCs are overwritten by "another controller"
+        self.refuse_day = False
+        self.gets = []
+        ep.meter = self
+
+    def value(self, e):
+        if e == 0x9F:
+            m = self.getmap if self.getmap is not None else list(self.table) + [0x9F]
+            return echonet.encode_propmap(m)
+        v = self.table.get(e)
+        return v() if callable(v) else v
+
+    def __call__(self, f, addr):
+        if self.silent or f.deoj != self.eoj:
+            return
+        if f.esv == 0x62:
+            epcs = f.epcs()
+            self.gets.append(epcs)
+            if self.drop_over is not None and len(epcs) > self.drop_over:
+                return
+            if self.poison & set(epcs):
+                return
+            props = []
+            ok = True
+            for e in epcs:
+                v = self.value(e)
+                ok = ok and v is not None
+                props.append((e, v or b""))
+            if self.cap is not None:
+                props = props[:self.cap]
+            self.ep.deliver(reply(f, 0x72 if ok else 0x52, props))
+        elif f.esv == 0x61:
+            e, edt = f.props[0]
+            ok = e == self.day_epc and len(edt) == self.day_len and not self.refuse_day
+            if ok:
+                self.day = int.from_bytes(bytes(edt), "big")
+                if self.hijack:
+                    self.hijack -= 1
+                    self.day += 1
+            self.ep.deliver(reply(f, 0x71 if ok else 0x51, [(e, b"" if ok else bytes(edt))]))
+
+
 def with_client(test, cfg=None, first_tid=100):
     """Run coroutine test(client, endpoint) with the client's receive task running."""
+    conf = {"timeout_ms": 60, "retries": 2} if cfg is None else cfg
+
     async def main():
         ep = FakeEndpoint()
-        c = MeterClient(ep, METER, cfg or {"timeout_ms": 60, "retries": 2}, first_tid=first_tid)
+        c = MeterClient(ep, METER, conf, first_tid=first_tid)
         task = asyncio.create_task(c.run())
         try:
             return await test(c, ep)
@@ -85,11 +156,34 @@ class ClientTest(unittest.TestCase):
     def test_get_res(self):
         async def t(c, ep):
             ep.meter = lambda f, a: ep.deliver(reply(f, 0x72, [(0xD4, b"\x02")]))
-            self.assertEqual(await c.read_unit(), 0x02)
+            self.assertEqual(await c.get((0xD4,)), {0xD4: b"\x02"})
             req = echonet.decode(ep.sent[0][0])
             self.assertEqual((req.seoj, req.deoj, req.esv, req.tid), (0x05FF01, 0x028E01, 0x62,
                                                                      101))
             self.assertEqual(ep.sent[0][1], METER)
+        with_client(t)
+
+    def test_read_unit_starts_with_the_property_map(self):
+        async def t(c, ep):
+            table = dict(DR_TABLE)
+            table[0xD4] = b"\x02"
+            m = TableMeter(ep, table)
+            self.assertEqual(await c.read_unit(), 0x02)
+            self.assertEqual(m.gets[0], [0x9F])
+            self.assertEqual(sorted(m.gets[1]), [0x83, 0xD0, 0xD1, 0xD4, 0xD6])
+            self.assertEqual(len(m.gets), 2)
+            self.assertEqual(await c.read_unit(), 0x02)  # later calls re-read the unit only
+            self.assertEqual(m.gets[2], [0xD4])
+        with_client(t)
+
+    def test_epcs_missing_from_the_map_are_not_asked(self):
+        async def t(c, ep):
+            table = dict(DR_TABLE)
+            table[0xE6] = stamp(2024, 10, 15, 10, 30, 0, 100000)
+            m = TableMeter(ep, table)
+            b, fwd, rev = await c.read_fixed_time()
+            self.assertEqual((fwd, rev), (100000, None))
+            self.assertTrue(all(0xE7 not in g for g in m.gets))
         with_client(t)
 
     def test_get_sna_pdc0_and_omitted(self):
@@ -103,14 +197,26 @@ class ClientTest(unittest.TestCase):
 
     def test_sna_for_unit_raises(self):
         async def t(c, ep):
-            ep.meter = lambda f, a: ep.deliver(reply(f, 0x52, [(0xD4, b"")]))
+            table = dict(DR_TABLE)
+            table[0xD4] = None  # listed in 0x9F, answered with Get_SNA
+            TableMeter(ep, table)
             with self.assertRaises(MeterError):
                 await c.read_unit()
+            with self.assertRaises(MeterError):  # and no value without a unit
+                await c.read_fixed_time()
+            table.pop(0xD4)
+            m = TableMeter(ep, table)  # not in the map at all: not even asked
+            c.invalidate("test")
+            with self.assertRaises(MeterError):
+                await c.read_unit()
+            self.assertTrue(all(0xD4 not in g for g in m.gets))
         with_client(t)
 
     def test_unknown_unit_code_is_an_error(self):
         async def t(c, ep):
-            ep.meter = lambda f, a: ep.deliver(reply(f, 0x72, [(0xD4, b"\x05")]))
+            table = dict(DR_TABLE)
+            table[0xD4] = b"\x05"
+            TableMeter(ep, table)
             with self.assertRaises(MeterDataError):
                 await c.read_unit()
         with_client(t)
@@ -124,7 +230,7 @@ class ClientTest(unittest.TestCase):
                 if len(calls) == 2:
                     ep.deliver(reply(f, 0x72, [(0xD4, b"\x01")]))
             ep.meter = meter
-            self.assertEqual(await c.read_unit(), 1)
+            self.assertEqual(await c.get((0xD4,)), {0xD4: b"\x01"})
             self.assertEqual(calls, [101, 102])
             self.assertEqual(c.stats["retries"], 1)
         with_client(t)
@@ -137,9 +243,17 @@ class ClientTest(unittest.TestCase):
             self.assertEqual(tids, [101, 102, 103])
             self.assertEqual(c.stats["timeouts"], 1)
             # the client keeps working afterwards
-            ep.meter = lambda f, a: ep.deliver(reply(f, 0x72, [(0xD4, b"\x01")]))
+            TableMeter(ep, DR_TABLE)
             self.assertEqual(await c.read_unit(), 1)
         with_client(t)
+
+    def test_timeout_configurable_and_bounded(self):
+        async def t(c, ep):
+            return c.timeout_ms
+        self.assertEqual(with_client(t, {"timeout_ms": 20000}), 20000)
+        self.assertEqual(with_client(t, {"timeout_ms": 60000}), 20000)
+        self.assertEqual(with_client(t, {}), 5000)
+        self.assertTrue(any("clamped" in x for x in self.lines))
 
     def test_tid_wraps(self):
         async def t(c, ep):
@@ -160,7 +274,7 @@ class ClientTest(unittest.TestCase):
                     ep.deliver(reply(reqs[0], 0x72, [(0xD4, b"\x0a")]))
                     ep.deliver(reply(f, 0x72, [(0xD4, b"\x01")]))
             ep.meter = meter
-            self.assertEqual(await c.read_unit(), 1)
+            self.assertEqual(await c.get((0xD4,)), {0xD4: b"\x01"})
             self.assertEqual(c.stats["stale"], 1)
         with_client(t)
 
@@ -172,7 +286,7 @@ class ClientTest(unittest.TestCase):
                 ep.deliver(reply(f, 0x71, [(0xD4, b"")]))  # wrong service
                 ep.deliver(reply(f, 0x72, [(0xD4, b"\x01")]))
             ep.meter = meter
-            self.assertEqual(await c.read_unit(), 1)
+            self.assertEqual(await c.get((0xD4,)), {0xD4: b"\x01"})
             self.assertEqual(c.stats["foreign"], 3)
         with_client(t)
 
@@ -182,16 +296,22 @@ class ClientTest(unittest.TestCase):
                 for _ in range(3):
                     ep.deliver(reply(f, 0x72, [(0xD4, b"\x01")]))
             ep.meter = meter
-            self.assertEqual(await c.read_unit(), 1)
-            self.assertEqual(await c.read_unit(), 1)
+            await c.get((0xD4,))
+            await c.get((0xD4,))
             self.assertEqual(c.stats["replies"], 2)
+            self.assertEqual(len(ep.sent), 2)
         with_client(t)
+
+    def _fixed(self, ep, e6, e7):
+        table = dict(DR_TABLE)
+        table[0xE6] = e6
+        table[0xE7] = e7
+        return TableMeter(ep, table)
 
     def test_fixed_time(self):
         async def t(c, ep):
-            ep.meter = lambda f, a: ep.deliver(reply(f, 0x72, [
-                (0xE6, stamp(2024, 10, 15, 10, 30, 0, 100000)),
-                (0xE7, stamp(2024, 10, 15, 10, 30, 0, 0xFFFFFFFE))]))
+            self._fixed(ep, stamp(2024, 10, 15, 10, 30, 0, 100000),
+                        stamp(2024, 10, 15, 10, 30, 0, 0xFFFFFFFE))
             b, fwd, rev = await c.read_fixed_time()
             self.assertEqual(b, timeutil.t2k_from_fields(2024, 10, 15, 1, 30, 0))
             self.assertEqual((fwd, rev), (100000, None))
@@ -199,9 +319,8 @@ class ClientTest(unittest.TestCase):
 
     def test_fixed_time_off_boundary_rejected_and_reported(self):
         async def t(c, ep):
-            ep.meter = lambda f, a: ep.deliver(reply(f, 0x72, [
-                (0xE6, stamp(2024, 10, 15, 10, 30, 5, 100000)),
-                (0xE7, stamp(2024, 10, 15, 10, 30, 5, 10))]))
+            self._fixed(ep, stamp(2024, 10, 15, 10, 30, 5, 100000),
+                        stamp(2024, 10, 15, 10, 30, 5, 10))
             with self.assertRaises(MeterDataError):
                 await c.read_fixed_time()
             self.assertTrue(any("boundary" in line for line in self.lines))
@@ -209,64 +328,86 @@ class ClientTest(unittest.TestCase):
 
     def test_fixed_time_stamps_must_agree(self):
         async def t(c, ep):
-            ep.meter = lambda f, a: ep.deliver(reply(f, 0x72, [
-                (0xE6, stamp(2024, 10, 15, 10, 30, 0, 100000)),
-                (0xE7, stamp(2024, 10, 15, 10, 0, 0, 10))]))
+            self._fixed(ep, stamp(2024, 10, 15, 10, 30, 0, 100000),
+                        stamp(2024, 10, 15, 10, 0, 0, 10))
             with self.assertRaises(MeterError):
+                await c.read_fixed_time()
+        with_client(t)
+
+    def test_fixed_time_beyond_nine_digits_rejected(self):
+        async def t(c, ep):
+            self._fixed(ep, stamp(2024, 10, 15, 10, 30, 0, 1000000000),
+                        stamp(2024, 10, 15, 10, 30, 0, 1))
+            with self.assertRaises(MeterDataError):
                 await c.read_fixed_time()
         with_client(t)
 
     def test_fixed_time_one_direction_missing(self):
         async def t(c, ep):
-            ep.meter = lambda f, a: ep.deliver(reply(f, 0x52, [
-                (0xE6, stamp(2024, 10, 15, 10, 30, 0, 7)), (0xE7, b"")]))
+            m = self._fixed(ep, stamp(2024, 10, 15, 10, 30, 0, 7), None)
             _, fwd, rev = await c.read_fixed_time()
             self.assertEqual((fwd, rev), (7, None))
-            ep.meter = lambda f, a: ep.deliver(reply(f, 0x52, [(0xE6, b""), (0xE7, b"")]))
+            m.table[0xE6] = None
             with self.assertRaises(MeterError):
                 await c.read_fixed_time()
         with_client(t)
 
-    def _history_meter(self, ep, echo_day, accept=True):
-        def meter(f, a):
-            if f.esv == 0x61:
-                ep.deliver(reply(f, 0x71 if accept else 0x51,
-                                 [(0xD5, b"" if accept else bytes(f.edt(0xD5)))]))
-            else:
-                props = []
-                for e in f.epcs():
-                    base = 1000 if e == 0xE1 else 50
-                    vals = [base + i for i in range(47)] + [0xFFFFFFFE]
-                    props.append((e, struct.pack(">H48I", echo_day, *vals)))
-                ep.deliver(reply(f, 0x72, props))
-        return meter
+    def _history_meter(self, ep, echo_day=None):
+        table = dict(DR_TABLE)
+        m = TableMeter(ep, table)
+
+        def hist(base):
+            def edt():
+                vals = [base + i for i in range(47)] + [0xFFFFFFFE]
+                return struct.pack(">H48I", m.day if echo_day is None else echo_day, *vals)
+            return edt
+        table[0xE1] = hist(1000)
+        table[0xE3] = hist(50)
+        m.table = table
+        return m
 
     def test_history(self):
         async def t(c, ep):
-            ep.meter = self._history_meter(ep, 3)
+            self._history_meter(ep)
+            await c.read_unit()
+            n0 = len(ep.sent)
             fwd, rev = await c.read_history(3)
             self.assertEqual(fwd[:2], [1000, 1001])
             self.assertEqual(rev[46], 96)
             self.assertIsNone(fwd[47])
-            setc = echonet.decode(ep.sent[0][0])
+            setc = echonet.decode(ep.sent[n0][0])
             self.assertEqual((setc.esv, bytes(setc.edt(0xD5))), (0x61, b"\x00\x03"))
-            self.assertEqual(echonet.decode(ep.sent[1][0]).epcs(), [0xE1, 0xE3])
+            self.assertEqual(echonet.decode(ep.sent[n0 + 1][0]).epcs(), [0xE1, 0xE3])
         with_client(t)
 
     def test_history_echo_mismatch(self):
         async def t(c, ep):
-            ep.meter = self._history_meter(ep, 4)
+            self._history_meter(ep, echo_day=4)
             with self.assertRaises(MeterError) as cm:
                 await c.read_history(3)
             self.assertIn("echoes day 4", str(cm.exception))
+            self.assertEqual(c.stats["day_races"], 4)  # 1 + history_retries (3)
+        with_client(t)
+
+    def test_history_race_retried(self):
+        async def t(c, ep):
+            m = self._history_meter(ep)
+            m.hijack = 2  # another controller moves the selector twice, then leaves it alone
+            fwd, _ = await c.read_history(3)
+            self.assertEqual(fwd[0], 1000)
+            self.assertEqual(c.stats["day_races"], 2)
+            self.assertEqual(m.day, 3)
         with_client(t)
 
     def test_history_day_refused(self):
         async def t(c, ep):
-            ep.meter = self._history_meter(ep, 3, accept=False)
+            m = self._history_meter(ep)
+            m.refuse_day = True
+            await c.read_unit()
+            n0 = len(ep.sent)
             with self.assertRaises(MeterError):
                 await c.read_history(3)
-            self.assertEqual(len(ep.sent), 1)  # no Get after a refused SetC
+            self.assertEqual(len(ep.sent), n0 + 1)  # no Get after a refused SetC
         with_client(t)
 
     def test_identity_and_clock(self):
@@ -274,12 +415,7 @@ class ClientTest(unittest.TestCase):
             table = {0x8A: b"\x00\x00\x77", 0x83: b"\xfe" + bytes(16), 0xD3: b"\x00\x2d",
                      0xD4: b"\x01", 0xD0: b"\x02\x7e\x00", 0x98: b"\x07\xe9\x04\x01",
                      0xDA: b"\x00\x05\x09", 0xDB: b"\x01"}
-
-            def meter(f, a):
-                props = [(e, table.get(e)) for e in f.epcs()]
-                ok = all(v is not None for _, v in props)
-                ep.deliver(reply(f, 0x72 if ok else 0x52, props))
-            ep.meter = meter
+            TableMeter(ep, table)
             ident = await c.read_identity()
             self.assertEqual(ident["maker"], 0x77)
             self.assertEqual(ident["retention"], 45)
