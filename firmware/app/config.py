@@ -23,6 +23,10 @@ DEFAULTS = {
         "bind_ip": "127.0.0.1",
         "wifi_ssid": "",
         "wifi_psk": "",  # secret
+        "static_ip": "",  # "" = DHCP; else IPv4 address with netmask/gateway/dns below
+        "netmask": "255.255.255.0",
+        "gateway": "",
+        "dns": "",
     },
     "meter": {
         "ip": "127.0.0.2",

@@ -176,13 +176,11 @@ class Terminal:
                     self.session.state if self.session else "-",
                     gc.mem_free() if hasattr(gc, "mem_free") else "?"))
 
-    async def _lan(self):
-        while not self.hal.lan_up():
-            await sleep_ms(1000)
-        log.info(_TAG, "LAN up")
-
     async def run(self):
-        await self._lan()
+        from firmware.app.lan import LanSupervisor
+
+        self.lan = LanSupervisor(self.hal)
+        await self.lan.wait_up()
         self._build_meter()
         self._build_radio()
         log_heap("components built")
@@ -193,6 +191,7 @@ class Terminal:
             supervise("radio", self.session.run),
             supervise("dlms", self.dlms_link),
             supervise(_TAG, self.housekeeping),
+            supervise("lan", self.lan.run),
         )
 
 

@@ -92,7 +92,17 @@ class Hal:
                 kw["ref_clk_mode"] = machine.Pin.OUT if net.get("ref_clk_out") else machine.Pin.IN
             self._nic = network.LAN(**kw)
             self._nic.active(True)
+            self._static_ip()
         return self._nic.isconnected()
+
+    def _static_ip(self):
+        """Static IPv4 from the config (lan.static_ip); DHCP when it is empty."""
+        lan = self.config["lan"]
+        if not lan["static_ip"]:
+            return
+        ip, mask, gw, dns = lan["static_ip"], lan["netmask"], lan["gateway"], lan["dns"]
+        log.info("lan", "static address %s/%s gateway %s" % (ip, mask, gw))
+        self._nic.ifconfig((ip, mask, gw, dns or gw))
 
     def _wifi(self):
         lan = self.config["lan"]
@@ -100,6 +110,7 @@ class Hal:
             self._nic = network.WLAN(network.WLAN.IF_STA)
             self._nic.active(True)
             self._nic.config(pm=self._nic.PM_NONE)  # power save drops inbound unicast/multicast
+            self._static_ip()
         if self._nic.isconnected():
             return True
         best = None
