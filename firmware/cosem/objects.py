@@ -479,9 +479,13 @@ class ObjectTable:
 
 
 def default_table(view, config=None):
-    """The default object set over a meter data view. config keys (all optional): 'obis' (dict
-    overriding DEFAULT_OBIS), 'server_sap', 'ldn', 'device_id', 'profile_entries',
-    'public_clock_write'."""
+    """The default object set over one meter data view, or over a list of views (1:N meters).
+    config keys (all optional): 'obis' (dict overriding DEFAULT_OBIS), 'server_sap', 'ldn',
+    'device_id', 'profile_entries', 'public_clock_write'.
+
+    With several views, meter k's +A, -A, profile status and profile use OBIS channel B = k + 1
+    (e.g. 1.2.1.8.0.255 for the second meter); the association, clock and identity objects are
+    shared. SPEC: the IoT-route object list is not public; channel numbering is a choice."""
     from firmware.cosem.profile import ProfileObject
 
     cfg = config or {}
@@ -497,22 +501,44 @@ def default_table(view, config=None):
         DataObject(ln["ldn"], ldn),
         DataObject(ln["device_id"], _as_bytes(cfg.get("device_id", "000000000000"))),
         ClockObject(ln["clock"], cfg.get("public_clock_write", True)),
-        RegisterObject(ln["import"], view, 1),
-        RegisterObject(ln["export"], view, 2),
-        DataObject(ln["profile_status"], lambda env: _latest_status(view)),
-        ProfileObject(
-            ln["profile"],
-            view,
-            (
-                (CLASS_CLOCK, ln["clock"]),
-                (CLASS_REGISTER, ln["import"]),
-                (CLASS_REGISTER, ln["export"]),
-                (CLASS_DATA, ln["profile_status"]),
-            ),
-            cfg.get("profile_entries", 2160),
-        ),
     ]
+    views = view if isinstance(view, (list, tuple)) else [view]
+    for k in range(len(views)):
+        v = views[k]
+        ch = None if len(views) == 1 else k + 1
+        imp = _channel(ln["import"], ch)
+        exp = _channel(ln["export"], ch)
+        st = _channel(ln["profile_status"], ch)
+        objs.append(RegisterObject(imp, v, 1))
+        objs.append(RegisterObject(exp, v, 2))
+        objs.append(DataObject(st, _status_fn(v)))
+        objs.append(
+            ProfileObject(
+                _channel(ln["profile"], ch),
+                v,
+                (
+                    (CLASS_CLOCK, ln["clock"]),
+                    (CLASS_REGISTER, imp),
+                    (CLASS_REGISTER, exp),
+                    (CLASS_DATA, st),
+                ),
+                cfg.get("profile_entries", 2160),
+            )
+        )
     return ObjectTable(objs)
+
+
+def _status_fn(view):
+    return lambda env: _latest_status(view)
+
+
+def _channel(ln, ch):
+    """The logical name with OBIS group B (channel) replaced; None keeps it."""
+    if ch is None:
+        return ln
+    b = bytearray(ln)
+    b[1] = ch
+    return bytes(b)
 
 
 def _as_bytes(v):
