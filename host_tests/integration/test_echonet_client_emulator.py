@@ -349,7 +349,8 @@ def test_accelerated_simclock_boundaries():
 
 def test_off_boundary_stamp_is_reported(lines):
     async def s(c, emu, ep):
-        emu.fixed_time = lambda which, obj=None: (b"\x07\xe9\x04\x01\x0a\x1e\x07" + b"\x00\x00\x00\x01")
+        off = b"\x07\xe9\x04\x01\x0a\x1e\x07" + b"\x00\x00\x00\x01"  # 10:30:07
+        emu.fixed_time = lambda which, obj=None: off
         with pytest.raises(MeterDataError):
             await c.read_fixed_time()
 
