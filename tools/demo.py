@@ -79,7 +79,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--days", type=float, default=2)
     ap.add_argument("--rate", type=int, default=1800, help="simulated seconds per real second")
-    ap.add_argument("--heap", default="320k",
+    ap.add_argument("--heap", default="384k",
                     help="micropython -X heapsize (make bench finds the minimum)")
     ap.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython")
     ap.add_argument("--seed", type=int, default=1)

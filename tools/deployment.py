@@ -60,7 +60,7 @@ def find_micropython():
 
 
 class Deployment:
-    def __init__(self, rate=1800, seed=1, heap="320k", runtime="micropython",
+    def __init__(self, rate=1800, seed=1, heap="384k", runtime="micropython",
                  start_t2k=DEFAULT_START_T2K, config_overrides=None, workdir=None, mpy_dir=None):
         """runtime: "micropython" (firmware from precompiled .mpy, or from source with
         mpy_dir="source"), or "cpython"."""
