@@ -1,0 +1,229 @@
+import binascii
+import unittest
+
+from firmware.hal import udp
+from firmware.meter import discovery, echonet
+from firmware.meter.discovery import DiscoveryError
+
+
+def h(text):
+    return binascii.unhexlify(text.replace(" ", ""))
+
+
+# Golden frames: /work/shared/reference/echonet-lite.md §1.5 (TID chosen here).
+ANNOUNCE = h("10 81 12 34 0E F0 01 0E F0 01 73 01 D5 04 01 05 FF 01")
+SEARCH = h("10 81 12 34 05 FF 01 0E F0 01 62 01 D6 00")
+INF_REQ = h("10 81 12 34 05 FF 01 0E F0 01 63 01 D5 00")
+SEARCH_REPLY = h("10 81 12 34 0E F0 01 05 FF 01 72 01 D6 04 01 02 8E 01")
+TWO_METERS = h("10 81 00 07 0E F0 01 05 FF 01 72 01 D6 07 02 02 8E 01 02 8E 02")
+
+
+class BuildTest(unittest.TestCase):
+    def setUp(self):
+        self.buf = bytearray(32)
+
+    def test_announce(self):
+        n = discovery.build_announce(self.buf, 0x1234)
+        self.assertEqual(bytes(self.buf[:n]), ANNOUNCE)
+
+    def test_search(self):
+        n = discovery.build_search(self.buf, 0x1234)
+        self.assertEqual(bytes(self.buf[:n]), SEARCH)
+
+    def test_inf_req(self):
+        n = discovery.build_inf_req(self.buf, 0x1234)
+        self.assertEqual(bytes(self.buf[:n]), INF_REQ)
+
+    def test_announce_several_instances(self):
+        n = discovery.build_announce(self.buf, 1, (0x05FF01, 0x05FF02))
+        f = echonet.decode(self.buf, n)
+        self.assertEqual(bytes(f.edt(0xD5)), h("02 05 FF 01 05 FF 02"))
+
+    def test_instance_list_bounds(self):
+        with self.assertRaises(DiscoveryError):
+            discovery.encode_instance_list(())
+        with self.assertRaises(DiscoveryError):
+            discovery.encode_instance_list([0x05FF01] * 85)
+        self.assertEqual(len(discovery.encode_instance_list([0x05FF01] * 84)), 253)
+
+
+class Rng:
+    """Seeded xorshift32: the same sequence on both runtimes (MicroPython has no random.Random)."""
+
+    def __init__(self, seed):
+        self.s = seed or 1
+
+    def below(self, n):
+        s = self.s
+        s ^= (s << 13) & 0xFFFFFFFF
+        s ^= s >> 17
+        s ^= (s << 5) & 0xFFFFFFFF
+        self.s = s
+        return s % n
+
+
+class ParseTest(unittest.TestCase):
+    def test_reply_golden(self):
+        f = echonet.decode(SEARCH_REPLY)
+        self.assertEqual(discovery.instance_list_of(f), (0xD6, [0x028E01]))
+
+    def test_two_instances(self):
+        f = echonet.decode(TWO_METERS)
+        self.assertEqual(discovery.instance_list_of(f), (0xD6, [0x028E01, 0x028E02]))
+
+    def test_announce_is_inf_list(self):
+        self.assertEqual(discovery.instance_list_of(echonet.decode(ANNOUNCE)), (0xD5, [0x05FF01]))
+
+    def test_not_discovery(self):
+        for frame in (SEARCH, INF_REQ,
+                      h("10 81 00 2A 02 8E 01 05 FF 01 72 01 E0 04 00 00 00 01"),
+                      h("10 81 00 2A 0E F0 01 05 FF 01 72 01 8A 03 FF FF FF")):
+            self.assertIsNone(discovery.instance_list_of(echonet.decode(frame)))
+
+    def test_sna_without_data(self):
+        f = echonet.decode(h("10 81 00 01 0E F0 01 05 FF 01 52 01 D6 00"))
+        self.assertEqual(discovery.instance_list_of(f), (0xD6, None))
+
+    def test_malformed_lists(self):
+        for edt in (h("02 02 8E 01"), h("01 02 8E"), h("01 02 8E 01 00"), h("55") + bytes(255),
+                    h("00 01")):
+            with self.subTest(edt=edt):
+                with self.assertRaises(DiscoveryError):
+                    discovery.parse_instance_list(edt)
+        with self.assertRaises(DiscoveryError):
+            discovery.parse_instance_list(b"")
+        self.assertEqual(discovery.parse_instance_list(b"\x00"), [])
+
+    def test_fuzz_parser(self):
+        rng = Rng(4)
+        ok = bad = 0
+        for _ in range(3000):
+            n = rng.below(41)
+            edt = bytes(rng.below(256) for _ in range(n))
+            if n and rng.below(2):
+                edt = bytes(((n - 1) // 3,)) + edt[1:]
+            try:
+                eojs = discovery.parse_instance_list(edt)
+            except DiscoveryError:
+                bad += 1
+                continue
+            ok += 1
+            self.assertEqual(len(edt), 1 + 3 * len(eojs))
+            if eojs:
+                self.assertEqual(discovery.encode_instance_list(eojs), edt)
+        self.assertGreater(ok, 100)
+        self.assertGreater(bad, 100)
+
+
+DT_V2H = h("02 7E 00")
+DT_EVC = h("02 A1 00")
+ID_A = h("FE FF FF FF") + b"EV-PCS-000001"
+ID_B = h("FE FF FF FF") + b"EV-PCS-000002"
+
+
+class SelectTest(unittest.TestCase):
+    def cands(self):
+        return [("10.99.0.2", 0x028E01, DT_V2H, ID_A), ("10.99.0.2", 0x028E02, DT_EVC, ID_B)]
+
+    def test_single_candidate_needs_no_config(self):
+        self.assertEqual(discovery.select([("10.0.0.5", 0x028E01, None, None)]),
+                         ("10.0.0.5", 0x028E01))
+
+    def test_ambiguous_without_config(self):
+        self.assertIsNone(discovery.select(self.cands()))
+        self.assertIsNone(discovery.select([]))
+
+    def test_by_device_type(self):
+        self.assertEqual(discovery.select(self.cands(), want_device_type=DT_EVC),
+                         ("10.99.0.2", 0x028E02))
+        self.assertEqual(discovery.select(self.cands(), want_device_type=0x027E00),
+                         ("10.99.0.2", 0x028E01))
+        self.assertEqual(discovery.select(self.cands(), want_device_type=0x02A1),
+                         ("10.99.0.2", 0x028E02))  # class only: any grid type
+
+    def test_by_metered_id(self):
+        self.assertEqual(discovery.select(self.cands(), want_metered_id=ID_B),
+                         ("10.99.0.2", 0x028E02))
+        self.assertIsNone(discovery.select(self.cands(), want_metered_id=ID_B[:-1] + b"9"))
+
+    def test_both_must_match(self):
+        self.assertIsNone(discovery.select(self.cands(), DT_V2H, ID_B))
+        self.assertEqual(discovery.select(self.cands(), DT_EVC, ID_B), ("10.99.0.2", 0x028E02))
+
+    def test_unknown_values_never_match_a_wanted_one(self):
+        c = [("a", 0x028E01, None, None), ("b", 0x028E01, DT_V2H, None)]
+        self.assertEqual(discovery.select(c, want_device_type=DT_V2H), ("b", 0x028E01))
+
+    def test_same_type_twice_is_ambiguous(self):
+        c = [("a", 0x028E01, DT_V2H, ID_A), ("b", 0x028E01, DT_V2H, ID_B)]
+        self.assertIsNone(discovery.select(c, want_device_type=DT_V2H))
+
+    def test_bad_type(self):
+        with self.assertRaises(TypeError):
+            discovery.select(self.cands(), want_device_type="027E00")
+
+
+class MreqTest(unittest.TestCase):
+    def test_mreq_bytes(self):
+        self.assertEqual(udp.mreq("224.0.23.0", "10.99.0.1"), h("E0 00 17 00 0A 63 00 01"))
+        self.assertEqual(udp.mreq("224.0.23.0", None), h("E0 00 17 00 00 00 00 00"))
+
+    def test_bad_addresses(self):
+        for g, i in (("10.0.0.1", "0.0.0.0"), ("224.0.23", "0.0.0.0"),
+                     ("224.0.23.0", "1.2.3.256"), ("224.0.23.0", "a.b.c.d"),
+                     ("224.0.23.0", "1.2.3.4.5")):
+            with self.subTest(g=g, i=i):
+                with self.assertRaises(ValueError):
+                    udp.mreq(g, i)
+
+
+class FakeSock:
+    def __init__(self, busy=False):
+        self.opts = []
+        self.busy = busy
+
+    def setsockopt(self, level, opt, value):
+        if self.busy and opt == 35:
+            raise OSError(98)
+        self.opts.append((level, opt, value))
+
+
+class SockEndpoint(udp.UdpEndpoint):
+    """The endpoint's multicast methods over a fake socket (no network in unit tests)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.groups = {}
+
+
+class EndpointMulticastTest(unittest.TestCase):
+    def ep(self, sock):
+        return SockEndpoint(sock)
+
+    def test_join_sets_membership_interface_and_no_loop(self):
+        s = FakeSock()
+        e = self.ep(s)
+        e.join_multicast("224.0.23.0", "10.99.0.1")
+        self.assertEqual(s.opts[0], (0, 35, h("E0 00 17 00 0A 63 00 01")))
+        self.assertIn((0, 32, h("0A 63 00 01")), s.opts)
+        self.assertIn((0, 34, 0), s.opts)
+        self.assertEqual(e.groups, {"224.0.23.0": "10.99.0.1"})
+
+    def test_rejoin_drops_then_adds(self):
+        s = FakeSock()
+        e = self.ep(s)
+        e.join_multicast("224.0.23.0", "10.99.0.1")
+        s.opts.clear()
+        self.assertEqual(e.rejoin("10.99.0.7"), 1)
+        self.assertEqual(s.opts[0], (0, 36, h("E0 00 17 00 0A 63 00 01")))
+        self.assertEqual(s.opts[1], (0, 35, h("E0 00 17 00 0A 63 00 07")))
+        self.assertEqual(e.groups, {"224.0.23.0": "10.99.0.7"})
+
+    def test_join_twice_is_not_an_error(self):
+        e = self.ep(FakeSock(busy=True))
+        e.join_multicast()
+        self.assertEqual(e.groups, {"224.0.23.0": "0.0.0.0"})
+
+
+if __name__ == "__main__":
+    unittest.main()
