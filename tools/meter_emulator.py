@@ -50,6 +50,9 @@ FAULT_DEFAULTS = {
     "opc_cap": None,  # k: answer only the first k EPCs of a Get (pychonet PR #66)
     "opc_drop": None,  # k: silently drop any Get with more than k EPCs
     "poison_epcs": set(),  # silently drop any Get containing one of these EPCs (HA #250)
+    "d5_hijack_count": None,  # with d5_hijack: only the next N SetCs are hijacked (None = all)
+    "unlisted_epcs": set(),  # left out of 0x9F and answered with Get_SNA (MoekadenRoom #5)
+    "sync_status": 0x01,  # 0xDB: 0x00 not synced, 0x01 synced, 0x02 failed
 }
 
 Request = collections.namedtuple("Request", "t src tid seoj deoj esv epcs edts action")
@@ -227,20 +230,21 @@ class MeterObject:
             0x80: b"\x30", 0x81: b"\x00", 0x82: b"\x00\x00R\x00", 0x83: self.ident,
             0x88: b"\x42", 0x8A: MAKER, 0x8D: b"SN%010d" % self.serial,
             0x9D: propmap((0x80, 0x88)), 0x9E: propmap((c["day"],)),
-            0x9F: propmap(c["get"]),
+            0x9F: propmap(set(c["get"]) - self.node.faults["unlisted_epcs"]),
         }
         if self.cls == 0x028E:
             table.update({
                 0xD0: self.device_type,
                 0xD1: b"\x02\x00\x00\x00\x00\x02" + bytes((self.serial & 0xFF,)),
-                0xD2: b"\x01", 0xD6: self.metered_id, 0xDB: b"\x01",
+                0xD2: b"\x01", 0xD6: self.metered_id,
+                0xDB: bytes((self.node.faults["sync_status"],)),
             })
         return table.get(epc)
 
     def value(self, epc):
         """Current EDT of a property, or None if not implemented."""
         c, node = self.c, self.node
-        if epc not in c["get"]:
+        if epc not in c["get"] or epc in node.faults["unlisted_epcs"]:
             return None
         v = self.static(epc)
         if v is not None:
@@ -278,9 +282,11 @@ class MeterObject:
         if day > limit:
             return False
         self.day = day
-        hijack = self.node.faults["d5_hijack"]
-        if hijack is not None:
-            self.day = hijack
+        f = self.node.faults
+        if f["d5_hijack"] is not None and f["d5_hijack_count"] != 0:
+            self.day = f["d5_hijack"]
+            if f["d5_hijack_count"] is not None:
+                f["d5_hijack_count"] -= 1
         return True
 
     def setget(self, epc, edt):

@@ -67,9 +67,10 @@ def _with_timeout_ms(aw, ms):
 
 
 class _Pending:
-    def __init__(self, tid, esvs):
+    def __init__(self, tid, esvs, deoj):
         self.tid = tid
         self.esvs = esvs  # acceptable reply ESVs
+        self.deoj = deoj  # the object asked: the reply's SEOJ
         self.esv = None
         self.props = None  # copied [(epc, bytes)]
         self.event = asyncio.Event()
@@ -182,15 +183,17 @@ class MeterClient:
         self._tid = (self._tid + 1) & 0xFFFF
         return self._tid
 
-    async def _request(self, esv, props, reply_esvs, what):
+    async def _request(self, esv, props, reply_esvs, what, deoj=None):
         """Send a request and wait for its reply; returns (esv, [(epc, bytes)])."""
+        if deoj is None:
+            deoj = self.deoj
         async with self._lock:
             self.stats["requests"] += 1
             attempts = 1 + self.retries
             for attempt in range(attempts):
                 tid = self._next_tid()
-                p = _Pending(tid, reply_esvs)
-                n = echonet.encode_into(self._tx, tid, self.seoj, self.deoj, esv, props)
+                p = _Pending(tid, reply_esvs, deoj)
+                n = echonet.encode_into(self._tx, tid, self.seoj, deoj, esv, props)
                 self._pending = p
                 self.stats["attempts"] += 1
                 if attempt:
@@ -220,11 +223,11 @@ class MeterClient:
             raise MeterTimeout("%s: no reply from %s after %d attempts"
                                % (what, self.addr[0], attempts))
 
-    async def _get_once(self, epcs):
+    async def _get_once(self, epcs, deoj=None):
         """One Get (with retries): (esv, [(epc, bytes)]); MeterTimeout if never answered."""
         what = "Get " + ",".join("%02X" % e for e in epcs)
         esv, props = await self._request(echonet.GET, [(e, None) for e in epcs],
-                                         (echonet.GET_RES, echonet.GET_SNA), what)
+                                         (echonet.GET_RES, echonet.GET_SNA), what, deoj)
         if esv == echonet.GET_SNA:
             self.stats["sna"] += 1
             missing = [e for e in epcs if not any(p == e and len(d) for p, d in props)]
@@ -243,10 +246,10 @@ class MeterClient:
                     out[e] = edt
         return present
 
-    async def get(self, epcs):
-        """One Get of the meter object: {epc: bytes, or None if unavailable}.
-        Get_SNA is not an error: unreadable EPCs (PDC 0 or omitted) map to None."""
-        _, props = await self._get_once(epcs)
+    async def get(self, epcs, deoj=None):
+        """One Get of the meter object (or of `deoj` on the meter's node): {epc: bytes, or None
+        if unavailable}. Get_SNA is not an error: unreadable EPCs (PDC 0 or omitted) are None."""
+        _, props = await self._get_once(epcs, deoj)
         out = {}
         for e in epcs:
             out[e] = None
@@ -461,6 +464,33 @@ class MeterClient:
         self._flags = 0
         return f
 
+    async def find_instance(self, device_type=None, metered_id=None):
+        """EOJ of the meter object of our class on the meter's node whose 0xD0 (device type,
+        3 bytes) / 0xD6 (metered-device ID) equal the given ones (None = any), from the node
+        profile's instance list (0xD6). Selects it for every later read (learned state is
+        dropped). MeterError if none or several match."""
+        vals = await self.get((0xD6,), echonet.EOJ_NODE_PROFILE)
+        lst = vals[0xD6]
+        if lst is None or len(lst) < 1 or len(lst) != 1 + 3 * lst[0]:
+            raise MeterError("meter node gave no usable instance list (0xD6)")
+        found = []
+        for i in range(lst[0]):
+            eoj = (lst[1 + 3 * i] << 16) | (lst[2 + 3 * i] << 8) | lst[3 + 3 * i]
+            if eoj >> 8 != self.deoj >> 8:
+                continue
+            v = await self.get((0xD0, 0xD6), eoj)
+            if ((device_type is None or v[0xD0] == bytes(device_type))
+                    and (metered_id is None or v[0xD6] == bytes(metered_id))):
+                found.append(eoj)
+        if len(found) != 1:
+            raise MeterError("%d meter objects of class 0x%04X match device type %s / metered "
+                             "ID %s" % (len(found), self.deoj >> 8, device_type, metered_id))
+        if found[0] != self.deoj:
+            log.info(self.tag, "meter object 0x%06X selected" % found[0])
+            self.deoj = found[0]
+            self._forget_meter()
+        return found[0]
+
     # --- the reads the terminal makes ------------------------------------------------------
 
     async def read_unit(self):
@@ -531,6 +561,10 @@ class MeterClient:
             log.warn(self.tag, "fixed-time value rejected: %s" % e)
             raise
         self._check_counters(stamp, fwd, rev)
+        if not self._ready:
+            # A counter fell: identity and unit are read again before these values are trusted
+            # (UnitChanged if the unit moved with the meter).
+            await self._ensure()
         return stamp, fwd, rev
 
     async def read_cumulative(self):
@@ -686,7 +720,7 @@ class MeterClient:
     def _on_reply(self, f, addr):
         """True if f completed the pending request (or was a late reply to an earlier one)."""
         p = self._pending
-        if (p is None or addr[0] != self.addr[0] or f.seoj != self.deoj
+        if (p is None or addr[0] != self.addr[0] or f.seoj != p.deoj
                 or f.esv not in p.esvs):
             return False
         if f.tid != p.tid:

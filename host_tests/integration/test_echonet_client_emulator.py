@@ -1,5 +1,5 @@
 """MeterClient (firmware) against tools/meter_emulator.py over real loopback UDP sockets:
-the terminal on 127.0.0.1, the meter on 127.0.0.2, a rogue sender on 127.0.0.3. Ports are
+the terminal on 127.0.0.41, the meter on 127.0.0.42, a rogue sender on 127.0.0.43. Ports are
 ephemeral so parallel runs and the demo (which uses 3610) never collide."""
 
 import asyncio
@@ -53,13 +53,13 @@ def run(scenario, timeout_ms=200, retries=2, faults=None, clock=None, endpoint="
     async def main():
         kw = {"model": MeterModel(seed=7)}
         kw.update(emu_kw or {})
-        emu = MeterEmulator(addr=("127.0.0.2", 0), clock=clock or FrozenClock(T0),
+        emu = MeterEmulator(addr=("127.0.0.42", 0), clock=clock or FrozenClock(T0),
                             faults=faults, **kw)
         await emu.start()
         if endpoint == "hal":
-            ep = UdpEndpoint("127.0.0.1", 0, reuse=False)
+            ep = UdpEndpoint("127.0.0.41", 0, reuse=False)
         else:
-            ep = await AsyncUdpEndpoint.open(("127.0.0.1", 0))
+            ep = await AsyncUdpEndpoint.open(("127.0.0.41", 0))
         conf = {"timeout_ms": timeout_ms, "retries": retries, "tz_offset_min": JST}
         conf.update(cfg or {})
         c = MeterClient(ep, emu.addr, conf)
@@ -191,7 +191,7 @@ def test_late_reply_to_old_tid_ignored():
 
 def test_reply_from_wrong_address_ignored():
     async def s(c, emu, ep):
-        rogue = await AsyncUdpEndpoint.open(("127.0.0.3", 0))
+        rogue = await AsyncUdpEndpoint.open(("127.0.0.43", 0))
         emu.faults["delay_ms"] = 150
         try:
             task = asyncio.create_task(c.read_unit())
@@ -240,7 +240,7 @@ def test_garbage_and_truncated_replies_survived(lines):
 
     stats = run(s)
     assert stats["errors"] == 0
-    assert any("dropped malformed datagram from 127.0.0.2" in x for x in lines)
+    assert any("dropped malformed datagram from 127.0.0.42" in x for x in lines)
 
 
 def test_stale_and_nodata_fixed_time():
@@ -279,7 +279,7 @@ def test_identity():
 
 def test_discover_meter_node_profile():
     async def s(c, emu, ep):
-        ep2 = await AsyncUdpEndpoint.open(("127.0.0.1", 0))
+        ep2 = await AsyncUdpEndpoint.open(("127.0.0.41", 0))
         np = MeterClient(ep2, emu.addr, {"eoj": 0x0EF001, "timeout_ms": 200})
         task = asyncio.create_task(np.run())
         try:
@@ -302,7 +302,7 @@ def test_discover_meter_node_profile():
 
 def test_terminal_node_profile_answers_meter_side_probe():
     async def s(c, emu, ep):
-        probe = await AsyncUdpEndpoint.open(("127.0.0.2", 0))
+        probe = await AsyncUdpEndpoint.open(("127.0.0.42", 0))
         try:
             buf = bytearray(64)
             n = echonet.encode_get(buf, 0x4242, 0x05FF01, 0x0EF001, (0x83, 0x8A, 0xD6))

@@ -15,10 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware import log
-from firmware.meter import drmeter, echonet
+from firmware.meter import drmeter, echonet, profiles
 from firmware.meter.client import MeterClient
 from firmware.meter.drmeter import MeterDataError
+from firmware.meter.echonet import _KNOWN_ESV as KNOWN_ESV
 from firmware.meter.echonet import EchonetError
+from tools.meter_emulator import parse_request
 
 SEEDS = [
     "10 81 00 01 05 FF 01 0E F0 01 62 01 D6 00",
@@ -208,3 +210,116 @@ class QueueEndpoint:
 
     def sendto(self, data, addr):
         return len(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=0, max_size=8))
+def test_scaling_decoders_raise_only_their_error(data):
+    for fn in (profiles.decode_coefficient, profiles.decode_digits):
+        try:
+            v = fn(data)
+        except MeterDataError:
+            continue
+        assert isinstance(v, int) and v >= 1
+
+
+def test_emulator_parser_agrees_with_firmware_decoder():
+    """Two independent parsers (tools/meter_emulator.py and firmware/meter/echonet.py) must
+    accept and split the same frames (for the ESVs the firmware knows)."""
+    rng = random.Random(99)
+    agree = 0
+    for _ in range(100_000):
+        data = random_frame(rng)
+        try:
+            f = echonet.decode(data)
+        except EchonetError:
+            f = None
+        p = parse_request(data)
+        if f is None:
+            if p is not None and p[3] in KNOWN_ESV and (p[3] in (0x6E, 0x7E, 0x5E)) == (
+                    p[5] is not None):
+                raise AssertionError("emulator accepts what firmware rejects: %s" % data.hex())
+            continue
+        assert p is not None, data.hex()
+        tid, seoj, deoj, esv, props, get_props = p
+        assert (tid, seoj, deoj, esv) == (f.tid, f.seoj, f.deoj, f.esv)
+        assert props == [(e, bytes(d)) for e, d in f.props]
+        assert (get_props is None) == (f.get_props is None)
+        if get_props is not None:
+            assert get_props == [(e, bytes(d)) for e, d in f.get_props]
+        agree += 1
+    assert agree > 1000
+
+
+class ScriptedMeter:
+    """In-memory meter with a random property table and random quirks, for the read() fuzz."""
+
+    def __init__(self, ep, table, cap, drop_over, poison, rng):
+        self.ep, self.table, self.cap, self.drop_over, self.poison = (ep, table, cap,
+                                                                       drop_over, poison)
+        self.rng = rng
+
+    def __call__(self, data, addr):
+        f = echonet.decode(data)
+        epcs = f.epcs()
+        if (self.drop_over is not None and len(epcs) > self.drop_over) or (
+                self.poison & set(epcs)):
+            return
+        props = [(e, self.table.get(e, b"")) for e in epcs]
+        ok = all(len(v) for _, v in props)
+        if self.cap is not None:
+            props = props[:self.cap]
+        buf = bytearray(1472)
+        n = echonet.encode_into(buf, f.tid, f.deoj, f.seoj, 0x72 if ok else 0x52, props)
+        self.ep.deliver(bytes(buf[:n]), METER)
+
+
+class MemEndpoint(QueueEndpoint):
+    def __init__(self):
+        super().__init__()
+        self.meter = None
+
+    def sendto(self, data, addr):
+        self.meter(bytes(data), addr)
+        return len(data)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_read_converges_on_any_quirky_meter(data):
+    """Whatever capacity limits and poison EPCs a meter has, read() returns every readable
+    non-poison EPC's exact value, None for the rest, and learns a cap that works."""
+    epcs = data.draw(st.lists(st.integers(0x80, 0xFF), min_size=1, max_size=24, unique=True))
+    readable = data.draw(st.sets(st.sampled_from(epcs)))
+    table = {e: bytes((e, len(epcs))) for e in readable}
+    cap = data.draw(st.one_of(st.none(), st.integers(1, 8)))
+    drop_over = data.draw(st.one_of(st.none(), st.integers(1, 8)))
+    poison = data.draw(st.sets(st.sampled_from(epcs), max_size=2))
+
+    async def main():
+        ep = MemEndpoint()
+        c = MeterClient(ep, METER, {"timeout_ms": 5, "retries": 0})
+        ep.meter = ScriptedMeter(ep, table, cap, drop_over, poison, None)
+        task = asyncio.create_task(c.run())
+        try:
+            got = await c.read(epcs)
+            again = await c.read(epcs)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return c, got, again
+
+    log.set_sink(lambda line: None)
+    try:
+        c, got, again = asyncio.run(main())
+    finally:
+        log.set_sink(None)
+    assert c.stats["errors"] == 0
+    for e in epcs:
+        if e in poison:
+            assert got[e] is None
+        else:
+            assert got[e] == table.get(e), (hex(e), cap, drop_over, poison)
+        assert again[e] == got[e]
+    if drop_over is not None and not poison and len(epcs) > drop_over:
+        assert c.cap <= drop_over

@@ -64,7 +64,7 @@ def test_at_t2k_requires_boundary():
 
 
 def test_emulator_request_parser_and_handler_survive_garbage():
-    emu = MeterEmulator(addr=("127.0.0.2", 0))
+    emu = MeterEmulator(addr=("127.0.0.42", 0))
     rng = random.Random(3)
     for _ in range(5000):
         data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 40)))
