@@ -615,6 +615,17 @@ class MeterClient:
         raise MeterError("history echoes day %d, requested %d, %d times"
                          % (echo, day, 1 + self.history_retries))
 
+    async def read_retention(self):
+        """Oldest history day the meter keeps: 0x028E 0xD3 (None if 0xFFFF = no history or not
+        available); classes without a retention property select 0..99 (slots the meter does
+        not hold come back as no-data)."""
+        await self._prepare()
+        p = self.profile
+        if p.retention is None:
+            return drmeter.MAX_DAY
+        edt = (await self.read((p.retention,)))[p.retention]
+        return None if edt is None else drmeter.decode_retention(edt)
+
     async def read_identity(self):
         """Identity and trust metadata of the meter object; unavailable items are None."""
         await self._prepare()

@@ -424,6 +424,7 @@ class ClientTest(unittest.TestCase):
             t2k, sync = await c.read_clock()
             self.assertEqual(t2k, timeutil.t2k_from_fields(2025, 3, 31, 15, 5, 9))
             self.assertEqual(sync, 1)
+            self.assertEqual(await c.read_retention(), 45)
         with_client(t)
 
 

@@ -218,3 +218,56 @@ class EojTest(unittest.TestCase):
         self.assertFalse(echonet.eoj_matches(0x028E00, 0x05FF01))
         self.assertTrue(echonet.is_request(echonet.GET))
         self.assertFalse(echonet.is_request(echonet.GET_RES))
+
+
+class EveryEsvTest(unittest.TestCase):
+    """Each of the 16 ESVs of Part 2 §3.2.5 round-trips byte for byte; the SetGet family
+    carries two OPC counts, everything else one."""
+
+    ONE_OPC = (echonet.SETI, echonet.SETC, echonet.GET, echonet.INF_REQ, echonet.SET_RES,
+               echonet.GET_RES, echonet.INF, echonet.INFC, echonet.INFC_RES, echonet.SETI_SNA,
+               echonet.SETC_SNA, echonet.GET_SNA, echonet.INF_SNA)
+    TWO_OPC = (echonet.SETGET, echonet.SETGET_RES, echonet.SETGET_SNA)
+
+    def test_codes(self):
+        self.assertEqual(sorted(self.ONE_OPC + self.TWO_OPC),
+                         [0x50, 0x51, 0x52, 0x53, 0x5E, 0x60, 0x61, 0x62, 0x63, 0x6E, 0x71,
+                          0x72, 0x73, 0x74, 0x7A, 0x7E])
+
+    def test_one_opc_round_trip_with_several_properties(self):
+        buf = bytearray(64)
+        for esv in self.ONE_OPC:
+            with self.subTest(esv=esv):
+                n = echonet.encode_into(buf, 0x0102, 0x028E01, 0x05FF01, esv,
+                                        [(0x80, b"\x30"), (0xE0, None), (0xD5, b"\x00\x01")])
+                want = h("10 81 01 02 02 8E 01 05 FF 01") + bytes((esv,)) + h(
+                    "03 80 01 30 E0 00 D5 02 00 01")
+                self.assertEqual(bytes(buf[:n]), want)
+                f = echonet.decode(buf, n)
+                self.assertEqual((f.esv, f.epcs(), f.get_props), (esv, [0x80, 0xE0, 0xD5], None))
+
+    def test_two_opc_round_trip(self):
+        buf = bytearray(64)
+        for esv in self.TWO_OPC:
+            with self.subTest(esv=esv):
+                n = echonet.encode_into(buf, 5, 0x05FF01, 0x028E01, esv, [(0xD5, b"\x00\x01")],
+                                        [(0xE1, None), (0xE3, None)])
+                want = (h("10 81 00 05 05 FF 01 02 8E 01") + bytes((esv,))
+                        + h("01 D5 02 00 01 02 E1 00 E3 00"))
+                self.assertEqual(bytes(buf[:n]), want)
+                f = echonet.decode(buf, n)
+                self.assertEqual(([e for e, _ in f.props], [e for e, _ in f.get_props]),
+                                 ([0xD5], [0xE1, 0xE3]))
+        # OPCSet 0 with a Get part is valid; a Get part that overruns is not
+        f = echonet.decode(h("10 81 00 05 05 FF 01 02 8E 01 6E 00 01 E1 00"))
+        self.assertEqual((f.props, [e for e, _ in f.get_props]), ([], [0xE1]))
+        with self.assertRaises(EchonetError):
+            echonet.decode(h("10 81 00 05 05 FF 01 02 8E 01 6E 00 02 E1 00"))
+
+    def test_infc_res_form(self):
+        # INFC_Res: same TID, SEOJ/DEOJ swapped, EPCs listed with PDC 0
+        infc = echonet.decode(h("10 81 00 09 02 8E 01 05 FF 01 74 01 80 01 30"))
+        buf = bytearray(32)
+        n = echonet.encode_into(buf, infc.tid, infc.deoj, infc.seoj, echonet.INFC_RES,
+                                [(e, None) for e in infc.epcs()])
+        self.assertEqual(bytes(buf[:n]), h("10 81 00 09 05 FF 01 02 8E 01 7A 01 80 00"))

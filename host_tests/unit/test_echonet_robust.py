@@ -286,6 +286,7 @@ class ClassTest(unittest.TestCase):
             self.assertEqual(bytes(setc[0].edt(0xE5)), b"\x02")
             t2k, sync = await c.read_clock()
             self.assertIsNone(sync)
+            self.assertEqual(await c.read_retention(), 99)  # no retention EPC: 0..99 selectable
             m.table[0xEA] = stamp(2025, 4, 1, 11, 0, 0, 1000000)  # beyond 6 digits
             with self.assertRaises(ValueError):
                 await c.read_fixed_time()
