@@ -403,12 +403,23 @@ class MeterClient:
             self._good_epc = _EPC_GET_MAP
         self.getmap = getmap
         vals = await self.read(tuple(_unique(p.identity + p.scaling_epcs())))
-        key = b"".join(vals[e] or b"-" for e in p.identity)
-        if self.identity_key is not None and key != self.identity_key:
-            log.warn(self.tag, "meter identity changed: another meter (or a reset one) answers")
-            self._flags |= FLAG_METER_RESET
-            self._forget_meter()
-            self.getmap = getmap
+        key = [vals[e] for e in p.identity]
+        old = self.identity_key
+        if old is not None:
+            # Only EPCs answered both times count: a property that was unavailable once (SNA,
+            # poison) is not a different meter.
+            changed = False
+            for i in range(len(key)):
+                if key[i] is not None and old[i] is not None and key[i] != old[i]:
+                    changed = True
+                elif key[i] is None:
+                    key[i] = old[i]
+            if changed:
+                log.warn(self.tag, "meter identity changed: another meter (or a reset one) "
+                         "answers")
+                self._flags |= FLAG_METER_RESET
+                self._forget_meter()
+                self.getmap = getmap
         self.identity_key = key
         self._ready = True
         try:

@@ -258,6 +258,32 @@ class RediscoveryTest(unittest.TestCase):
         with_client(t)
 
 
+class IdentityGapTest(unittest.TestCase):
+    def setUp(self):
+        log.set_sink(lambda line: None)
+
+    def tearDown(self):
+        log.set_sink(None)
+
+    def test_identity_property_unavailable_once_is_not_a_new_meter(self):
+        async def t(c, ep):
+            m = TableMeter(ep, DR_TABLE)
+            await c.read_unit()
+            saved = m.table[0xD6]
+            m.table[0xD6] = None  # one Get_SNA for 0xD6
+            c.invalidate("test")
+            await c.read_unit()
+            m.table[0xD6] = saved
+            c.invalidate("test")
+            await c.read_unit()
+            self.assertEqual(c.take_flags(), 0)
+            m.table[0xD6] = b"\xfe" + bytes(3) + b"ANOTHER-METER"
+            c.invalidate("test")
+            await c.read_unit()
+            self.assertEqual(c.take_flags(), FLAG_METER_RESET)
+        with_client(t)
+
+
 class ClassTest(unittest.TestCase):
     def setUp(self):
         self.lines = []
