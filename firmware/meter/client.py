@@ -294,7 +294,8 @@ class MeterClient:
             log.warn(self.tag, "meter takes at most %d EPCs per Get (%s)" % (cap, why))
 
     async def _alive(self, avoid):
-        """True if the meter answers a Get of one known-good EPC not in `avoid`."""
+        """True if the meter answers a Get of one known-good EPC not in `avoid`; None if every
+        candidate is in `avoid` (no probe possible)."""
         for e in (self._good_epc, _EPC_GET_MAP, 0x80):
             if e not in avoid and e not in self._poison:
                 try:
@@ -302,7 +303,7 @@ class MeterClient:
                     return True
                 except MeterTimeout:
                     return False
-        return False
+        return None
 
     async def read(self, epcs):
         """{epc: bytes|None} for `epcs` in as many Gets as the meter needs. EPCs absent from the
@@ -350,7 +351,10 @@ class MeterClient:
         return True, present
 
     async def _after_timeout(self, batch, out):
-        if not await self._alive(batch):
+        alive = await self._alive(batch)
+        # Without a probe a batch is still bisected (its halves get probes of their own), but
+        # a single EPC is never convicted.
+        if alive is False or (alive is None and len(batch) == 1):
             raise MeterTimeout("meter %s answers nothing (Get %s and a probe unanswered)"
                                % (self.addr[0], ",".join("%02X" % e for e in batch)))
         if len(batch) == 1:

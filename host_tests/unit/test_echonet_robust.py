@@ -68,6 +68,16 @@ class CapacityTest(unittest.TestCase):
             self.assertTrue(all(len(g) <= 4 for g in m.gets[n:]))
         with_client(t)
 
+    def test_no_probe_outside_the_batch(self):
+        async def t(c, ep):
+            m = TableMeter(ep, wide_table())
+            m.drop_over = 1
+            got = await c.read((0x80, 0x9F))  # both probe candidates are in the batch itself
+            self.assertEqual(got[0x80], b"\x30")
+            self.assertIsNotNone(got[0x9F])
+            self.assertEqual((c.cap, c.stats["poisoned"]), (1, 0))
+        with_client(t)
+
     def test_poison_epc_isolated_rest_read(self):
         async def t(c, ep):
             m = TableMeter(ep, wide_table())
