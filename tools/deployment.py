@@ -84,6 +84,8 @@ class Deployment:
             "clock": {"rate": self.rate},
             "lan": {"bind_ip": "127.0.0.1"},
             "meter": {"ip": METER_ADDR[0]},
+            # no multicast on the host's loopback: the meter's address is configured
+            "discovery": {"multicast": False},
             "radio": {"uart": self.module.slave_path, "sm_mac": SM_MAC,
                       "pana_password": PANA_PASSWORD},
             "store": {"path": os.path.join(self.workdir, "flash.bin"),

@@ -14,15 +14,14 @@ from firmware import log, timeutil
 from firmware.compat import sleep_ms
 from firmware.meter import drmeter
 
-_EPC_RETENTION = 0xD3
 _EPC_DATE = 0x98
 _SLOTS_PER_DAY = 48
 
 
 class BackfillPlanner:
     def __init__(self, clock, reader, store, meter_index, cfg, tag="backfill"):
-        """reader: read_history(day) -> (fwd[48], rev[48]) and get(epcs) -> {epc: bytes|None}
-        (0xD3 retention, 0x98 date); store: missing(), put(); cfg: the "meter" section."""
+        """reader: read_retention() -> days|None, read_history(day) -> (fwd[48], rev[48]) and
+        get(epcs) -> {epc: bytes|None} (0x98 date); store: missing(), put(); cfg: "meter"."""
         self.clock = clock
         self.reader = reader
         self.store = store
@@ -39,11 +38,8 @@ class BackfillPlanner:
         self.retention = None
 
     async def _read_retention(self):
-        vals = await self.reader.get((_EPC_RETENTION,))
-        edt = vals.get(_EPC_RETENTION)
-        if edt is None:
-            return None
-        return drmeter.decode_retention(edt)
+        # The client knows each class's property (0xD3 means coefficient on 0x0288/0x028D).
+        return await self.reader.read_retention()
 
     async def _meter_date(self):
         """The meter's own local date (0x98) as days since 2000-01-01: what its day 0 means."""

@@ -44,6 +44,13 @@ DEFAULTS = {
         # after a meter outage and after a radio rejoin; the last `backfill_recent_days` after
         # every boundary.
         "backfill_recent_days": 1,
+        "max_batch": 16,  # EPCs per Get until the meter shows a smaller capacity
+        "history_retries": 3,  # another controller moved 0xD5 between SetC and Get
+        "poison_hold_ms": 3600000,  # an EPC that silences the meter is not asked for this long
+        # 1:N: one entry per meter, each a dict of overrides of this section ("ip", "eoj",
+        # "device_type" (0xD0, hex text), "metered_id" (0xD6, hex text)). Empty: one meter, as
+        # configured by this section. An empty "ip" leaves the address to discovery.
+        "list": [],
     },
     # "radio" and "dlms" take their defaults from the components themselves (single source of
     # truth, see _component_defaults); only the keys below are added or changed here.
@@ -57,6 +64,21 @@ DEFAULTS = {
         "device_id": "000000000000",
         "public_clock_write": True,  # SPEC: the smart meter (public client) sets our clock
         "backfill_status_bit": 0x40,  # SPEC: profile status bit of values from meter history
+    },
+    "discovery": {
+        "multicast": True,  # search/announce on 224.0.23.0 (off on the host simulation)
+        "search_min_ms": 5000,  # multicast search period while no meter is known
+        "search_ms": 600000,  # ... and once one is
+        "check_ms": 60000,  # unicast liveness check of the known meter
+        "rejoin_ms": 300000,  # periodic re-join of the multicast group (IGMP)
+        "miss_limit": 3,
+    },
+    "ratelimit": {
+        "rate_per_s": 20,  # datagrams per second per source on port 3610
+        "burst": 40,
+        "max_sources": 8,
+        "total_per_s": 60,  # shared by every source not in the table
+        "total_burst": 120,
     },
     "store": {
         "path": "",  # host: backing file of the emulated flash ("" = RAM only)

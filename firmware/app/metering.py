@@ -81,6 +81,8 @@ class SlotPoller:
         except Exception as e:  # timeouts, SNA, malformed replies: logged, retried later
             self.stats["errors"] += 1
             self._failing = True
+            if type(e).__name__ == "UnitChanged":  # meter swapped/rebooted: read the unit again
+                self.unit_code = None
             why = "%s(%s)" % (type(e).__name__, e)
             log.warn(self.tag, "read for %s failed: %s" % (timeutil.iso(b), why))
             return
@@ -102,6 +104,9 @@ class SlotPoller:
             self.stats["retries"] += 1
             log.info(self.tag, "meter has no value for %s yet (0xFFFFFFFE)" % timeutil.iso(b))
             return
+        take = getattr(self.reader, "take_flags", None)
+        if take is not None:
+            self.pending_flags |= take()  # e.g. meter reset/replaced, seen by the client
         flags = self.pending_flags
         self.sink.store(self.meter, slot, fwd, rev, self.unit_code, "fixed", flags)
         self.pending_flags = 0

@@ -11,9 +11,7 @@ import asyncio
 from firmware import hal as halmod
 from firmware import log, timeutil
 from firmware.app import config as cfgmod
-from firmware.app.backfill import BackfillPlanner
-from firmware.app.metering import SlotPoller
-from firmware.app.views import MeterView, StoreSink
+from firmware.app.views import MeterView
 from firmware.compat import sleep_ms
 from firmware.store import record
 
@@ -42,12 +40,13 @@ class Terminal:
         self.clock = hal.clock
         st = cfg["store"]
         self.flashlog = FlashLog(hal.blockdev(), st["first_block"], st["n_blocks"])
-        # The index always has room for 4 meters (1:N is coming); it costs 8 bytes per sector each.
-        self.store = IntervalStore(self.flashlog, max_meters=4)
+        # The index has room for at least 4 meters (it costs 8 bytes per sector each), so meters
+        # can be added to the configuration without re-indexing.
+        self.store = IntervalStore(self.flashlog, max_meters=max(4, len(cfg["meter"]["list"])))
         log.info(_TAG, "store mounted: %d records of meter 0, last slot %s" % (
             self.store.count(0), self.store.last_slot(0)))
         self._open_state(st["state_path"])
-        self.meter = None
+        self.channels = []
         self.poller = None
         self.server = None
         self.session = None
@@ -82,38 +81,39 @@ class Terminal:
     # -- meter side --------------------------------------------------------------------------
 
     def _build_meter(self):
+        from firmware.app.meters import MeterBus, MeterChannel, meter_configs
         from firmware.meter.client import MeterClient
+        from firmware.meter.discovery import Discovery
+        from firmware.meter.ratelimit import RateLimiter
 
-        m = self.cfg["meter"]
-        ep = self.hal.lan_udp(m["port"])
-        self.meter = MeterClient(ep, (m["ip"], m["port"]), m)
-        self.poller = SlotPoller(self.clock, self.meter, StoreSink(self.store), 0, m)
-        self.planner = BackfillPlanner(self.clock, self.meter, self.store, 0, m)
-        self._backfill_full = True  # a full pass is due (boot)
-        self._backfill_due = asyncio.Event()
-        self.poller.on_event = self._on_meter_event
-
-    def _on_meter_event(self, name):
-        if name in ("recovered", "gave_up"):
-            self._backfill_full = True
-        self._backfill_due.set()
-
-    async def backfill(self):
-        """Fill gaps from the meter's history when due (boot, outages, every boundary)."""
-        recent = self.cfg["meter"]["backfill_recent_days"]
-        while True:
-            if self.poller.unit_code is None or not self.clock.is_set():
-                await sleep_ms(500)
-                continue
-            self.planner.unit_code = self.poller.unit_code
-            full = self._backfill_full
-            self._backfill_full = False
-            self._backfill_due.clear()
-            before = self.planner.stats["errors"]
-            await self.planner.run_once(None if full else recent)
-            if self.planner.stats["errors"] != before:
-                self._backfill_full = True  # try the whole window again next time
-            await self._backfill_due.wait()
+        cfgs = meter_configs(self.cfg["meter"])
+        port = cfgs[0]["port"]
+        ep = self.hal.lan_udp(port)
+        limiter = RateLimiter(**self.cfg["ratelimit"])
+        dcfg = dict(self.cfg["discovery"])
+        dcfg["own_ip"] = self.cfg["lan"]["bind_ip"]
+        dcfg["static_addr"] = cfgs[0]["ip"] or None
+        disc = Discovery(ep, dcfg)
+        self.channels = []
+        for k in range(len(cfgs)):
+            c = cfgs[k]
+            client = MeterClient(ep, (c["ip"], port), c, tag="echonet%d" % k)
+            client.rate_limiter = limiter
+            client.listener = disc
+            if c["ip"]:
+                limiter.pin(c["ip"])  # the meter never shares the strangers' budget
+            self.channels.append(MeterChannel(k, client, self.clock, self.store, c))
+        self.bus = MeterBus(ep, self.channels, disc)
+        self.discovery = disc
+        hooks = [disc.link_up]
+        if dcfg["multicast"]:
+            hooks.insert(0, lambda: ep.join_multicast(iface_ip=dcfg["own_ip"]))
+        for fn in hooks:  # the link is up already: run them now, and after every reconnect
+            self.lan.on_up.append(fn)
+            fn()
+        # compatibility: the first meter under its old names
+        self.poller = self.channels[0].poller
+        log.info(_TAG, "%d meter(s) configured" % len(self.channels))
 
     # -- smart-meter side --------------------------------------------------------------------
 
@@ -124,9 +124,12 @@ class Terminal:
         from firmware.radio.session import RadioSession
 
         d = self.cfg["dlms"]
-        view = MeterView(self.store, 0, unit_hint=lambda: self.poller and self.poller.unit_code,
-                         backfill_bit=d["backfill_status_bit"])
-        self.server = CosemServer(default_table(view, d), self.clock, d)
+        views = []
+        for ch in self.channels:
+            views.append(MeterView(self.store, ch.index, unit_hint=_unit_of(ch.poller),
+                                   backfill_bit=d["backfill_status_bit"]))
+        self.server = CosemServer(default_table(views if len(views) > 1 else views[0], d),
+                                  self.clock, d)
         module = J11Module(self.hal.radio_uart())
         self.session = RadioSession(module, self._radio_config())
 
@@ -149,8 +152,8 @@ class Terminal:
         step = new - old
         if step > self.cfg["clock"]["adjust_flag_s"] or -step > self.cfg["clock"]["adjust_flag_s"]:
             log.warn("clock", "stepped by %d s to %s" % (step, timeutil.iso(new, tz)))
-            if self.poller:
-                self.poller.flag_next(record.FLAG_CLOCK_ADJUSTED)
+            for ch in getattr(self, "channels", ()):
+                ch.poller.flag_next(record.FLAG_CLOCK_ADJUSTED)
 
     # -- housekeeping ------------------------------------------------------------------------
 
@@ -166,13 +169,14 @@ class Terminal:
             ready = self.session is not None and self.session.is_ready()
             if ready and not was_ready:
                 self._remember_radio()
-                if n > 1 and self.poller is not None:
-                    self._on_meter_event("recovered")  # radio back: check for gaps at once
+                if n > 1:
+                    for ch in self.channels:
+                        ch.on_event("recovered")  # radio back: check for gaps at once
             was_ready = ready
             if n % 60 == 0:
                 gc.collect()
                 log.info(_TAG, "alive: stored=%d radio=%s free=%s" % (
-                    self.poller.stats["stored"] if self.poller else 0,
+                    sum(ch.poller.stats["stored"] for ch in self.channels),
                     self.session.state if self.session else "-",
                     gc.mem_free() if hasattr(gc, "mem_free") else "?"))
 
@@ -184,15 +188,22 @@ class Terminal:
         self._build_meter()
         self._build_radio()
         log_heap("components built")
-        await asyncio.gather(
-            supervise("echonet", self.meter.run),
-            supervise("metering", self.poller.run),
-            supervise("backfill", self.backfill),
+        tasks = [
+            supervise("echonet", self.bus.run),
+            supervise("discovery", self.discovery.run),
             supervise("radio", self.session.run),
             supervise("dlms", self.dlms_link),
             supervise(_TAG, self.housekeeping),
             supervise("lan", self.lan.run),
-        )
+        ]
+        for ch in self.channels:
+            tasks.append(supervise("meter%d" % ch.index, ch.capture))
+            tasks.append(supervise("backfill%d" % ch.index, ch.backfill))
+        await asyncio.gather(*tasks)
+
+
+def _unit_of(poller):
+    return lambda: poller.unit_code
 
 
 def log_heap(what):

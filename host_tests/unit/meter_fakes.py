@@ -67,6 +67,10 @@ class FakeMeter:
                 out[e] = None
         return out
 
+    async def read_retention(self):
+        self._check()
+        return None if self.retention == 0xFFFF else self.retention
+
     async def read_history(self, day):
         self._check()
         if day < 0 or day > self.retention:

@@ -1,0 +1,121 @@
+# The meter side of the terminal for 1..N meters: one ECHONET endpoint (port 3610) shared by every
+# meter's client, a dispatcher that hands each datagram to the client of its source address, the
+# discovery listener and the per-source rate limiter; per meter a capture loop and a backfill loop.
+import asyncio
+
+from firmware import log
+from firmware.app.backfill import BackfillPlanner
+from firmware.app.metering import SlotPoller
+from firmware.app.views import StoreSink
+from firmware.compat import sleep_ms
+
+_RX_LEN = 1472
+
+
+def meter_configs(section):
+    """One dict per meter: the "meter" section, overridden by each entry of its "list"."""
+    entries = section["list"] or [{}]
+    out = []
+    for e in entries:
+        c = dict(section)
+        c.pop("list", None)
+        if isinstance(e, dict):
+            c.update(e)
+        else:
+            log.error("config", "meter.list entries must be objects; %r ignored" % (e,))
+        out.append(c)
+    return out
+
+
+class MeterChannel:
+    """One meter: its client, 30-minute capture loop and backfill from its history."""
+
+    def __init__(self, index, client, clock, store, cfg):
+        self.index = index
+        self.client = client
+        self.cfg = cfg
+        self.poller = SlotPoller(clock, client, StoreSink(store), index, cfg,
+                                 tag="meter%d" % index)
+        self.planner = BackfillPlanner(clock, client, store, index, cfg,
+                                       tag="backfill%d" % index)
+        self.clock = clock
+        self._full = True  # a full backfill pass is due (boot)
+        self._due = asyncio.Event()
+        self.poller.on_event = self.on_event
+
+    def on_event(self, name):
+        """Capture-loop events, plus "recovered" from the radio / discovery side."""
+        if name in ("recovered", "gave_up", "reboot"):
+            self._full = True
+        self._due.set()
+
+    def has_address(self):
+        return bool(self.client.addr[0])
+
+    async def capture(self):
+        while not self.has_address():  # the address comes from discovery
+            await sleep_ms(500)
+        await self.poller.run()
+
+    async def backfill(self):
+        recent = self.cfg["backfill_recent_days"]
+        while True:
+            if self.poller.unit_code is None or not self.clock.is_set():
+                await sleep_ms(500)
+                continue
+            self.planner.unit_code = self.poller.unit_code
+            full = self._full
+            self._full = False
+            self._due.clear()
+            before = self.planner.stats["errors"]
+            await self.planner.run_once(None if full else recent)
+            if self.planner.stats["errors"] != before:
+                self._full = True  # try the whole window again next time
+            await self._due.wait()
+
+
+class MeterBus:
+    """The shared ECHONET endpoint: receive task, dispatch by source address, discovery."""
+
+    def __init__(self, endpoint, channels, discovery=None):
+        self.ep = endpoint
+        self.channels = channels
+        self.discovery = discovery
+        self._rx = bytearray(_RX_LEN)
+        if discovery is not None:
+            discovery.on_event = self._on_discovery
+
+    def _client_for(self, ip):
+        for ch in self.channels:
+            if ch.client.addr[0] == ip:
+                return ch.client
+        return self.channels[0].client  # it answers requests to our node and drops the rest
+
+    def _on_discovery(self, kind, ip):
+        from firmware.meter import discovery as d
+
+        if kind == d.EV_METER:
+            ch = self.channels[0]
+            if ch.client.addr[0] != ip:
+                log.info("meter0", "meter address %s (discovery)" % ip)
+                ch.client.addr = (ip, ch.client.addr[1])
+                ch.client.invalidate("meter address %s" % ip)
+        for ch in self.channels:
+            if ch.client.addr[0] != ip:
+                continue
+            if kind == d.EV_REBOOT:
+                ch.client.invalidate("meter node restarted")
+                ch.on_event("reboot")
+            elif kind == d.EV_BACK:
+                ch.on_event("recovered")
+
+    async def run(self):
+        """Receive task: owns the endpoint for every meter's client."""
+        while True:
+            try:
+                n, addr = await self.ep.recvfrom(self._rx)
+            except OSError as e:
+                log.warn("echonet", "receive failed: %s" % e)
+                await sleep_ms(100)
+                continue
+            self._client_for(addr[0]).handle(self._rx, n, addr)
