@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PANA_PASSWORD = "0123456789AB"
 SM_MAC = "001D129012345678"
 METER_ADDR = ("127.0.0.2", 3610)
+EXTRA_METER_ADDRS = [("127.0.0.%d" % (6 + k), 3610) for k in range(7)]
 AIR_ADDR = ("127.0.0.3", 4059)
 SM_ADDR = ("127.0.0.4", 4059)
 # 2025-04-01 00:05 JST: the first boundary after start is 00:30 JST.
@@ -61,7 +62,8 @@ def find_micropython():
 
 class Deployment:
     def __init__(self, rate=1800, seed=1, heap="384k", runtime="micropython",
-                 start_t2k=DEFAULT_START_T2K, config_overrides=None, workdir=None, mpy_dir=None):
+                 start_t2k=DEFAULT_START_T2K, config_overrides=None, workdir=None, mpy_dir=None,
+                 meters=1):
         """runtime: "micropython" (firmware from precompiled .mpy, or from source with
         mpy_dir="source"), or "cpython"."""
         self.sim = SimClock(start_t2k, rate)
@@ -72,6 +74,12 @@ class Deployment:
         self.overrides = config_overrides or {}
         self.workdir = workdir or tempfile.mkdtemp(prefix="terminal-sim-")
         self.meter = MeterEmulator(addr=METER_ADDR, clock=self.sim, model=self.model)
+        # 1:N: more meters, each its own node on its own address with its own values
+        self.models = [self.model] + [MeterModel(seed=seed + k) for k in range(1, meters)]
+        self.meters = [self.meter] + [
+            MeterEmulator(addr=EXTRA_METER_ADDRS[k - 1], clock=self.sim, model=self.models[k])
+            for k in range(1, meters)
+        ]
         self.module = J11Emulator(air_addr=AIR_ADDR, sm_addr=SM_ADDR, sm_mac=SM_MAC,
                                   pana_password=PANA_PASSWORD)
         self.mpy_dir = mpy_dir
@@ -91,12 +99,15 @@ class Deployment:
             "store": {"path": os.path.join(self.workdir, "flash.bin"),
                       "state_path": os.path.join(self.workdir, "state.json")},
         }
+        if len(self.meters) > 1:
+            cfg["meter"]["list"] = [{"ip": m.bind_addr[0]} for m in self.meters]
         for sect, values in self.overrides.items():
             cfg.setdefault(sect, {}).update(values)
         return cfg
 
     async def start(self):
-        await self.meter.start()
+        for m in self.meters:
+            await m.start()
         await self.module.start()
         self.start_firmware()
 
@@ -147,4 +158,5 @@ class Deployment:
     async def stop(self):
         self.stop_firmware()
         await self.module.stop()
-        await self.meter.stop()
+        for m in self.meters:
+            await m.stop()

@@ -188,6 +188,7 @@ class Terminal:
         self._build_meter()
         self._build_radio()
         log_heap("components built")
+        _gc_early()
         tasks = [
             supervise("echonet", self.bus.run),
             supervise("discovery", self.discovery.run),
@@ -200,6 +201,17 @@ class Terminal:
             tasks.append(supervise("meter%d" % ch.index, ch.capture))
             tasks.append(supervise("backfill%d" % ch.index, ch.backfill))
         await asyncio.gather(*tasks)
+
+
+def _gc_early():
+    """Collect when a quarter of the free heap has been allocated, not when it is exhausted: a
+    collection at exhaustion leaves a fragmented heap in which a 1.5 KB datagram buffer no longer
+    fits (MicroPython's heap does not compact)."""
+    import gc
+
+    if hasattr(gc, "threshold"):
+        gc.collect()
+        gc.threshold(gc.mem_free() // 4)
 
 
 def _unit_of(poller):
