@@ -9,6 +9,7 @@ firmware.min_heap_kb    smallest `micropython -X heapsize` (KB) at which the dem
 firmware.import_heap_kb heap taken by that imported bytecode alone (kept off the heap on the
                         ESP32 by freezing, boards/manifest.py)
 store.*                 interval-store costs (tools/store_bench.py)
+echonet.*               ECHONET Lite decode time per frame, ours and pychonet's on the same frames
 """
 
 import asyncio
@@ -99,9 +100,10 @@ def main():
     t0 = time.monotonic()
     results["firmware.mpy_total_kb"] = mpy_total_kb()
     results["firmware.import_heap_kb"] = import_heap_kb()
-    from tools import store_bench  # a missing helper must fail the bench, not drop figures
+    from tools import echonet_bench, store_bench  # a missing one must fail, not drop figures
 
     results.update(store_bench.measure())
+    results.update(echonet_bench.measure())
     print("searching the minimum heap for the demo scenario ...")
     results["firmware.min_heap_kb"] = min_heap_kb()
     results["bench.seconds"] = round(time.monotonic() - t0, 1)
