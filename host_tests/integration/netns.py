@@ -288,39 +288,20 @@ def _mcast_socket(iface_ip):
 
 
 class _McastEndpoint:
-    """recvfrom/sendto/close over an asyncio datagram transport on a multicast socket."""
-
-    def __init__(self, transport, q):
-        self.transport = transport
-        self.q = q
+    """The emulator's asyncio endpoint (tools.meter_emulator.AsyncUdpEndpoint) opened on a
+    multicast socket bound to 0.0.0.0:3610 in a namespace."""
 
     @classmethod
     async def open(cls, iface_ip):
         import asyncio
 
+        from tools.meter_emulator import AsyncUdpEndpoint
+
         q = asyncio.Queue(1024)
-
-        class Proto(asyncio.DatagramProtocol):
-            def datagram_received(self, data, addr):
-                if not q.full():
-                    q.put_nowait((data, (addr[0], addr[1])))
-
         loop = asyncio.get_running_loop()
-        tr, _ = await loop.create_datagram_endpoint(Proto, sock=_mcast_socket(iface_ip))
-        return cls(tr, q)
-
-    async def recvfrom(self, buf):
-        data, addr = await self.q.get()
-        n = min(len(data), len(buf))
-        buf[:n] = data[:n]
-        return n, addr
-
-    def sendto(self, data, addr):
-        self.transport.sendto(bytes(data), addr)
-        return len(data)
-
-    def close(self):
-        self.transport.close()
+        tr, _ = await loop.create_datagram_endpoint(lambda: AsyncUdpEndpoint._Proto(q),
+                                                    sock=_mcast_socket(iface_ip))
+        return AsyncUdpEndpoint(tr, q)
 
 
 def role_meter(argv):

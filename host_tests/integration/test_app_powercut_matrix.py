@@ -12,21 +12,10 @@ import time
 from powercut_scenario import count_ops, run_case
 
 
-class _TC:
-    def __init__(self):
-        import unittest
-
-        self._t = unittest.TestCase()
-
-    def __getattr__(self, name):
-        return getattr(self._t, name)
-
-
-def test_cut_at_every_operation_of_a_multi_day_scenario():
+def test_cut_at_every_operation_of_a_multi_day_scenario(tc):
     days = float(os.environ.get("POWERCUT_DAYS", "2"))
     t0 = time.monotonic()
     ops = count_ops(days)
-    tc = _TC()
     cases = 0
     for k in range(1, ops + 1):
         for tear in (False, True):

@@ -232,3 +232,34 @@ def test_power_cut_of_the_terminal_loses_nothing(dep):
             assert status & 0x40  # came from the meter's history, and says so
         b += 1800
     assert outage >= 1
+
+
+def test_flood_on_the_echonet_port_does_not_disturb_metering(dep):
+    """A bounded flood of valid requests on UDP 3610 (3000 datagrams, at most 3 s, from one
+    loopback address): the terminal rate-limits it, says so once, and every slot is still read."""
+    before = len(dep.terminal_log())
+    flood_from = dep.sim.now_t2k()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.9", 0))
+    get_op = bytes.fromhex("1081 0001 05ff01 0ef001 62 01 80 00".replace(" ", ""))
+    t_end = time.monotonic() + 3
+    sent = 0
+    while sent < 3000 and time.monotonic() < t_end:
+        s.sendto(get_op, ("127.0.0.1", 3610))
+        sent += 1
+    s.close()
+    # two boundaries later every slot, including those during the flood, must be there
+    time.sleep(dep.sim.wall_seconds_until(flood_from + 2 * 1800 + 300))
+    new = dep.terminal_log()[before:]
+    assert "flood on the ECHONET port" in new
+    assert new.count("flood on the ECHONET port") < 10  # reported, not spammed
+    now = dep.sim.now_t2k()
+    dep.head.received.clear()
+    run(dep, dep.head.poll(flood_from - 1800, now, quiet=True))
+    b = flood_from - flood_from % 1800
+    while b <= now - 300:
+        slot = timeutil.slot_of_t2k(b)
+        assert slot in dep.head.received, "slot %s missing after the flood" % timeutil.iso(b, 540)
+        assert dep.head.received[slot][:2] == dep.model.at_slot(slot)
+        b += 1800
+    assert dep.firmware_alive()

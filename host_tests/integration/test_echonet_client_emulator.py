@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from firmware import log, timeutil
+from firmware import timeutil
 from firmware.hal.udp import UdpEndpoint
 from firmware.meter import echonet
 from firmware.meter.client import MeterClient, MeterError, MeterTimeout
@@ -28,14 +28,6 @@ class FrozenClock:
 
     def now_t2k(self):
         return self.t
-
-
-@pytest.fixture
-def lines():
-    out = []
-    log.set_sink(out.append)
-    yield out
-    log.set_sink(None)
 
 
 def warm(c, emu):

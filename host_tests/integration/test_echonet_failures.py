@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from firmware import log, timeutil
+from firmware import timeutil
 from firmware.meter import echonet
 from firmware.meter.client import MeterClient, MeterError, MeterTimeout, UnitChanged
 from firmware.meter.profiles import CoefficientError
@@ -33,14 +33,6 @@ class StepClock:
 
     def now_t2k(self):
         return self.t
-
-
-@pytest.fixture
-def lines():
-    out = []
-    log.set_sink(out.append)
-    yield out
-    log.set_sink(None)
 
 
 def run(scenario, cfg=None, clock=None, limit_s=30, **emu_kw):
