@@ -44,6 +44,10 @@ DEFAULTS = {
         # after a meter outage and after a radio rejoin; the last `backfill_recent_days` after
         # every boundary.
         "backfill_recent_days": 1,
+        # Several meter objects on one node: select by 0xD0 device type / 0xD6 metered-device ID
+        # (hex text, e.g. "027E00"); empty = the configured eoj as it is.
+        "device_type": "",
+        "metered_id": "",
         "max_batch": 16,  # EPCs per Get until the meter shows a smaller capacity
         "history_retries": 3,  # another controller moved 0xD5 between SetC and Get
         "poison_hold_ms": 3600000,  # an EPC that silences the meter is not asked for this long

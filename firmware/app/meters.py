@@ -52,9 +52,28 @@ class MeterChannel:
     def has_address(self):
         return bool(self.client.addr[0])
 
+    async def select_instance(self):
+        """With several meter objects on one node (e.g. a V2H PCS with two 0x028E), pick the one
+        whose 0xD0 device type / 0xD6 metered-device ID are configured (hex text)."""
+        dt = self.cfg["device_type"]
+        mid = self.cfg["metered_id"]
+        if not dt and not mid:
+            return
+        delay = 1000
+        while True:
+            try:
+                await self.client.find_instance(bytes.fromhex(dt) if dt else None,
+                                                bytes.fromhex(mid) if mid else None)
+                return
+            except Exception as e:  # no answer yet, or no unique match: keep trying, say why
+                log.warn("meter%d" % self.index, "meter object selection: %s" % e)
+                await sleep_ms(delay)
+                delay = min(delay * 2, 60000)
+
     async def capture(self):
         while not self.has_address():  # the address comes from discovery
             await sleep_ms(500)
+        await self.select_instance()
         await self.poller.run()
 
     async def backfill(self):
