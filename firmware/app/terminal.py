@@ -137,7 +137,7 @@ class Terminal:
         s = self.session
         while True:
             src, sport, _dport, payload = await s.recv()
-            reply = self.server.handle_wpdu(payload)
+            reply = self.server.handle_wpdu(payload, (src, sport))
             if reply:
                 await s.send(src, sport, reply)
                 s.note_app_activity()

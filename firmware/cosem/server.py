@@ -16,6 +16,7 @@ _NORMAL_HDR = const(4)  # C4 01 inv 00
 _BLOCK_HDR = const(12)  # C4 02 inv last block(4) 00 len(<=3)
 # a block must hold its header, the array header and one 28-byte row
 MIN_CLIENT_PDU = const(64)
+_MAX_ASSOCIATIONS = const(4)  # peers x client SAPs kept at once (oldest ended first)
 _SPILL = const(512)  # largest single element of a streamed value
 
 # conformance bits on the wire (24-bit, bit 0 = MSB of the first byte)
@@ -142,11 +143,15 @@ class CosemServer:
         # here whole and cut at byte positions across blocks
         self._spill = bytearray(_SPILL)
         self._w = axdr.Writer(self._out)
-        self._assoc = {}
+        self._assoc = {}  # (peer, client SAP) -> Association; peer None for handle_apdu callers
+        self._order = []  # association keys, oldest first (the table is bounded)
+        self._peer = None  # radio peer of the request being handled
 
     # --- entry points -----------------------------------------------------------------------
 
-    def handle_wpdu(self, data):
+    def handle_wpdu(self, data, peer=None):
+        """peer: who sent the datagram (e.g. (IPv6, port)); associations are kept per peer and
+        client SAP, so a second head-end using the same SAP cannot release or hijack ours."""
         try:
             src, dst, apdu = wrapper.parse(data)
         except wrapper.WrapperError as e:
@@ -155,12 +160,13 @@ class CosemServer:
         if dst != self.server_sap:
             log.warn(_TAG, "dropped WPDU for unknown server SAP %d (from %d)" % (dst, src))
             return None
-        resp = self.handle_apdu(apdu, src)
+        resp = self.handle_apdu(apdu, src, peer)
         if resp is None:
             return None
         return wrapper.build(dst, src, resp)
 
-    def handle_apdu(self, apdu, client_sap):
+    def handle_apdu(self, apdu, client_sap, peer=None):
+        self._peer = peer
         mv = apdu if isinstance(apdu, memoryview) else memoryview(apdu)
         if len(mv) == 0:
             log.warn(_TAG, "empty APDU from client %d" % client_sap)
@@ -180,18 +186,36 @@ class CosemServer:
             return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OTHER)
         except Exception as e:  # a bug must cost one request, not the server
             log.exc(_TAG, "internal error on APDU 0x%02x" % tag, e)
-            a = self._assoc.get(client_sap)
+            a = self._assoc.get(self._key(client_sap))
             if a is not None:
                 a.xfer = None
             return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OTHER)
 
-    def association(self, client_sap):
-        return self._assoc.get(client_sap)
+    def association(self, client_sap, peer=None):
+        return self._assoc.get((peer, client_sap))
+
+    def _key(self, client_sap):
+        return (self._peer, client_sap)
+
+    def _drop_assoc(self, client_sap):
+        k = self._key(client_sap)
+        if k in self._order:
+            self._order.remove(k)
+        return self._assoc.pop(k, None)
+
+    def _add_assoc(self, client_sap, a):
+        k = self._key(client_sap)
+        if len(self._order) >= _MAX_ASSOCIATIONS:
+            old = self._order.pop(0)
+            self._assoc.pop(old, None)
+            log.info(_TAG, "association table full: the oldest (client %d) ended" % old[1])
+        self._order.append(k)
+        self._assoc[k] = a
 
     # --- ACSE -------------------------------------------------------------------------------
 
     def _aarq(self, mv, client_sap):
-        self._assoc.pop(client_sap, None)  # a new AARQ ends the old association and its transfer
+        self._drop_assoc(client_sap)  # a new AARQ ends the old association and its transfer
         try:
             q = acse.parse_aarq(mv)
         except acse.AcseError as e:
@@ -252,7 +276,7 @@ class CosemServer:
                 user_info=acse.initiate_error(err),
             )
         pdu = min(init.max_pdu, self.max_pdu)
-        self._assoc[client_sap] = Association(client_sap, mgmt, mech, conf, pdu)
+        self._add_assoc(client_sap, Association(client_sap, mgmt, mech, conf, pdu))
         log.info(
             _TAG,
             "client %d associated (%s, conformance %06x, pdu %d)"
@@ -284,7 +308,7 @@ class CosemServer:
         )
 
     def _rlrq(self, mv, client_sap):
-        a = self._assoc.pop(client_sap, None)
+        a = self._drop_assoc(client_sap)
         try:
             _reason, ui = acse.parse_rlrq(mv)
         except acse.AcseError as e:
@@ -298,7 +322,7 @@ class CosemServer:
     # --- GET / SET / ACTION -----------------------------------------------------------------
 
     def _service(self, mv, client_sap):
-        a = self._assoc.get(client_sap)
+        a = self._assoc.get(self._key(client_sap))
         if a is None:
             log.warn(_TAG, "request 0x%02x from client %d before AARQ" % (mv[0], client_sap))
             return x.exception_response(
