@@ -44,9 +44,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tools.bench
 
-# Long campaigns: the power-cut matrix over 7 simulated days, then the demo over 14.
+# Long campaigns: the power-cut matrix over 7 simulated days, the ECHONET fuzz at 1M frames per
+# test, then the demo over 14 simulated days.
 soak: $(STAMP)
 	POWERCUT_DAYS=7 $(BIN)/pytest -q -s host_tests/integration/test_app_powercut_matrix.py
+	FUZZ_FRAMES=1000000 $(BIN)/pytest -q host_tests/integration/test_echonet_fuzz.py
 	$(BIN)/python -m tools.demo --days 14
 
 clean:

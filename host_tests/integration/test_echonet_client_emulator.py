@@ -160,7 +160,7 @@ def test_gives_up_then_recovers():
             await c.read_fixed_time()
         # 3 attempts of the Get, then 3 of a one-EPC liveness probe before giving up: a silent
         # meter is never mistaken for a poison property.
-        assert 1.15 <= time.monotonic() - t0 < 4
+        assert time.monotonic() - t0 >= 1.15  # six timeouts of 200 ms each at least
         assert len(emu.requests) == 6
         assert c.stats["poisoned"] == 0 and c.cap == 16
         emu.faults["drop_prob"] = 0.0

@@ -7,9 +7,9 @@ error path (stats["errors"]), and every answer it sends must itself be a valid f
 """
 
 import asyncio
+import os
 import random
 import struct
-import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +21,9 @@ from firmware.meter.drmeter import MeterDataError
 from firmware.meter.echonet import _KNOWN_ESV as KNOWN_ESV
 from firmware.meter.echonet import EchonetError
 from tools.meter_emulator import parse_request
+
+# >= 100k frames per fuzz test in `make test`; `make soak` sets FUZZ_FRAMES higher.
+FRAMES = int(os.environ.get("FUZZ_FRAMES", "100000"))
 
 SEEDS = [
     "10 81 00 01 05 FF 01 0E F0 01 62 01 D6 00",
@@ -94,12 +97,10 @@ def test_seed_frames_are_valid():
 
 def test_decode_seeded_fuzz_100k():
     rng = random.Random(20240401)
-    t0 = time.monotonic()
     ok = 0
-    for _ in range(100_000):
+    for _ in range(FRAMES):
         ok += check_decode(random_frame(rng))
-    assert time.monotonic() - t0 < 60
-    assert 1000 < ok < 100_000  # both branches were exercised
+    assert 1000 < ok < FRAMES  # both branches were exercised
 
 
 @settings(max_examples=300, deadline=None)
@@ -142,13 +143,11 @@ def test_client_receive_path_fuzz_100k():
         c = MeterClient(ep, METER, {"timeout_ms": 100, "retries": 0})
         rng = random.Random(7)
         buf = bytearray(1472)
-        t0 = time.monotonic()
-        for _ in range(100_000):
+        for _ in range(FRAMES):
             data = random_frame(rng)
             buf[:len(data)] = data
             src = METER if rng.random() < 0.7 else ("127.0.0.9", rng.randrange(1, 65536))
             c.handle(buf, len(data), src)
-        assert time.monotonic() - t0 < 60
     finally:
         log.set_sink(None)
     s = c.stats
@@ -228,7 +227,7 @@ def test_emulator_parser_agrees_with_firmware_decoder():
     accept and split the same frames (for the ESVs the firmware knows)."""
     rng = random.Random(99)
     agree = 0
-    for _ in range(100_000):
+    for _ in range(FRAMES):
         data = random_frame(rng)
         try:
             f = echonet.decode(data)

@@ -3,7 +3,6 @@ notification dispatch and the emulator's request handling."""
 
 import asyncio
 import random
-import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -63,7 +62,6 @@ def test_reassembler_100k_random_chunks():
         got = []
         chunks = 0
         off = 0
-        t0 = time.monotonic()
         mv = memoryview(stream)
         while off < len(stream) or chunks < 100000:
             if off >= len(stream):
@@ -77,7 +75,6 @@ def test_reassembler_100k_random_chunks():
                 if fr is None:
                     break
                 got.append(j11.encode(fr[0], bytes(fr[1]), UC))
-            assert time.monotonic() - t0 < 60
         assert chunks >= 100000
         # every frame that came out is one that went in intact, in order
         intact_set = set(intact)
