@@ -1,12 +1,12 @@
 # Property tests: random put/remount/power-cut sequences against an independent model, and a
 # seeded fuzz of the mount parser over damaged flash (bit flips, garbage, torn erases).
-import os
 import random
-import sys
 import time
+import unittest
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
+from test_store_powercut import check_store, model_put, newest_by_scan
 
 from firmware import log
 from firmware.hal.norflash import NorFlash, PowerCut
@@ -14,21 +14,8 @@ from firmware.store import record as r
 from firmware.store.flashlog import FlashLog
 from firmware.store.intervals import IntervalStore
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "unit"))
-from test_store_powercut import check_store, model_put, newest_by_scan  # noqa: E402
-
 S0 = 960528
 SOURCES = ("fixed", "cumulative", "history")
-
-
-class _TC:
-    def __init__(self):
-        import unittest
-
-        self._t = unittest.TestCase()
-
-    def __getattr__(self, name):
-        return getattr(self._t, name)
 
 
 def setup_module(_m):
@@ -55,7 +42,7 @@ cut_op = hs.tuples(hs.just("cut"), hs.integers(1, 4), hs.booleans(), hs.integers
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hs.lists(hs.one_of(put_op, put_op, put_op, remount_op, cut_op, index_op), max_size=120))
 def test_random_sequences_match_model(ops):
-    tc = _TC()
+    tc = unittest.TestCase()
     f = NorFlash(5, block_size=256)
     open_store = lambda: IntervalStore(FlashLog(f), max_meters=3)  # noqa: E731
     st = open_store()
@@ -138,7 +125,7 @@ def damage(rng, f):
 
 
 def test_fuzz_mount_over_damaged_flash():
-    tc = _TC()
+    tc = unittest.TestCase()
     rng = random.Random(20241015)
     t0 = time.monotonic()
     cases = 0

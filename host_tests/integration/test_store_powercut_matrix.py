@@ -1,27 +1,13 @@
 # The unit lane's power-cut harness on a bigger scenario (3 days, 3 meters, 8 sectors of 20 slots),
 # clean and torn (two seeds per op), plus a second cut during the recovery that follows the first.
-import os
-import sys
 import time
+import unittest
+
+from test_store_powercut import Harness, check_store, newest_by_scan, workload
 
 from firmware import log
 from firmware.hal.norflash import NorFlash, PowerCut
 from firmware.store import record as r
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "unit"))
-from test_store_powercut import Harness, check_store, newest_by_scan, workload  # noqa: E402
-
-
-class _TC:
-    """The harness only needs assert* methods; borrow unittest's."""
-
-    def __init__(self):
-        import unittest
-
-        self._t = unittest.TestCase()
-
-    def __getattr__(self, name):
-        return getattr(self._t, name)
 
 
 def setup_module(_m):
@@ -34,7 +20,7 @@ def teardown_module(_m):
 
 def test_cut_at_every_op_big_scenario():
     t0 = time.monotonic()
-    h = Harness(_TC(), workload(3, meters=3), 8, 512, 3)
+    h = Harness(unittest.TestCase(), workload(3, meters=3), 8, 512, 3)
     cases = h.run_all(seeds=(1, 1000, 2000))
     print("\nstore power-cut cases (integration): %d over %d ops in %.1f s"
           % (cases, h.total, time.monotonic() - t0))
@@ -48,7 +34,7 @@ def clone(f):
 
 
 def test_second_cut_during_recovery():
-    tc = _TC()
+    tc = unittest.TestCase()
     ops = workload(2, meters=2)
     h = Harness(tc, ops, 6, 256, 2)
     total = h.total_ops()
