@@ -101,6 +101,14 @@ class ConfigError(ValueError):
     pass
 
 
+def same_type(val, default):
+    """True if val may replace default (bools are not ints, and ints are not bools)."""
+    want = type(default)
+    if want is bool or isinstance(val, bool):
+        return isinstance(val, bool) and want is bool
+    return isinstance(val, want)
+
+
 def _component_defaults():
     # Imported here, not at module level, so that loading the config stays cheap in tests.
     from firmware.cosem.server import DEFAULTS as dlms_defaults
@@ -133,10 +141,7 @@ def merge(overrides):
                 log.warn("config", "unknown key %s.%s ignored" % (sect, key))
                 continue
             want = type(cfg[sect][key])
-            ok = isinstance(val, want) and not (want is int and isinstance(val, bool))
-            if want is bool:
-                ok = isinstance(val, bool)
-            if not ok:
+            if not same_type(val, cfg[sect][key]):
                 shown = "***" if key in SECRET_KEYS else repr(val)
                 log.error(
                     "config",

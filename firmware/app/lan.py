@@ -20,6 +20,9 @@ class LanSupervisor:
         self.up = True
         self.stats["ups"] += 1
         log.info(_TAG, "link up (%d)" % self.stats["ups"])
+        self.run_hooks()
+
+    def run_hooks(self):
         for fn in self.on_up:
             try:
                 fn()

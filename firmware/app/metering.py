@@ -26,6 +26,7 @@ class SlotPoller:
         self.stats = {"stored": 0, "retries": 0, "given_up": 0, "errors": 0, "skew": 0}
         self._retry_at = None  # (slot, t2k) of the next retry for a slot not yet published
         self._failing = False  # the last read failed (meter silent or refusing)
+        self._gave_up = None  # the slot last given up on
         self.on_event = None  # fn(name): "stored", "recovered" (after an outage), "gave_up"
 
     def _notify(self, name):
@@ -53,6 +54,9 @@ class SlotPoller:
             return self._nap(next_b)
         if now - b > self.cfg["give_up_after_s"]:
             # Reached only if the terminal was not running (or the meter was silent) for the slot.
+            if self._gave_up == slot:
+                return self._nap(next_b)  # said once per slot, not on every pass
+            self._gave_up = slot
             self.stats["given_up"] += 1
             log.warn(self.tag, "slot %s missing: no fixed-time value in time"
                      % timeutil.iso(b, self.cfg["tz_offset_min"]))

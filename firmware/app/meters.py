@@ -5,6 +5,7 @@ import asyncio
 
 from firmware import log
 from firmware.app.backfill import BackfillPlanner
+from firmware.app.config import same_type
 from firmware.app.metering import SlotPoller
 from firmware.app.views import StoreSink
 from firmware.compat import sleep_ms
@@ -19,10 +20,17 @@ def meter_configs(section):
     for e in entries:
         c = dict(section)
         c.pop("list", None)
-        if isinstance(e, dict):
-            c.update(e)
-        else:
+        if not isinstance(e, dict):
             log.error("config", "meter.list entries must be objects; %r ignored" % (e,))
+            e = {}
+        for key, val in e.items():  # checked like the section itself: a typo never stops metering
+            if key not in c:
+                log.warn("config", "unknown key meter.list[%d].%s ignored" % (len(out), key))
+            elif not same_type(val, c[key]):
+                log.error("config", "meter.list[%d].%s = %r is not a %s; keeping %r"
+                          % (len(out), key, val, type(c[key]).__name__, c[key]))
+            else:
+                c[key] = val
         out.append(c)
     return out
 
@@ -47,6 +55,8 @@ class MeterChannel:
         """Capture-loop events, plus "recovered" from the radio / discovery side."""
         if name in ("recovered", "gave_up", "reboot"):
             self._full = True
+        if name in ("recovered", "reboot"):
+            self.planner.forget_meter()  # ask its history depth again (it may have changed)
         self._due.set()
 
     def has_address(self):
@@ -115,8 +125,14 @@ class MeterBus:
 
         if kind == d.EV_METER:
             ch = self.channels[0]
-            if ch.client.addr[0] != ip:
+            old = ch.client.addr[0]
+            if old != ip:
                 log.info("meter0", "meter address %s (discovery)" % ip)
+                lim = ch.client.rate_limiter
+                if lim is not None:  # the meter's replies never share the strangers' budget
+                    if old:
+                        lim.unpin(old)
+                    lim.pin(ip)
                 ch.client.addr = (ip, ch.client.addr[1])
                 ch.client.invalidate("meter address %s" % ip)
         for ch in self.channels:

@@ -12,7 +12,7 @@ from firmware import hal as halmod
 from firmware import log, timeutil
 from firmware.app import config as cfgmod
 from firmware.app.views import MeterView
-from firmware.compat import sleep_ms
+from firmware.compat import sleep_ms, ticks_diff, ticks_ms
 from firmware.store import record
 
 _TAG = "terminal"
@@ -21,11 +21,14 @@ _TAG = "terminal"
 async def supervise(name, start, backoff_ms=1000, max_backoff_ms=60000):
     delay = backoff_ms
     while True:
+        t0 = ticks_ms()
         try:
             await start()
             log.warn(name, "task returned; restarting")
         except Exception as e:
             log.exc(name, "task crashed; restarting in %d ms" % delay, e)
+        if ticks_diff(ticks_ms(), t0) > max_backoff_ms:
+            delay = backoff_ms  # it had run well for a while: this is a new incident
         await sleep_ms(delay)
         delay = min(delay * 2, max_backoff_ms)
 
@@ -47,6 +50,7 @@ class Terminal:
             self.store.count(0), self.store.last_slot(0)))
         self._open_state(st["state_path"])
         self.channels = []
+        self.bus = None
         self.poller = None
         self.server = None
         self.session = None
@@ -81,17 +85,17 @@ class Terminal:
     # -- meter side --------------------------------------------------------------------------
 
     def _build_meter(self):
-        from firmware.app.meters import MeterBus, MeterChannel, meter_configs
+        from firmware.app.meters import MeterBus, MeterChannel
         from firmware.meter.client import MeterClient
         from firmware.meter.discovery import Discovery
         from firmware.meter.ratelimit import RateLimiter
 
-        cfgs = meter_configs(self.cfg["meter"])
+        cfgs = self.meter_cfgs
         port = cfgs[0]["port"]
         ep = self.hal.lan_udp(port)
         limiter = RateLimiter(**self.cfg["ratelimit"])
         dcfg = dict(self.cfg["discovery"])
-        dcfg["own_ip"] = self.cfg["lan"]["bind_ip"]
+        dcfg["own_ip"] = self.hal.lan_ip()  # our frames come back by multicast: ignore them
         dcfg["static_addr"] = cfgs[0]["ip"] or None
         disc = Discovery(ep, dcfg)
         self.channels = []
@@ -105,12 +109,9 @@ class Terminal:
             self.channels.append(MeterChannel(k, client, self.clock, self.store, c))
         self.bus = MeterBus(ep, self.channels, disc)
         self.discovery = disc
-        hooks = [disc.link_up]
-        if dcfg["multicast"]:
-            hooks.insert(0, lambda: ep.join_multicast(iface_ip=dcfg["own_ip"]))
-        for fn in hooks:  # the link is up already: run them now, and after every reconnect
-            self.lan.on_up.append(fn)
-            fn()
+        # (re)joins the multicast group, announces and searches: now, and after every reconnect
+        self.lan.on_up.append(disc.link_up)
+        self.lan.run_hooks()
         # compatibility: the first meter under its old names
         self.poller = self.channels[0].poller
         log.info(_TAG, "%d meter(s) configured" % len(self.channels))
@@ -125,13 +126,17 @@ class Terminal:
 
         d = self.cfg["dlms"]
         views = []
-        for ch in self.channels:
-            views.append(MeterView(self.store, ch.index, unit_hint=_unit_of(ch.poller),
+        for k in range(len(self.meter_cfgs)):
+            views.append(MeterView(self.store, k, unit_hint=self._unit_hint(k),
                                    backfill_bit=d["backfill_status_bit"]))
         self.server = CosemServer(default_table(views if len(views) > 1 else views[0], d),
                                   self.clock, d)
         module = J11Module(self.hal.radio_uart())
         self.session = RadioSession(module, self._radio_config())
+
+    def _unit_hint(self, k):
+        """The live meter's unit for the COSEM scaler before its first record is stored."""
+        return lambda: self.channels[k].poller.unit_code if k < len(self.channels) else None
 
     async def dlms_link(self):
         s = self.session
@@ -182,21 +187,29 @@ class Terminal:
 
     async def run(self):
         from firmware.app.lan import LanSupervisor
+        from firmware.app.meters import meter_configs
 
+        # The radio side and the watchdog-feeding housekeeping start at once: the smart meter can
+        # read stored values and set the clock while the LAN (Wi-Fi/Ethernet) is still down.
         self.lan = LanSupervisor(self.hal)
-        await self.lan.wait_up()
-        self._build_meter()
+        self.meter_cfgs = meter_configs(self.cfg["meter"])
         self._build_radio()
-        log_heap("components built")
-        _gc_early()
-        tasks = [
-            supervise("echonet", self.bus.run),
-            supervise("discovery", self.discovery.run),
+        await asyncio.gather(
             supervise("radio", self.session.run),
             supervise("dlms", self.dlms_link),
             supervise(_TAG, self.housekeeping),
             supervise("lan", self.lan.run),
-        ]
+            supervise("meters", self.meter_side),
+        )
+
+    async def meter_side(self):
+        while not self.lan.up:
+            await sleep_ms(500)
+        if self.bus is None:
+            self._build_meter()
+            log_heap("components built")
+            _gc_early()
+        tasks = [supervise("echonet", self.bus.run), supervise("discovery", self.discovery.run)]
         for ch in self.channels:
             tasks.append(supervise("meter%d" % ch.index, ch.capture))
             tasks.append(supervise("backfill%d" % ch.index, ch.backfill))
@@ -212,10 +225,6 @@ def _gc_early():
     if hasattr(gc, "threshold"):
         gc.collect()
         gc.threshold(gc.mem_free() // 4)
-
-
-def _unit_of(poller):
-    return lambda: poller.unit_code
 
 
 def log_heap(what):

@@ -113,8 +113,15 @@ class Hal:
             self._static_ip()
         if self._nic.isconnected():
             return True
+        if self._nic.status() == getattr(network, "STAT_CONNECTING", -1):
+            return False  # a scan now would come back empty; connect() would be refused
+        try:
+            scan = self._nic.scan()
+        except OSError as e:
+            log.warn("wifi", "scan failed: %s" % e)
+            return False
         best = None
-        for ssid, bssid, _ch, rssi, sec, _hidden in self._nic.scan():
+        for ssid, bssid, _ch, rssi, sec, _hidden in scan:
             if ssid.decode() != lan["wifi_ssid"]:
                 continue
             if not wifi_security_ok(sec):
@@ -125,8 +132,18 @@ class Hal:
         if best is None:
             log.warn("wifi", "no WPA2/WPA3 access point with the configured SSID")
             return False
-        self._nic.connect(lan["wifi_ssid"], lan["wifi_psk"], bssid=best[0])
+        try:
+            self._nic.connect(lan["wifi_ssid"], lan["wifi_psk"], bssid=best[0])
+        except OSError as e:
+            log.warn("wifi", "connect failed: %s" % e)
         return False  # the caller polls again; connecting takes seconds
+
+    def lan_ip(self):
+        """Our IPv4 address once the link is up (DHCP or static)."""
+        try:
+            return self._nic.ifconfig()[0] if self._nic is not None else "0.0.0.0"
+        except OSError:
+            return "0.0.0.0"
 
     def lan_udp(self, port):
         return UdpEndpoint("0.0.0.0", port)

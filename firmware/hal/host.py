@@ -101,6 +101,9 @@ class Hal:
         """The host's LAN is always up (loopback); the ESP32 HAL joins Wi-Fi/Ethernet here."""
         return True
 
+    def lan_ip(self):
+        return self.config["lan"]["bind_ip"]
+
     def lan_udp(self, port):
         return UdpEndpoint(self.config["lan"]["bind_ip"], port)
 

@@ -294,7 +294,8 @@ class Discovery:
 
     def _on_meter_announce(self, ip, now):
         # An INF 0xD5 storm after one reboot is one event.
-        if self._reboot_t is not None and ticks_diff(now, self._reboot_t) < self.reboot_holdoff_ms:
+        if self._reboot_t is not None and 0 <= ticks_diff(now, self._reboot_t) < \
+                self.reboot_holdoff_ms:
             return
         self._reboot_t = now
         log.info(self.tag, "meter node %s announced itself (restart): re-read it" % ip)

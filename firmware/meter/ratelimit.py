@@ -60,11 +60,11 @@ class RateLimiter:
 
     def _refill(self, e, now, rate, cap):
         dt = ticks_diff(now, e[_LAST])
-        if dt <= 0:
-            return
         full_ms = cap // rate + 1  # time to refill from empty: bounds dt*rate below 31 bits
-        if dt > full_ms:
-            dt = full_ms
+        if dt < 0 or dt > full_ms:
+            dt = full_ms  # negative only after idling past half the ticks period: long idle
+        elif dt == 0:
+            return
         e[_TOKENS] = min(cap, e[_TOKENS] + dt * rate)
         e[_LAST] = now
 

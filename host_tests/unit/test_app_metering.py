@@ -107,6 +107,15 @@ class SlotPollerTest(unittest.TestCase):
         self.assertEqual(self.reader.calls, 0)
         self.assertEqual(self.p.stats["given_up"], 1)
 
+    def test_gives_up_once_per_slot(self):
+        events = []
+        self.p.on_event = events.append
+        self.clock.set_t2k(T0 + self.cfg["give_up_after_s"] + 1)
+        for _ in range(5):
+            run(self.p.step())
+        self.assertEqual(self.p.stats["given_up"], 1)
+        self.assertEqual(events, ["gave_up"])
+
     def test_flags_apply_to_next_record_only(self):
         self.clock.set_t2k(T0 + 61)
         self.p.flag_next(0x20)

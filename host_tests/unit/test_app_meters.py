@@ -58,3 +58,21 @@ class MetersConfigTest(unittest.TestCase):
         client = FakeClient()
         asyncio.run(MeterChannel(0, client, None, None, cfg).select_instance())
         self.assertEqual(client.calls, [])
+
+
+class MeterListTypesTest(unittest.TestCase):
+    def test_bad_entry_values_are_logged_and_defaults_kept(self):
+        lines = []
+        log.set_sink(lines.append)
+        try:
+            cfgs = meter_configs(merge({"meter": {"list": [
+                {"ip": "10.0.0.5", "eoj": "028E02", "timeout_ms": True, "nope": 1}]}})["meter"])
+        finally:
+            log.set_sink(None)
+        self.assertEqual(cfgs[0]["ip"], "10.0.0.5")
+        self.assertEqual(cfgs[0]["eoj"], 0x028E01)
+        self.assertEqual(cfgs[0]["timeout_ms"], 5000)
+        text = "\n".join(lines)
+        self.assertIn("meter.list[0].eoj", text)
+        self.assertIn("meter.list[0].timeout_ms", text)
+        self.assertIn("meter.list[0].nope", text)

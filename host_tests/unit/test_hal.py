@@ -50,6 +50,9 @@ class _FakeWLAN:
     def isconnected(self):
         return False
 
+    def status(self):
+        return 0  # idle: not connecting
+
     def scan(self):
         return self.scans
 
