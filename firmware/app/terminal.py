@@ -124,7 +124,10 @@ class Terminal:
         from firmware.radio.j11_module import J11Module
         from firmware.radio.session import RadioSession
 
-        d = self.cfg["dlms"]
+        d = dict(self.cfg["dlms"])
+        # IC 7 profile_entries = what the flash log keeps (21,420 records in 512 KB), so that
+        # entries_in_use never exceeds it
+        d["profile_entries"] = self.flashlog.capacity()
         views = []
         for k in range(len(self.meter_cfgs)):
             views.append(MeterView(self.store, k, unit_hint=self._unit_hint(k),

@@ -368,33 +368,33 @@ class IntervalStore:
         new = []
         win = _Window(self)
         w = 0
-        try:
-            while True:
-                a = self._next_present(meter, a, _SLOT_MAX)
-                if a is None:
+        while True:
+            a = self._next_present(meter, a, _SLOT_MAX)
+            if a is None:
+                return
+            if extending and w % _MARK_EVERY == 0 and (w or not marks):
+                new.append((k, a))
+                # saved at once: MicroPython never runs the `finally` of a generator that is
+                # dropped unfinished (a DLMS transfer stops after its count of rows)
+                if version == self._marks_version:
+                    self._marks[meter] = marks + new
+            w += 1
+            e = a + _WINDOW - 1
+            if e > _SLOT_MAX:
+                e = _SLOT_MAX
+            win.fill(meter, a, e)
+            for i in range(e - a + 1):
+                t = i * RECORD_SIZE
+                table = win.table()
+                if not record.seq_of(table, t):
+                    continue
+                k += 1
+                if k > last:
                     return
-                if extending and w % _MARK_EVERY == 0 and (w or not marks):
-                    new.append((k, a))
-                w += 1
-                e = a + _WINDOW - 1
-                if e > _SLOT_MAX:
-                    e = _SLOT_MAX
-                win.fill(meter, a, e)
-                for i in range(e - a + 1):
-                    t = i * RECORD_SIZE
-                    table = win.table()
-                    if not record.seq_of(table, t):
-                        continue
-                    k += 1
-                    if k > last:
-                        return
-                    if k >= first:
-                        _q, _m, slot, fwd, rev, unit, src, flags = record.unpack_interval(table, t)
-                        yield slot, fwd, rev, unit, src, flags
-                a = e + 1
-        finally:
-            if new and version == self._marks_version:
-                self._marks[meter] = marks + new  # still exact: nothing moved meanwhile
+                if k >= first:
+                    _q, _m, slot, fwd, rev, unit, src, flags = record.unpack_interval(table, t)
+                    yield slot, fwd, rev, unit, src, flags
+            a = e + 1
 
     def missing(self, meter, from_slot, to_slot):
         """Ascending slots in [from_slot, to_slot] without a stored record (backfill planner)."""
