@@ -191,7 +191,7 @@ class Reassembler:
         if self._end > self._start and ticks_diff(now, self._last_rx) > self.stale_ms:
             # What is pending is older than the module's 1 s frame budget: it will never
             # complete, and waiting for it would swallow the frames that follow.
-            self._drop_stale()
+            self._drop_stale(rescan=True)
         self._last_rx = now
         self._end += n
 
@@ -292,9 +292,15 @@ class Reassembler:
         self.stats[counter] += 1
         self._discard(4, reason)  # skip this unique code, rescan from the next byte
 
-    def _drop_stale(self):
+    def _drop_stale(self, rescan=False):
         n = self._end - self._start
         if n >= 4 and self._at_unique(self._start):
+            if rescan:
+                # A frame whose tail was lost still claims its full length, so complete frames
+                # that came after it wait inside it: drop only its unique code and rescan, as
+                # for a bad checksum, so they are found.
+                self._bad(_R_TRUNC, "truncated")
+                return
             self.stats["truncated"] += 1
             self._discard(n, _R_TRUNC)
         else:

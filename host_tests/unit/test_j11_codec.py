@@ -382,3 +382,29 @@ class ReassemblerTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class StaleFrameHidingGoodFramesTest(unittest.TestCase):
+    def test_good_frame_behind_a_truncated_one_survives_the_stale_drop(self):
+        # a 0x6018 whose tail was lost, then a complete 0x2008 transmit response, then (1.5 s
+        # later) the next frame: the 0x2008 must still come out
+        rx = j11.encode(0x6018, bytes(40), j11.UC_RESPONSE)
+        tx = j11.encode(0x2008, b"\x01\x00", j11.UC_RESPONSE)
+        nxt = j11.encode(0x601A, b"\x02" + bytes(8) + b"\xc8", j11.UC_RESPONSE)
+        r = j11.Reassembler()
+        got = []
+        r.feed(rx[:30] + tx, now=0)
+        while True:
+            f = r.next_frame()
+            if f is None:
+                break
+            got.append(f[0])
+        self.assertEqual(got, [])  # the 0x2008 is hidden inside the claimed 0x6018 length
+        r.feed(nxt, now=1500)
+        while True:
+            f = r.next_frame()
+            if f is None:
+                break
+            got.append(f[0])
+        self.assertEqual(got, [0x2008, 0x601A])
+        self.assertEqual(r.stats["truncated"], 1)
