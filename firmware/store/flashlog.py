@@ -161,6 +161,11 @@ class FlashLog:
                 st["recovery_erases"] += 1
                 log.info(self.tag, "sector %d after the head not erased: erasing" % spare)
                 self._drop(spare)
+            elif self._used[head] >= self.slots:
+                # The next append opens the spare. A header program cut before any bit changed
+                # visibly can leave weak bits there: erase rather than program over them.
+                st["recovery_erases"] += 1
+                self._erase(spare)
         self.mounted = True
         log.info(self.tag, "mounted: %d records, head sector %d, next seq %d"
                  % (st["records"], self.head, self.next_seq))
