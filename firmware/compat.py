@@ -40,6 +40,15 @@ def print_exception(exc, file=None):
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=file)
 
 
+def wait_ms(aw, ms):
+    """asyncio.wait_for with a timeout in milliseconds on both runtimes (raises TimeoutError)."""
+    import asyncio
+
+    if IS_MICROPYTHON:
+        return asyncio.wait_for_ms(aw, ms)
+    return asyncio.wait_for(aw, ms / 1000)
+
+
 async def sleep_ms(ms):
     """asyncio.sleep_ms on MicroPython, asyncio.sleep on CPython (always a real coroutine)."""
     import asyncio

@@ -13,7 +13,14 @@
 import asyncio
 
 from firmware import log, timeutil
-from firmware.compat import IS_MICROPYTHON, const, sleep_ms, ticks_add, ticks_diff, ticks_ms
+from firmware.compat import (
+    const,
+    sleep_ms,
+    ticks_add,
+    ticks_diff,
+    ticks_ms,
+    wait_ms,
+)
 from firmware.meter import drmeter, echonet, profiles
 from firmware.meter.echonet import EchonetError
 from firmware.store.record import FLAG_METER_RESET
@@ -58,12 +65,6 @@ def _unique(seq):
         if e not in out:
             out.append(e)
     return out
-
-
-def _with_timeout_ms(aw, ms):
-    if IS_MICROPYTHON:
-        return asyncio.wait_for_ms(aw, ms)
-    return asyncio.wait_for(aw, ms / 1000)
 
 
 class _Pending:
@@ -112,7 +113,6 @@ class MeterClient:
         maker3 = bytes(((maker >> 16) & 0xFF, (maker >> 8) & 0xFF, maker & 0xFF))
         self._np = self._node_profile_props(maker3, b"\xfe" + maker3 + bytes(unique))
         self._ct = self._controller_props(maker3, b"\xfe" + maker3 + bytes(unique))
-        self._rx = bytearray(_RX_LEN)
         self._tx = bytearray(_TX_LEN)
         self._ans = bytearray(_TX_LEN)  # answers to requests, built by the receive task
         self._tid = (ticks_ms() if first_tid is None else first_tid) & 0xFFFF
@@ -209,7 +209,7 @@ class MeterClient:
                         if left <= 0:
                             break
                         try:
-                            await _with_timeout_ms(p.event.wait(), left)
+                            await wait_ms(p.event.wait(), left)
                         except asyncio.TimeoutError:
                             break
                 finally:
@@ -700,15 +700,18 @@ class MeterClient:
 
     async def run(self):
         """Receive task: owns the endpoint, never returns while the endpoint works."""
+        # Allocated here, not in __init__: in the terminal the shared MeterBus owns the socket
+        # and run() is never started, so each meter's client would carry 1.5 KB for nothing.
+        rx = bytearray(_RX_LEN)
         while True:
             try:
-                n, addr = await self.ep.recvfrom(self._rx)
+                n, addr = await self.ep.recvfrom(rx)
             except OSError as e:
                 self.stats["errors"] += 1
                 log.warn(self.tag, "receive failed: %s" % e)
                 await sleep_ms(100)
                 continue
-            self.handle(self._rx, n, addr)
+            self.handle(rx, n, addr)
 
     def handle(self, buf, n, addr):
         """Process one datagram; never raises (bad input is logged and dropped)."""

@@ -12,7 +12,7 @@
 import asyncio
 
 from firmware import log
-from firmware.compat import IS_MICROPYTHON, const, ticks_add, ticks_diff, ticks_ms
+from firmware.compat import const, ticks_add, ticks_diff, ticks_ms, wait_ms
 from firmware.meter import echonet
 
 PORT = const(3610)
@@ -141,12 +141,6 @@ def select(candidates, want_device_type=None, want_metered_id=None):
         if (ip, eoj) not in found:
             found.append((ip, eoj))
     return found[0] if len(found) == 1 else None
-
-
-def _with_timeout_ms(aw, ms):
-    if IS_MICROPYTHON:
-        return asyncio.wait_for_ms(aw, ms)
-    return asyncio.wait_for(aw, ms / 1000)
 
 
 # --- driver -----------------------------------------------------------------------------------
@@ -518,6 +512,6 @@ class Discovery:
             wait = self.step()
             self._wake.clear()
             try:
-                await _with_timeout_ms(self._wake.wait(), wait)
+                await wait_ms(self._wake.wait(), wait)
             except asyncio.TimeoutError:
                 pass

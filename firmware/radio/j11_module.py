@@ -7,7 +7,14 @@
 import asyncio
 
 from firmware import log
-from firmware.compat import IS_MICROPYTHON, const, sleep_ms, ticks_add, ticks_diff, ticks_ms
+from firmware.compat import (
+    const,
+    sleep_ms,
+    ticks_add,
+    ticks_diff,
+    ticks_ms,
+    wait_ms,
+)
 from firmware.radio import j11
 
 _TAG = "j11"
@@ -20,17 +27,6 @@ DEFAULT_CMD_TIMEOUT_MS = const(5000)
 DEFAULT_RESET_TIMEOUT_MS = const(10000)
 DEFAULT_PANA_TIMEOUT_MS = const(60000)
 TX_NO_ACK = const(5)
-
-
-if IS_MICROPYTHON:
-
-    def wait_ms(aw, ms):
-        return asyncio.wait_for_ms(aw, ms)
-
-else:
-
-    def wait_ms(aw, ms):
-        return asyncio.wait_for(aw, ms / 1000)
 
 
 class J11ModuleError(Exception):

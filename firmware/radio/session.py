@@ -9,7 +9,7 @@
 import asyncio
 
 from firmware import log
-from firmware.compat import const, ticks_diff, ticks_ms
+from firmware.compat import const, ticks_diff, ticks_ms, wait_ms
 from firmware.radio import j11
 from firmware.radio.j11_module import (
     DEFAULT_PANA_TIMEOUT_MS,
@@ -17,7 +17,6 @@ from firmware.radio.j11_module import (
     J11CommandError,
     J11ModuleError,
     J11Timeout,
-    wait_ms,
 )
 
 _TAG = "radio"
