@@ -27,6 +27,7 @@ class SlotPoller:
         self._retry_at = None  # (slot, t2k) of the next retry for a slot not yet published
         self._failing = False  # the last read failed (meter silent or refusing)
         self._gave_up = None  # the slot last given up on
+        self._target = None  # the slot the previous pass aimed at
         self.on_event = None  # fn(name): "stored", "recovered" (after an outage), "gave_up"
 
     def _notify(self, name):
@@ -50,6 +51,13 @@ class SlotPoller:
         b = self.target_boundary(now)
         slot = timeutil.slot_of_t2k(b)
         next_b = b + timeutil.SLOT_S + self.cfg["read_delay_s"]
+        last, self._target = self._target, slot
+        if last is not None and slot > last + 1:
+            # Boundaries passed while one read was outstanding (a meter that timed out for hours
+            # through retries and bisection) or the clock jumped: none of them was given up on
+            # here, so ask for a whole backfill pass, not only today's.
+            log.info(self.tag, "%d boundaries passed unread" % (slot - last - 1))
+            self._notify("gave_up")
         if self.sink.has(self.meter, slot):
             return self._nap(next_b)
         if now - b > self.cfg["give_up_after_s"]:

@@ -116,6 +116,26 @@ class SlotPollerTest(unittest.TestCase):
         self.assertEqual(self.p.stats["given_up"], 1)
         self.assertEqual(events, ["gave_up"])
 
+    def test_boundaries_passed_during_a_long_read_ask_for_a_full_backfill(self):
+        # a read that straddles hours of meter silence: the slots in between were never given
+        # up on by this loop, so backfill must be told (a 1-day pass would miss yesterday's)
+        events = []
+        self.p.on_event = events.append
+        self.clock.set_t2k(T0 + 61)
+        self.reader.answers.append((T0, 1000, 20))
+        run(self.p.step())
+        self.assertEqual(events, ["stored"])
+        self.clock.set_t2k(T0 + 20 * 1800 + 61)
+        self.reader.answers.append((T0 + 20 * 1800, 1100, 20))
+        run(self.p.step())
+        self.assertEqual(events, ["stored", "gave_up", "stored"])
+        # the next boundary in turn is no gap
+        self.clock.set_t2k(T0 + 21 * 1800 + 61)
+        self.reader.answers.append((T0 + 21 * 1800, 1105, 20))
+        run(self.p.step())
+        self.assertEqual(events[-1], "stored")
+        self.assertEqual(events.count("gave_up"), 1)
+
     def test_flags_apply_to_next_record_only(self):
         self.clock.set_t2k(T0 + 61)
         self.p.flag_next(0x20)
