@@ -40,58 +40,131 @@ def mpy_total_kb():
 
 
 _IMPORT_PROBE = """
-import gc
+import gc, sys
 gc.collect()
 a = gc.mem_alloc()
-import firmware.app.terminal, firmware.app.views, firmware.meter.client, firmware.cosem.objects
-import firmware.cosem.profile, firmware.cosem.server, firmware.radio.j11_module
-import firmware.radio.session, firmware.store.flashlog, firmware.store.intervals
-import firmware.hal.host, firmware.hal.norflash
+for name in sys.argv[1].split(","):
+    __import__(name)
 gc.collect()
 print(gc.mem_alloc() - a)
 """
 
 
-def import_heap_kb():
-    """Heap taken by the firmware's imported bytecode (.mpy) on the unix port (64-bit objects):
-    what freezing the firmware into the ESP32 image keeps off the heap."""
+def import_heap_kb(modules):
+    """Heap taken by importing `modules` (every firmware module the running terminal imported,
+    from its own log) from .mpy on the unix port (64-bit objects): what freezing the firmware
+    into the ESP32 image keeps off the heap, apart from module dicts and function objects."""
     import subprocess
 
     from tools.deployment import build_host_mpy, find_micropython
 
     tree = build_host_mpy()
-    r = subprocess.run([find_micropython(), "-X", "heapsize=1024k", "-c", _IMPORT_PROBE],
-                       cwd=tree, env=dict(os.environ, MICROPYPATH=".:.frozen"),
+    with open(os.path.join(tree, "import_probe.py"), "w") as f:
+        f.write(_IMPORT_PROBE)
+    r = subprocess.run([find_micropython(), "-X", "heapsize=1024k", "import_probe.py",
+                        ",".join(modules)], cwd=tree, env=dict(os.environ, MICROPYPATH=".:.frozen"),
                        capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise SystemExit("import probe failed: %s" % r.stderr[-2000:])
     return round(int(r.stdout.strip().splitlines()[-1]) / 1024, 1)
 
 
-def demo_ok(heap_kb, days, rate):
-    from tools.demo import run_demo
+# --- the heap sweep ------------------------------------------------------------------------------
 
-    try:
-        r = asyncio.run(run_demo(days, rate, "%dk" % heap_kb, "micropython", 1, False,
-                                 out=lambda *a: None))
-    except Exception as e:
-        print("  heap %d KB: failed (%s)" % (heap_kb, e))
-        return False
-    ok = r["missing"] == 0 and r["mismatched"] == 0 and r["expected"] > 0
-    print("  heap %d KB: expected=%d missing=%d -> %s"
-          % (heap_kb, r["expected"], r["missing"], "ok" if ok else "FAIL"))
-    return ok
+RUNS = 3  # a size counts as passing only if this many runs of the scenario all pass
 
 
-def min_heap_kb(days=0.5, rate=3600, lo=16, hi=512):
-    """Bisection for the smallest passing heap (KB, 4 KB resolution)."""
-    if not demo_ok(hi, days, rate):
-        raise SystemExit("demo scenario fails even with %d KB" % hi)
-    while hi - lo > 4:
-        mid = (lo + hi) // 2
-        if demo_ok(mid, days, rate):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+def scenario_ok(r):
+    """A run passes when nothing is missing or wrong, the terminal is alive, and it never hit a
+    MemoryError (even one a supervisor survived: on the device that is a lost task run)."""
+    return r["ok"] and "MemoryError" not in r["log"]
+
+
+async def _runs_at(heap_kb, meters, days, rate, runs=RUNS):
+    from tools.heap_scenario import run_scenario
+
+    async def one(k):
+        try:
+            return await run_scenario("%dk" % heap_kb, meters=meters, days=days, rate=rate,
+                                      seed=1 + k, out=lambda *a: None)
+        except Exception as e:  # the terminal died before associating, etc.
+            return {"ok": False, "log": "", "error": repr(e), "missing": -1}
+
+    # side by side: each deployment has its own loopback /24
+    return await asyncio.gather(*[one(k) for k in range(runs)])
+
+
+def sweep(meters, start_kb, step_kb=8, fine_kb=4, days=2, rate=3600, floor_kb=64, log=print):
+    """Smallest heap (KB) at which the scenario passes RUNS of RUNS runs and every larger size
+    tested passes too: sizes are tested from `start_kb` downwards (coarse, then fine steps below
+    the last passing size), and the search stops at the first size with any failing run, so no
+    reported size sits above a failure. Returns (min_kb, {kb: passes}, runs)."""
+    table = {}
+    kept = []
+
+    def test(kb):
+        rs = asyncio.run(_runs_at(kb, meters, days, rate))
+        ok = [scenario_ok(r) for r in rs]
+        table[kb] = sum(ok)
+        log("  %d meter(s), heap %d KB: %d/%d passed %s" % (
+            meters, kb, sum(ok), len(ok),
+            "" if all(ok) else [(r.get("missing"), r.get("error", "MemoryError" in r["log"]))
+                                for r in rs]))
+        if all(ok):
+            kept.extend(rs)
+        return all(ok)
+
+    if not test(start_kb):
+        raise SystemExit("scenario fails at the start size %d KB" % start_kb)
+    last_ok = start_kb
+    kb = start_kb - step_kb
+    while kb >= floor_kb and test(kb):
+        last_ok = kb
+        kb -= step_kb
+    kb = last_ok - fine_kb
+    while kb > last_ok - step_kb and kb >= floor_kb and test(kb):
+        last_ok = kb
+        kb -= fine_kb
+    return last_ok, table, kept
+
+
+def heap_table(log_text):
+    """firmware.heap.* (KB) from the terminal's "heap" log lines; peaks are the largest seen."""
+    import re
+
+    out = {}
+    for m in re.finditer(r"INFO heap: after ([a-zA-Z ]+): (\d+) used", log_text):
+        key = "firmware.heap.after_" + m.group(1).strip().replace(" ", "_")
+        out.setdefault(key, round(int(m.group(2)) / 1024, 1))
+    for m in re.finditer(r"INFO heap: peak ([a-zA-Z ]+): (\d+) used", log_text):
+        key = "firmware.heap.peak_" + m.group(1).strip().replace(" ", "_")
+        out[key] = max(out.get(key, 0), round(int(m.group(2)) / 1024, 1))
+    return out
+
+
+def modules_from_log(log_text):
+    import re
+
+    m = re.search(r"INFO heap: modules: (\S+)", log_text)
+    if not m:
+        raise SystemExit("the terminal did not log its modules (terminal.heap_log)")
+    return m.group(1).split(",")
+
+
+def alloc_bytes_per_slot(log_text):
+    """Median step of the allocation counter between consecutive stored slots of meter 0, over
+    the steady part of the run (from the 4th slot after start until the meter outage)."""
+    import re
+
+    totals = [int(x) for x in re.findall(r"INFO heap: slot stored: (\d+) allocated", log_text)]
+    steps = sorted(b - a for a, b in zip(totals[3:20], totals[4:21], strict=False))
+    if not steps:
+        return None
+    return steps[len(steps) // 2]
+
+
+# Where each sweep starts (KB): a size known to pass, a few steps above the expected minimum.
+START_KB = {1: 320, 4: 344}
 
 
 def main():
@@ -99,13 +172,27 @@ def main():
     results = {}
     t0 = time.monotonic()
     results["firmware.mpy_total_kb"] = mpy_total_kb()
-    results["firmware.import_heap_kb"] = import_heap_kb()
     from tools import echonet_bench, store_bench  # a missing one must fail, not drop figures
 
-    results.update(store_bench.measure())
-    results.update(echonet_bench.measure())
-    print("searching the minimum heap for the demo scenario ...")
-    results["firmware.min_heap_kb"] = min_heap_kb()
+    if "--heap-only" not in sys.argv:
+        results.update(store_bench.measure())
+        results.update(echonet_bench.measure())
+    for meters, key in ((1, ""), (4, "_4meters")):
+        start = START_KB[meters]
+        print("heap sweep, %d meter(s), from %d KB down (%d runs per size) ..." % (meters, start,
+                                                                                  RUNS))
+        min_kb, table, runs = sweep(meters, start)
+        log_text = runs[-1]["log"]  # a passing run at the smallest passing size
+        imp = import_heap_kb(modules_from_log(log_text))
+        results["firmware.min_heap_kb" + key] = min_kb
+        results["firmware.import_heap_kb" + key] = imp
+        results["firmware.data_heap_kb" + key] = round(min_kb - imp, 1)
+        results["firmware.sweep_sizes_tested" + key] = len(table)
+        if meters == 1:
+            results.update(heap_table(runs[0]["log"]))
+            per_slot = alloc_bytes_per_slot(runs[0]["log"])
+            if per_slot is not None:
+                results["firmware.alloc_bytes_per_slot"] = per_slot
     results["bench.seconds"] = round(time.monotonic() - t0, 1)
     os.makedirs("bench", exist_ok=True)
     path = os.path.join("bench", "results.json")

@@ -16,7 +16,6 @@ import time
 
 from firmware import timeutil
 from tools.deployment import Deployment
-from tools.headend import HeadEnd
 
 JST = 540
 
@@ -25,7 +24,7 @@ async def run_demo(days, rate, heap, runtime, seed, verbose, out=print):
     dep = Deployment(rate=rate, seed=seed, heap=heap, runtime=runtime)
     await dep.start()
     sim, model = dep.sim, dep.model
-    head = HeadEnd(sim, tz_offset_min=JST, out=out)
+    head = dep.head_end(tz_offset_min=JST, out=out)
     result = {"expected": 0, "delivered": 0, "missing": 0, "mismatched": 0, "read_errors": 0,
               "workdir": dep.workdir}
     try:

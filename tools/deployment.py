@@ -1,11 +1,17 @@
 """A whole simulated deployment on one host, shared by the demo, bench and end-to-end tests:
-meter emulator (127.0.0.2:3610) -> terminal firmware (127.0.0.1, separate process) -> J11 module
-emulator (pty + air socket 127.0.0.3:4059) -> smart meter / head-end (127.0.0.4:4059).
+meter emulator (N.2:3610) -> terminal firmware (N.1, separate process) -> J11 module emulator
+(pty + air socket N.3:4059) -> smart meter / head-end (N.4:4059); more meters on N.6 ... N.12,
+other test parties from N.20 on.
+
+N is a loopback /24 (127.a.b) picked at random for each deployment and checked free by binding,
+so that any number of deployments (demo, bench, e2e tests) run side by side on one machine.
 """
 
 import json
 import os
+import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,10 +26,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Placeholders in B-route format (the IoT-route credential type is not public).
 PANA_PASSWORD = "0123456789AB"
 SM_MAC = "001D129012345678"
-METER_ADDR = ("127.0.0.2", 3610)
-EXTRA_METER_ADDRS = [("127.0.0.%d" % (6 + k), 3610) for k in range(7)]
-AIR_ADDR = ("127.0.0.3", 4059)
-SM_ADDR = ("127.0.0.4", 4059)
+ECHONET_PORT = 3610
+DLMS_PORT = 4059
+MAX_METERS = 7
 # 2025-04-01 00:05 JST: the first boundary after start is 00:30 JST.
 DEFAULT_START_T2K = timeutil.t2k_from_fields(2025, 3, 31, 15, 5, 0)
 
@@ -55,6 +60,28 @@ def build_host_mpy(out_dir=None):
     return out_dir
 
 
+def pick_loopback_net(tries=50):
+    """A loopback /24 prefix ("127.a.b.") whose ECHONET and DLMS ports are free on the addresses
+    a deployment uses (checked by binding them, then released)."""
+    rnd = random.SystemRandom()
+    for _ in range(tries):
+        prefix = "127.%d.%d." % (rnd.randrange(1, 255), rnd.randrange(0, 255))
+        probes = [(1, ECHONET_PORT), (2, ECHONET_PORT), (3, DLMS_PORT), (4, DLMS_PORT)]
+        socks = []
+        try:
+            for host, port in probes:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind((prefix + str(host), port))
+            return prefix
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free loopback /24 for a deployment")
+
+
 def find_micropython():
     cand = os.path.join(os.path.dirname(sys.executable), "micropython")
     return cand if os.path.exists(cand) else shutil.which("micropython")
@@ -67,31 +94,49 @@ class Deployment:
         """runtime: "micropython" (firmware from precompiled .mpy, or from source with
         mpy_dir="source"), or "cpython"."""
         self.sim = SimClock(start_t2k, rate)
+        self.net = pick_loopback_net()
+        self.terminal_ip = self.addr(1)
+        self.meter_addr = (self.addr(2), ECHONET_PORT)
+        self.air_addr = (self.addr(3), DLMS_PORT)
+        self.sm_addr = (self.addr(4), DLMS_PORT)
+        if meters > MAX_METERS + 1:
+            raise ValueError("at most %d meters" % (MAX_METERS + 1))
         self.rate = rate
         self.model = MeterModel(seed=seed)
         self.heap = heap
         self.runtime = runtime
         self.overrides = config_overrides or {}
         self.workdir = workdir or tempfile.mkdtemp(prefix="terminal-sim-")
-        self.meter = MeterEmulator(addr=METER_ADDR, clock=self.sim, model=self.model)
+        self.meter = MeterEmulator(addr=self.meter_addr, clock=self.sim, model=self.model)
         # 1:N: more meters, each its own node on its own address with its own values
         self.models = [self.model] + [MeterModel(seed=seed + k) for k in range(1, meters)]
         self.meters = [self.meter] + [
-            MeterEmulator(addr=EXTRA_METER_ADDRS[k - 1], clock=self.sim, model=self.models[k])
+            MeterEmulator(addr=(self.addr(5 + k), ECHONET_PORT), clock=self.sim,
+                          model=self.models[k])
             for k in range(1, meters)
         ]
-        self.module = J11Emulator(air_addr=AIR_ADDR, sm_addr=SM_ADDR, sm_mac=SM_MAC,
+        self.module = J11Emulator(air_addr=self.air_addr, sm_addr=self.sm_addr, sm_mac=SM_MAC,
                                   pana_password=PANA_PASSWORD)
         self.mpy_dir = mpy_dir
         self.proc = None
         self.log_path = os.path.join(self.workdir, "terminal.log")
         self._log_f = None
 
+    def addr(self, host):
+        """The address of party `host` (1..254) on this deployment's loopback /24."""
+        return self.net + str(host)
+
+    def head_end(self, **kw):
+        """The smart meter's head-end of this deployment (tools.headend.HeadEnd)."""
+        from tools.headend import HeadEnd
+
+        return HeadEnd(self.sim, local=self.sm_addr, server=self.air_addr, **kw)
+
     def firmware_config(self):
         cfg = {
             "clock": {"rate": self.rate},
-            "lan": {"bind_ip": "127.0.0.1"},
-            "meter": {"ip": METER_ADDR[0]},
+            "lan": {"bind_ip": self.terminal_ip},
+            "meter": {"ip": self.meter_addr[0]},
             # no multicast on the host's loopback: the meter's address is configured
             "discovery": {"multicast": False},
             "radio": {"uart": self.module.slave_path, "sm_mac": SM_MAC,

@@ -11,6 +11,7 @@
 #   4. re-reads the meter clock afterwards: if the meter's date changed meanwhile, the day numbers
 #      moved, so nothing read in that pass is stored.
 from firmware import log, timeutil
+from firmware.app import heapmon
 from firmware.compat import sleep_ms
 from firmware.meter import drmeter
 
@@ -111,6 +112,7 @@ class BackfillPlanner:
             if d < 0 or d > self.retention:
                 continue  # outside the meter's history: stays missing
             fwd, rev = await self.reader.read_history(d)
+            heapmon.sample("backfill day")  # the day's 2 x 48 values are still referenced
             if await self._meter_date() != meter_day:
                 self.stats["date_moved"] += 1
                 log.info(self.tag, "meter date changed during the pass: planning again")

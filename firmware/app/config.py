@@ -11,6 +11,9 @@ DEFAULTS = {
     "terminal": {
         "name": "terminal",
         "meter_count": 1,
+        # Log the heap at each start-up milestone and its peak while serving a profile read or
+        # backfilling a day (tools/heap_scenario.py; costs a gc.collect() per block when on).
+        "heap_log": False,
     },
     "clock": {
         # Host only: calendar acceleration (1 = real time). Timeouts always use real ticks.

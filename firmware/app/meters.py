@@ -4,6 +4,7 @@
 import asyncio
 
 from firmware import log
+from firmware.app import heapmon
 from firmware.app.backfill import BackfillPlanner
 from firmware.app.config import same_type
 from firmware.app.metering import SlotPoller
@@ -53,6 +54,8 @@ class MeterChannel:
 
     def on_event(self, name):
         """Capture-loop events, plus "recovered" from the radio / discovery side."""
+        if name == "stored" and self.index == 0:
+            heapmon.slot_done()
         if name in ("recovered", "gave_up", "reboot"):
             self._full = True
         if name in ("recovered", "reboot"):

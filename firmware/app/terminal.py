@@ -11,6 +11,7 @@ import asyncio
 from firmware import hal as halmod
 from firmware import log, timeutil
 from firmware.app import config as cfgmod
+from firmware.app import heapmon
 from firmware.app.views import MeterView
 from firmware.compat import sleep_ms, ticks_diff, ticks_ms
 from firmware.store import record
@@ -48,6 +49,7 @@ class Terminal:
         self.store = IntervalStore(self.flashlog, max_meters=max(4, len(cfg["meter"]["list"])))
         log.info(_TAG, "store mounted: %d records of meter 0, last slot %s" % (
             self.store.count(0), self.store.last_slot(0)))
+        heapmon.milestone("store mounted")
         self._open_state(st["state_path"])
         self.channels = []
         self.bus = None
@@ -147,6 +149,7 @@ class Terminal:
             src, sport, _dport, payload = await s.recv()
             reply = self.server.handle_wpdu(payload, (src, sport))
             if reply:
+                heapmon.sample("dlms reply")  # the reply (one block) is still referenced
                 await s.send(src, sport, reply)
                 s.note_app_activity()
 
@@ -197,6 +200,7 @@ class Terminal:
         self.lan = LanSupervisor(self.hal)
         self.meter_cfgs = meter_configs(self.cfg["meter"])
         self._build_radio()
+        heapmon.milestone("radio and COSEM built")
         await asyncio.gather(
             supervise("radio", self.session.run),
             supervise("dlms", self.dlms_link),
@@ -210,7 +214,8 @@ class Terminal:
             await sleep_ms(500)
         if self.bus is None:
             self._build_meter()
-            log_heap("components built")
+            heapmon.milestone("meter side built")
+            heapmon.modules()
             _gc_early()
         tasks = [supervise("echonet", self.bus.run), supervise("discovery", self.discovery.run)]
         for ch in self.channels:
@@ -230,19 +235,12 @@ def _gc_early():
         gc.threshold(gc.mem_free() // 4)
 
 
-def log_heap(what):
-    import gc
-
-    gc.collect()
-    if hasattr(gc, "mem_free"):
-        log.info(_TAG, "heap after %s: %d used, %d free" % (what, gc.mem_alloc(), gc.mem_free()))
-
-
 def main(board_path, config_path):
     log.info("boot", "IoT-route wireless terminal starting")
     cfg = cfgmod.load(config_path)
     board = halmod.load_board(board_path)
     hal = halmod.create(board, cfg)
-    log_heap("imports")
+    heapmon.enabled = cfg["terminal"]["heap_log"]
+    heapmon.milestone("imports")
     terminal = Terminal(hal, cfg)
     asyncio.run(terminal.run())

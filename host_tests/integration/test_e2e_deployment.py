@@ -15,11 +15,11 @@ from gurux_dlms.enums import InterfaceType
 from gurux_dlms.objects import GXDLMSClock, GXDLMSProfileGeneric, GXDLMSRegister
 
 from firmware import timeutil
-from tools.deployment import AIR_ADDR, Deployment
-from tools.headend import HeadEnd
+from tools.deployment import Deployment
 
 RATE = 900  # 30 simulated minutes every 2 real seconds
-GURUX_ADDR = ("127.0.0.5", 4059)
+GURUX_HOST = 20  # gurux on N.20 of the deployment's loopback /24
+ROGUE_HOST = 21
 GURUX_MAC = "001D12AABBCCDD05"
 
 
@@ -42,8 +42,8 @@ def dep():
     d = Deployment(rate=RATE, heap="384k")
     d.loop = loop
     run(d, d.start())
-    d.module.add_peer(bytes.fromhex(GURUX_MAC), GURUX_ADDR)
-    head = HeadEnd(d.sim, out=lambda *a: None)
+    d.module.add_peer(bytes.fromhex(GURUX_MAC), (d.addr(GURUX_HOST), 4059))
+    head = d.head_end(out=lambda *a: None)
     d.head = head
     try:
         run(d, head.connect(timeout_s=60), 90)
@@ -86,20 +86,21 @@ class GuruxRadioHeadEnd:
     """gurux-dlms generating and parsing every APDU; bytes carried over loopback UDP to the J11
     emulator's air socket, i.e. through the emulated radio and the terminal's UART."""
 
-    def __init__(self):
+    def __init__(self, dep):
+        self.air = dep.air_addr
         self.c = GXDLMSClient(True, 16, 1, interfaceType=InterfaceType.WRAPPER)
         self.c.maxReceivePDUSize = 256  # force block transfer for the profile
         self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.s.bind(GURUX_ADDR)
+        self.s.bind((dep.addr(GURUX_HOST), 4059))
         self.s.settimeout(3)
 
     def exchange(self, frames):
         reply = GXReplyData()
         for frame in frames if isinstance(frames, list) else [frames]:
-            self.s.sendto(bytes(frame), AIR_ADDR)
+            self.s.sendto(bytes(frame), self.air)
             self.c.getData(GXByteBuffer(self.s.recvfrom(4096)[0]), reply)
             while reply.isMoreData():
-                self.s.sendto(bytes(self.c.receiverReady(reply)), AIR_ADDR)
+                self.s.sendto(bytes(self.c.receiverReady(reply)), self.air)
                 self.c.getData(GXByteBuffer(self.s.recvfrom(4096)[0]), reply)
         return reply
 
@@ -113,7 +114,7 @@ class GuruxRadioHeadEnd:
 
 
 def test_gurux_reads_clock_registers_and_profile_through_the_radio(dep):
-    g = GuruxRadioHeadEnd()
+    g = GuruxRadioHeadEnd(dep)
     try:
         reply = g.exchange(g.c.aarqRequest())
         g.c.parseAareResponse(reply.data)
@@ -157,18 +158,20 @@ def test_bad_input_at_each_boundary_is_logged_and_survived(dep):
     before = dep.terminal_log()
     # 1. LAN: a truncated ECHONET Lite frame and a garbage datagram to the terminal's port 3610
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.9", 0))
-    s.sendto(bytes.fromhex("1081000a05ff01028e0162"), ("127.0.0.1", 3610))  # cut after ESV
-    s.sendto(bytes.fromhex("10810001028e0105ff017201e60b07e8"), ("127.0.0.1", 3610))  # PDC overrun
+    s.bind((dep.addr(ROGUE_HOST), 0))
+    # cut after ESV
+    s.sendto(bytes.fromhex("1081000a05ff01028e0162"), (dep.terminal_ip, 3610))
+    # PDC overrun
+    s.sendto(bytes.fromhex("10810001028e0105ff017201e60b07e8"), (dep.terminal_ip, 3610))
     # 2. DLMS: a malformed APDU inside a valid wrapper, and a truncated wrapper
     s.close()
-    g = GuruxRadioHeadEnd()
+    g = GuruxRadioHeadEnd(dep)
     try:
         reply = g.exchange(g.c.aarqRequest())  # associated, so the APDU reaches the parser
         g.c.parseAareResponse(reply.data)
-        g.s.sendto(bytes.fromhex("0001001000010005c001c10008"), AIR_ADDR)  # GET cut short
+        g.s.sendto(bytes.fromhex("0001001000010005c001c10008"), dep.air_addr)  # GET cut short
         assert g.s.recvfrom(4096)[0][8:9] in (b"\xd8", b"\xc4")  # an error answer, not silence
-        g.s.sendto(bytes.fromhex("000100100001"), AIR_ADDR)  # truncated wrapper header
+        g.s.sendto(bytes.fromhex("000100100001"), dep.air_addr)  # truncated wrapper header
     finally:
         g.close()
     assert wait_until(lambda: "WPDU too short" in dep.terminal_log()[len(before):], 10)
@@ -184,7 +187,7 @@ def test_bad_input_at_each_boundary_is_logged_and_survived(dep):
     assert len(lost) < 3
     assert wait_until(lambda: "discarded" in dep.terminal_log()[len(before):], 10)
     new = dep.terminal_log()[len(before):]
-    assert "dropped malformed datagram from 127.0.0.9" in new
+    assert "dropped malformed datagram from %s" % dep.addr(ROGUE_HOST) in new
     assert "discarded" in new and "UART" in new
     assert "malformed APDU 0xc0 from client 16" in new
     assert "WPDU too short" in new
@@ -240,12 +243,12 @@ def test_flood_on_the_echonet_port_does_not_disturb_metering(dep):
     before = len(dep.terminal_log())
     flood_from = dep.sim.now_t2k()
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.9", 0))
+    s.bind((dep.addr(ROGUE_HOST), 0))
     get_op = bytes.fromhex("1081 0001 05ff01 0ef001 62 01 80 00".replace(" ", ""))
     t_end = time.monotonic() + 3
     sent = 0
     while sent < 3000 and time.monotonic() < t_end:
-        s.sendto(get_op, ("127.0.0.1", 3610))
+        s.sendto(get_op, (dep.terminal_ip, 3610))
         sent += 1
     s.close()
     # two boundaries later every slot, including those during the flood, must be there

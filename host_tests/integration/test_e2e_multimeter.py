@@ -11,7 +11,6 @@ import pytest
 from firmware import timeutil
 from firmware.cosem.objects import obis
 from tools.deployment import Deployment
-from tools.headend import HeadEnd
 
 RATE = 900
 N = 4
@@ -30,7 +29,7 @@ def dep():
 
     d.run = run
     run(d.start())
-    head = HeadEnd(d.sim, out=lambda *a: None)
+    head = d.head_end(out=lambda *a: None)
     d.head = head
     try:
         run(head.connect(timeout_s=60), 90)

@@ -1,0 +1,52 @@
+# Heap milestones and peaks for the memory budget (docs/memory.md). Off unless the configuration
+# says terminal.heap_log: a sample costs a gc.collect(). The figures are live heap after a
+# collection, taken while the operation's buffers are still referenced, so "peak" means the
+# largest live set seen at the sampling points, not garbage awaiting collection.
+import gc
+
+from firmware import log
+
+enabled = False
+_peaks = {}
+
+
+def milestone(what):
+    """Log the live heap after a start-up step ("heap after <what>: N used, N free")."""
+    gc.collect()
+    if hasattr(gc, "mem_alloc"):
+        log.info("heap", "after %s: %d used, %d free" % (what, gc.mem_alloc(), gc.mem_free()))
+
+
+def sample(name):
+    """Record the live heap inside an operation; logged when a new maximum is reached."""
+    if not enabled or not hasattr(gc, "mem_alloc"):
+        return
+    gc.collect()
+    a = gc.mem_alloc()
+    if a > _peaks.get(name, 0):
+        _peaks[name] = a
+        log.info("heap", "peak %s: %d used" % (name, a))
+
+
+def modules():
+    """Log the firmware modules imported so far (the bench's import probe imports the same)."""
+    if not enabled:
+        return
+    import sys
+
+    names = sorted(k for k in sys.modules if k.startswith("firmware"))
+    log.info("heap", "modules: %s" % ",".join(names))
+
+
+def slot_done():
+    """Log the bytes allocated since start at a slot boundary (micropython.mem_total, where the
+    build keeps allocation statistics): the bench's alloc_bytes_per_slot is its step."""
+    if not enabled:
+        return
+    try:
+        import micropython
+
+        total = micropython.mem_total()
+    except (ImportError, AttributeError):
+        return
+    log.info("heap", "slot stored: %d allocated" % total)
