@@ -62,7 +62,8 @@ def import_heap_kb(modules):
     with open(os.path.join(tree, "import_probe.py"), "w") as f:
         f.write(_IMPORT_PROBE)
     r = subprocess.run([find_micropython(), "-X", "heapsize=1024k", "import_probe.py",
-                        ",".join(modules)], cwd=tree, env=dict(os.environ, MICROPYPATH=".:.frozen"),
+                        ",".join(modules)], cwd=tree,
+                       env=dict(os.environ, MICROPYPATH=".:.frozen"),
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         raise SystemExit("import probe failed: %s" % r.stderr[-2000:])

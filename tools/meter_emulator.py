@@ -91,6 +91,9 @@ class AsyncUdpEndpoint:
                                                            local_addr=local)
         return cls(transport, q)
 
+    async def recv(self):
+        return await self.q.get()
+
     async def recvfrom(self, buf):
         data, addr = await self.q.get()
         n = min(len(data), len(buf))

@@ -11,8 +11,6 @@ from firmware.app.metering import SlotPoller
 from firmware.app.views import StoreSink
 from firmware.compat import sleep_ms
 
-_RX_LEN = 1472
-
 
 def meter_configs(section):
     """One dict per meter: the "meter" section, overridden by each entry of its "list"."""
@@ -113,7 +111,6 @@ class MeterBus:
         self.ep = endpoint
         self.channels = channels
         self.discovery = discovery
-        self._rx = bytearray(_RX_LEN)
         if discovery is not None:
             discovery.on_event = self._on_discovery
 
@@ -151,9 +148,9 @@ class MeterBus:
         """Receive task: owns the endpoint for every meter's client."""
         while True:
             try:
-                n, addr = await self.ep.recvfrom(self._rx)
+                data, addr = await self.ep.recv()  # the socket's own bytes: no buffer here
             except OSError as e:
                 log.warn("echonet", "receive failed: %s" % e)
                 await sleep_ms(100)
                 continue
-            self._client_for(addr[0]).handle(self._rx, n, addr)
+            self._client_for(addr[0]).handle(data, len(data), addr)

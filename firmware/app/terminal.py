@@ -44,9 +44,9 @@ class Terminal:
         self.clock = hal.clock
         st = cfg["store"]
         self.flashlog = FlashLog(hal.blockdev(), st["first_block"], st["n_blocks"])
-        # The index has room for at least 4 meters (it costs 8 bytes per sector each), so meters
-        # can be added to the configuration without re-indexing.
-        self.store = IntervalStore(self.flashlog, max_meters=max(4, len(cfg["meter"]["list"])))
+        # The RAM index has room for the configured meters only (8 bytes per sector each): it
+        # is rebuilt from flash at every boot, so a meter added later is indexed then.
+        self.store = IntervalStore(self.flashlog, max_meters=max(1, len(cfg["meter"]["list"])))
         log.info(_TAG, "store mounted: %d records of meter 0, last slot %s" % (
             self.store.count(0), self.store.last_slot(0)))
         heapmon.milestone("store mounted")

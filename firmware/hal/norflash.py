@@ -18,6 +18,8 @@ class PowerCut(BaseException):
 
 
 _EINVAL = 22
+_CHUNK = 64  # bytes per read-modify-write step (preallocated: no heap churn per program)
+_FF = b"\xff" * _CHUNK
 
 
 class NorFlash:
@@ -36,14 +38,15 @@ class NorFlash:
         self.dead = False
         self._rng = 1
         self.arm(cut_after_ops, tear, seed)
-        self._ff = b"\xff" * block_size
+        self._chunk = bytearray(_CHUNK)
         self._file = None
         self._mem = None
         if path is None:
             self._mem = bytearray(self.size)
             self._mv = memoryview(self._mem)
-            for b in range(n_blocks):
-                self._mv[b * block_size:(b + 1) * block_size] = self._ff
+            for a in range(0, self.size, _CHUNK):
+                k = min(_CHUNK, self.size - a)
+                self._mv[a:a + k] = _FF[:k]
         else:
             self._open_file(path)
 
@@ -56,8 +59,8 @@ class NorFlash:
             size = -1
         if size != self.size:
             with open(path, "wb") as f:  # new (or wrong-sized) backing: a fully erased device
-                for _ in range(self.n_blocks):
-                    f.write(self._ff)
+                for a in range(0, self.size, _CHUNK):
+                    f.write(_FF[:min(_CHUNK, self.size - a)])
         self._file = open(path, "r+b")
 
     def close(self):
@@ -152,14 +155,22 @@ class NorFlash:
         keep = n
         if cut:
             keep = self._rand(n + 1)  # bytes fully programmed; the next one only partly
-        old = bytearray(n)
-        self._read(addr, memoryview(old))
-        for i in range(keep):
-            old[i] &= mv[i]
-        if cut and keep < n:
-            old[keep] &= mv[keep] | self._rand(256)
-            keep += 1
-        self._write(addr, memoryview(old)[:keep] if keep < n else old)
+        partial = self._rand(256) if cut and keep < n else None
+        done = keep + (partial is not None)
+        chunk = memoryview(self._chunk)
+        pos = 0
+        while pos < done:  # read-modify-write: bits only go 1 -> 0
+            k = min(_CHUNK, done - pos)
+            self._read(addr + pos, chunk[:k])
+            for i in range(k):
+                j = pos + i
+                if j < keep:
+                    self._chunk[i] &= mv[j]
+                else:
+                    self._chunk[i] &= mv[j] | partial
+            self._write(addr + pos, chunk[:k])
+            pos += k
+        keep = done
         self.programs += 1
         self.bytes_programmed += keep
         if cut:
@@ -174,7 +185,11 @@ class NorFlash:
         n = self.block_size
         if cut:
             n = self._rand(self.block_size)  # interrupted: only a prefix reads erased
-        self._write(addr, memoryview(self._ff)[:n])
+        pos = 0
+        while pos < n:
+            k = min(_CHUNK, n - pos)
+            self._write(addr + pos, _FF[:k] if k < _CHUNK else _FF)
+            pos += k
         self.erases[block] += 1
         if cut:
             raise PowerCut("erase %d torn after %d bytes" % (block, n))

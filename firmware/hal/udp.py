@@ -28,6 +28,12 @@ _IP_MULTICAST_LOOP = const(34)
 _IP_ADD_MEMBERSHIP = const(35)
 _IP_DROP_MEMBERSHIP = const(36)
 _EADDRINUSE = const(98)  # Linux: already a member of the group on that interface
+# Largest datagram taken from the socket. The ESP32 socket has no recvfrom_into: recvfrom(n)
+# allocates n + 1 bytes, then shrinks the object to the datagram, so n is the contiguous block
+# every receive needs. ECHONET Lite replies are bounded by what the terminal asks: the largest is
+# a history pair (0xE2 + 0xE4: 12 + 2 x (2 + 194) = 404 bytes); a node profile instance list
+# (0xD6) is at most 253. A longer datagram is cut here and then dropped as malformed (logged).
+MAX_DATAGRAM = const(640)
 _ESP32 = sys.platform == "esp32"
 
 
@@ -74,6 +80,7 @@ class UdpEndpoint:
         self._addr_cache = {}
         self.local = (bind_ip, port)
         self.groups = {}  # group -> interface address joined on ("0.0.0.0" = default)
+        self.max_datagram = MAX_DATAGRAM
 
     def _sockaddr(self, addr):
         sa = self._addr_cache.get(addr)
@@ -84,18 +91,25 @@ class UdpEndpoint:
             self._addr_cache[addr] = sa
         return sa
 
-    async def recvfrom(self, buf):
+    async def recv(self):
+        """(datagram bytes, (ip, port)) of the next datagram, at most MAX_DATAGRAM bytes. The bytes
+        object is the one the socket allocated (no second copy, no receive buffer of our own)."""
         while True:
             try:
-                data, a = self.sock.recvfrom(len(buf))
+                data, a = self.sock.recvfrom(self.max_datagram)
             except OSError as e:
                 if e.args and e.args[0] in (11, 115, 119):  # EAGAIN / in progress (ESP32 variants)
                     await wait_readable(self.sock)
                     continue
                 raise
-            n = len(data)
-            buf[:n] = data
-            return n, norm_addr(a)
+            return data, norm_addr(a)
+
+    async def recvfrom(self, buf):
+        """Copying form of recv() for callers that own a buffer: (length, (ip, port))."""
+        data, addr = await self.recv()
+        n = min(len(data), len(buf))
+        buf[:n] = data[:n]
+        return n, addr
 
     def sendto(self, data, addr):
         try:

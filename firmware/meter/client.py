@@ -25,7 +25,6 @@ from firmware.meter import drmeter, echonet, profiles
 from firmware.meter.echonet import EchonetError
 from firmware.store.record import FLAG_METER_RESET
 
-_RX_LEN = const(1472)  # largest UDP payload in one Ethernet frame
 _TX_LEN = const(256)  # our requests and node-profile answers are small
 _LOG_BURST = const(5)  # malformed-frame log lines per window before suppressing
 _LOG_WINDOW_MS = const(10000)
@@ -699,19 +698,17 @@ class MeterClient:
     # --- receive path --------------------------------------------------------------------------
 
     async def run(self):
-        """Receive task: owns the endpoint, never returns while the endpoint works."""
-        # Allocated here, not in __init__: in the terminal the shared MeterBus owns the socket
-        # and run() is never started, so each meter's client would carry 1.5 KB for nothing.
-        rx = bytearray(_RX_LEN)
+        """Receive task: owns the endpoint, never returns while the endpoint works. (In the
+        terminal the shared MeterBus owns the socket instead.)"""
         while True:
             try:
-                n, addr = await self.ep.recvfrom(rx)
+                data, addr = await self.ep.recv()  # the socket's own bytes: no buffer here
             except OSError as e:
                 self.stats["errors"] += 1
                 log.warn(self.tag, "receive failed: %s" % e)
                 await sleep_ms(100)
                 continue
-            self.handle(rx, n, addr)
+            self.handle(data, len(data), addr)
 
     def handle(self, buf, n, addr):
         """Process one datagram; never raises (bad input is logged and dropped)."""

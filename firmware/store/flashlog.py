@@ -37,7 +37,9 @@ class FlashLog:
         self._ff = b"\xff" * _FF_CHUNK
         self._rb = bytearray(RECORD_SIZE)  # read-back of the record just programmed
         self._hdr = bytearray(HEADER_SIZE)
-        self._used = [0] * n_blocks  # slots consumed (programmed or torn) per sector
+        # slots consumed (programmed or torn) per sector: 170 at most for 4 KB sectors, so one
+        # byte each (a list costs a pointer each)
+        self._used = bytearray(n_blocks) if self.slots < 256 else [0] * n_blocks
         self._gen = [0] * n_blocks  # header generation; 0 = none, -1 = bad
         self._blank = bytearray(n_blocks)  # 1 = known to read all 0xFF
         self.order = []  # sectors holding data, oldest first, ending with the head

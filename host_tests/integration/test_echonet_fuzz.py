@@ -202,6 +202,9 @@ class QueueEndpoint:
     def deliver(self, data, addr):
         self.q.put_nowait((data, addr))
 
+    async def recv(self):
+        return await self.q.get()
+
     async def recvfrom(self, buf):
         data, addr = await self.q.get()
         buf[:len(data)] = data
