@@ -64,8 +64,8 @@ PORT_DIR = Path("<PORT_DIR>")  # stands for micropython/ports/esp32 (the IDF pro
 # Modules a v1.28 ESP32 image provides (built in, or frozen by the port's own manifest).
 MICROPYTHON_BUILTINS = {
     "array", "asyncio", "binascii", "collections", "cryptolib", "errno", "esp", "esp32", "gc",
-    "hashlib", "io", "json", "machine", "micropython", "network", "os", "select", "socket",
-    "struct", "sys", "time", "vfs",
+    "hashlib", "io", "json", "machine", "math", "micropython", "network", "ntptime", "os",
+    "random", "re", "select", "socket", "struct", "sys", "time", "vfs",
 }
 # Modules of the host only: named in the message when device code imports one.
 HOST_MODULES = {
