@@ -146,10 +146,12 @@ def heap_table(log_text):
 def modules_from_log(log_text):
     import re
 
-    m = re.search(r"INFO heap: modules: (\S+)", log_text)
-    if not m:
+    names = []
+    for m in re.finditer(r"INFO heap: modules: (\S+)", log_text):
+        names += m.group(1).split(",")
+    if not names:
         raise SystemExit("the terminal did not log its modules (terminal.heap_log)")
-    return m.group(1).split(",")
+    return names
 
 
 def alloc_bytes_per_slot(log_text):

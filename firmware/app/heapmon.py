@@ -35,7 +35,8 @@ def modules():
     import sys
 
     names = sorted(k for k in sys.modules if k.startswith("firmware"))
-    log.info("heap", "modules: %s" % ",".join(names))
+    for i in range(0, len(names), 8):  # short lines: no large allocation at a tight heap
+        log.info("heap", "modules: %s" % ",".join(names[i:i + 8]))
 
 
 def slot_done():

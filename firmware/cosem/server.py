@@ -139,6 +139,7 @@ class CosemServer:
         self.offset_min = self.time_zone * self.deviation_sign
         self.supported = SUPPORTED_CONFORMANCE | (CONF_DATA_NOTIFICATION if cfg["push"] else 0)
         self._out = bytearray(_DATA + self.max_pdu)
+        self.max_wpdu = wrapper.HEADER_LEN + _DATA + self.max_pdu  # the largest reply datagram
         # one element (an object_list entry) may exceed a small client's block: it is encoded
         # here whole and cut at byte positions across blocks
         self._spill = bytearray(_SPILL)
@@ -149,9 +150,16 @@ class CosemServer:
 
     # --- entry points -----------------------------------------------------------------------
 
-    def handle_wpdu(self, data, peer=None):
+    def reply_buffer(self):
+        """A buffer that fits any reply WPDU (wrapper header + the largest APDU we build), for
+        handle_wpdu(..., out=): one per server, preallocated by the caller that sends replies."""
+        return bytearray(self.max_wpdu)
+
+    def handle_wpdu(self, data, peer=None, out=None):
         """peer: who sent the datagram (e.g. (IPv6, port)); associations are kept per peer and
-        client SAP, so a second head-end using the same SAP cannot release or hijack ours."""
+        client SAP, so a second head-end using the same SAP cannot release or hijack ours.
+        out: a reply_buffer(); the reply is then written into it and returned as a memoryview
+        (valid until the next call) instead of new bytes: no allocation per reply."""
         try:
             src, dst, apdu = wrapper.parse(data)
         except wrapper.WrapperError as e:
@@ -163,7 +171,13 @@ class CosemServer:
         resp = self.handle_apdu(apdu, src, peer)
         if resp is None:
             return None
-        return wrapper.build(dst, src, resp)
+        n = len(resp)
+        if out is None or wrapper.HEADER_LEN + n > len(out):
+            return wrapper.build(dst, src, resp)
+        wrapper.pack_header_into(out, 0, dst, src, n)
+        mv = memoryview(out)
+        mv[wrapper.HEADER_LEN:wrapper.HEADER_LEN + n] = resp
+        return mv[:wrapper.HEADER_LEN + n]
 
     def handle_apdu(self, apdu, client_sap, peer=None):
         self._peer = peer

@@ -51,6 +51,8 @@ CONN_PANA_DISCONNECTED = const(4)
 SCAN_MASK_ALL = const(0x0003FFF0)  # channels 4..17
 
 _UDP_RX_FIXED = const(27)  # 0x6018 bytes before the payload
+UDP_RX_FIXED = _UDP_RX_FIXED
+UDP_TX_FIXED = const(22)  # 0x0008 bytes before the payload
 
 
 class J11Error(ValueError):
@@ -122,7 +124,7 @@ def decode(frame, unique=None):
 # Reassembler
 
 
-_BUF_SIZE = const(2048)  # one maximal frame (1361) plus room for the next UART read
+_BUF_SIZE = const(2048)  # default: one maximal frame (1361) plus room for the next UART read
 _TAIL_KEEP = const(3)  # bytes kept when no unique code is seen: a code may straddle two reads
 _REGION_CAP = const(1024)  # a discarded region longer than this is reported in pieces
 STALE_MS = const(1000)  # J11 frames arrive whole within 1 s; an older partial frame is dead
@@ -154,11 +156,13 @@ class Reassembler:
     contiguous dropped region is reported with one log line and counted in `stats`.
     """
 
-    def __init__(self, unique=UC_RESPONSE, tag="j11", stale_ms=STALE_MS):
+    def __init__(self, unique=UC_RESPONSE, tag="j11", stale_ms=STALE_MS, size=_BUF_SIZE):
+        """size: the buffer; a frame that could never fit in it is dropped as a bad length (a
+        driver that bounds what it accepts sizes it to its largest frame plus one UART read)."""
         self.unique = unique
         self.tag = tag
         self.stale_ms = stale_ms
-        self._buf = bytearray(_BUF_SIZE)
+        self._buf = bytearray(size)
         self._mv = memoryview(self._buf)
         self._start = 0  # first unconsumed byte
         self._end = 0  # one past the last received byte
@@ -251,10 +255,10 @@ class Reassembler:
             if hsum != checksum(buf, start, start + 8):
                 self._bad(_R_HEADER, "bad_header")
                 continue
-            if length < 4 or length - 4 > MAX_DATA:
+            total = HEADER_LEN + length - 4
+            if length < 4 or length - 4 > MAX_DATA or total > len(buf):
                 self._bad(_R_LENGTH, "bad_length")
                 continue
-            total = HEADER_LEN + length - 4
             if avail < total:
                 return None
             if dsum != checksum(buf, start + HEADER_LEN, start + total):
@@ -414,6 +418,8 @@ def udp_tx_into(buf, dst_ipv6, src_port, dst_port, payload):
     n = len(payload)
     if n > MAX_UDP_PAYLOAD:
         raise J11Error("UDP payload %d bytes exceeds %d" % (n, MAX_UDP_PAYLOAD))
+    if 34 + n > len(buf):
+        raise J11Error("UDP payload %d bytes does not fit a %d-byte frame buffer" % (n, len(buf)))
     if len(dst_ipv6) != 16:
         raise J11Error("destination IPv6 must be 16 bytes")
     mv = memoryview(buf)

@@ -20,6 +20,7 @@ from firmware.radio import j11
 _TAG = "j11"
 _RESP_BUF = const(64)  # responses the driver reads are short; 0x2008 echoes at most a few bytes
 _NOTIFY_BUF = const(16)
+_UART_READ = const(256)  # room for one UART read beyond a whole frame (the IDF's minimum rxbuf)
 _UART_RETRIES = const(2)  # re-sends after 0x13 / 0xF0-0xF3 / 0x2FFF (the frame was mangled)
 _TX_RETRY_BASE_MS = const(100)
 
@@ -82,11 +83,18 @@ def _uart_result(result):
 
 
 class J11Module:
-    def __init__(self, uart, cmd_timeout_ms=DEFAULT_CMD_TIMEOUT_MS):
+    def __init__(self, uart, cmd_timeout_ms=DEFAULT_CMD_TIMEOUT_MS,
+                 max_udp=j11.MAX_UDP_PAYLOAD):
+        """max_udp: the largest UDP payload the application sends or accepts (the DLMS wrapper
+        plus its negotiated PDU size). The frame buffers are sized to it instead of the module's
+        1232-byte maximum; a larger received datagram is dropped (logged as a bad length)."""
         self._uart = uart
         self.cmd_timeout_ms = cmd_timeout_ms
-        self.rx = j11.Reassembler(j11.UC_RESPONSE, _TAG)
-        self._tx = bytearray(j11.MAX_FRAME)
+        max_udp = min(max_udp, j11.MAX_UDP_PAYLOAD)
+        # receive: the UDP notification (header + fixed fields + payload) and one UART read
+        self.rx = j11.Reassembler(j11.UC_RESPONSE, _TAG,
+                                  size=j11.HEADER_LEN + j11.UDP_RX_FIXED + max_udp + _UART_READ)
+        self._tx = bytearray(j11.HEADER_LEN + j11.UDP_TX_FIXED + max_udp)
         self._txv = memoryview(self._tx)
         self._lock = asyncio.Lock()
         self._resp = _Waiter(_RESP_BUF)

@@ -47,3 +47,28 @@ class PerPeerAssociationTest(unittest.TestCase):
         for p in peers[2:]:
             self.assertIsNotNone(self.srv.association(16, p))
         self.assertIn("association table full", "\n".join(self.lines))
+
+
+class ReplyBufferTest(unittest.TestCase):
+    """handle_wpdu(..., out=buf): the same bytes as the allocating form, written into buf."""
+
+    def setUp(self):
+        log.set_sink(lambda line: None)
+        self.a, _c, _v = make_server()
+        self.b, _c, _v = make_server()
+
+    def tearDown(self):
+        log.set_sink(None)
+
+    def test_same_reply_written_into_the_buffer(self):
+        out = self.b.reply_buffer()
+        peer = (b"\xfe\x80" + bytes(14), 4059)
+        for apdu in (AARQ_PUBLIC, GET_CLOCK, bytes.fromhex("c0")):
+            want = self.a.handle_wpdu(wpdu(apdu), peer)
+            got = self.b.handle_wpdu(wpdu(apdu), peer, out)
+            self.assertEqual(bytes(got), want)
+            self.assertEqual(bytes(out[:len(want)]), want)  # in the caller's buffer
+
+    def test_buffer_fits_the_largest_reply(self):
+        out = self.b.reply_buffer()
+        self.assertGreaterEqual(len(out), wrapper.HEADER_LEN + self.b.max_pdu)

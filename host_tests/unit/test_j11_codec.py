@@ -98,6 +98,12 @@ class EncodeErrorTest(unittest.TestCase):
             j11.encode(0x0008, bytes(j11.MAX_DATA + 1))
         self.assertEqual(len(j11.encode(0x0008, bytes(j11.MAX_DATA))), j11.MAX_FRAME)
 
+    def test_udp_payload_larger_than_the_frame_buffer_is_refused(self):
+        buf = bytearray(j11.HEADER_LEN + j11.UDP_TX_FIXED + 100)
+        self.assertEqual(j11.udp_tx_into(buf, bytes(16), 4059, 4059, bytes(100)), 122)
+        with self.assertRaises(j11.J11Error):
+            j11.udp_tx_into(buf, bytes(16), 4059, 4059, bytes(101))
+
     def test_buffer_too_small(self):
         with self.assertRaises(j11.J11Error):
             j11.encode_into(bytearray(20), 0x0008, bytes(9))
@@ -251,6 +257,17 @@ class ReassemblerTest(unittest.TestCase):
                 got = self.feed_all(r, stream[:cut]) + self.feed_all(r, stream[cut:])
                 self.assertEqual([c for c, _ in got], [0x6019, 0x4051, 0x2008])
                 self.assertEqual(got[2][1], F21[12:])
+
+    def test_frame_longer_than_a_small_buffer_is_dropped_and_the_next_one_kept(self):
+        big = j11.encode(0x6018, bytes(27) + bytes(300), unique=j11.UC_RESPONSE)
+        r = j11.Reassembler(size=200)
+        got = self.feed_all(r, big + F4)
+        self.assertEqual([c for c, _ in got], [0x205F])
+        self.assertEqual(r.stats["bad_length"], 1)
+        self.assertTrue(any("bad message length" in line for line in self.sink.lines))
+        # the same frame fits the default buffer
+        r = j11.Reassembler()
+        self.assertEqual([c for c, _ in self.feed_all(r, big + F4)], [0x6018, 0x205F])
 
     def test_byte_by_byte(self):
         r = j11.Reassembler()
