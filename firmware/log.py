@@ -10,24 +10,28 @@ ERROR = 40
 _NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARN: "WARN", ERROR: "ERROR"}
 
 level = INFO
-_secrets = []
+_secrets = []  # longest first, so a secret that contains another is scrubbed whole
 _sink = None  # optional callable(line) for tests; default is stdout
 counts = {WARN: 0, ERROR: 0}
 
 
 def add_secret(value):
-    """Register a secret string or bytes; it is replaced by *** in every later log line."""
+    """Register a secret string or bytes; it is replaced by *** in every later log line.
+    Any non-empty secret counts, however short: a short one garbles some log text, which is
+    better than printing it. Bytes that are not UTF-8 cannot appear in a text line as such."""
     if not value:
         return
     if isinstance(value, (bytes, bytearray)):
         try:
             value = bytes(value).decode()
         except Exception:
-            value = None
-        if not value:
             return
-    if len(value) >= 4 and value not in _secrets:
-        _secrets.append(value)
+    if value in _secrets:
+        return
+    i = 0
+    while i < len(_secrets) and len(_secrets[i]) >= len(value):
+        i += 1
+    _secrets.insert(i, value)
 
 
 def redact(text):
@@ -42,16 +46,20 @@ def set_sink(fn):
     _sink = fn
 
 
+def _emit(line):
+    if _sink is not None:
+        _sink(line)
+    else:
+        sys.stdout.write(line + "\n")
+
+
 def log(lvl, tag, msg):
     if lvl < level:
         return
     if lvl in counts:
         counts[lvl] += 1
-    line = redact("%s %s: %s" % (_NAMES.get(lvl, str(lvl)), tag, msg))
-    if _sink is not None:
-        _sink(line)
-    else:
-        sys.stdout.write(line + "\n")
+    # level and tag are program text; only the message can carry a secret
+    _emit("%s %s: %s" % (_NAMES.get(lvl, str(lvl)), tag, redact(msg)))
 
 
 def debug(tag, msg):
@@ -71,5 +79,21 @@ def error(tag, msg):
 
 
 def exc(tag, msg, e):
-    """Log an exception by type and message only (never its args, which could hold secrets)."""
-    log(ERROR, tag, "%s: %s(%s)" % (msg, type(e).__name__, redact(str(e))))
+    """Log an exception: one ERROR line (type and message), then its traceback (file, line,
+    function), each line redacted like any other, so a secret inside the exception's text or in
+    a source line of the traceback never reaches the log. Counted as one error."""
+    log(ERROR, tag, "%s: %s(%s)" % (msg, type(e).__name__, e))
+    if ERROR < level:
+        return
+    import io
+
+    from firmware.compat import print_exception
+
+    buf = io.StringIO()
+    try:
+        print_exception(e, buf)
+    except Exception:  # logging an error must never raise another one
+        return
+    for line in buf.getvalue().split("\n"):
+        if line:
+            _emit("  %s: %s" % (tag, redact(line)))
