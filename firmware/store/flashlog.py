@@ -10,7 +10,9 @@ from firmware.store.record import HEADER_SIZE, RECORD_SIZE
 
 _TRIES = const(3)  # program + read-back attempts per append
 _SEQ_MAX = const(0xFFFFFFFE)
-_FF_CHUNK = const(128)  # blank test compares the sector in chunks against this many 0xFF bytes
+# Records read per readblocks: sectors are read in chunks into one 768-byte buffer rather than
+# whole into a 4 KB one (docs/memory.md); a 4 KB sector takes 6 reads.
+CHUNK = const(32)
 
 
 class LogError(ValueError):
@@ -33,8 +35,8 @@ class FlashLog:
             raise LogError("block size %d too small" % self.block_size)
         self.first = first_block
         self.n = n_blocks
-        self.buf = bytearray(self.block_size)  # the one sector buffer (used between yields only)
-        self._ff = b"\xff" * _FF_CHUNK
+        self.chunk = bytearray(CHUNK * RECORD_SIZE)  # the one read buffer (between yields only)
+        self._tail = self.block_size - HEADER_SIZE - self.slots * RECORD_SIZE  # bytes after slots
         self._rb = bytearray(RECORD_SIZE)  # read-back of the record just programmed
         self._hdr = bytearray(HEADER_SIZE)
         # slots consumed (programmed or torn) per sector: 170 at most for 4 KB sectors, so one
@@ -53,33 +55,43 @@ class FlashLog:
                       "formatted": 0, "rewrites": 0, "records": 0}
 
     # --- reading ------------------------------------------------------------------------
-    def load(self, sector):
-        """Read one sector into self.buf (one readblocks) and return the buffer."""
-        self.bdev.readblocks(self.first + sector, self.buf)
-        return self.buf
+    def read(self, sector, first, count):
+        """Read record slots [first, first + count) of a sector (count <= CHUNK) into
+        self.chunk and return it: slot first + j is at offset j * RECORD_SIZE."""
+        n = count * RECORD_SIZE
+        self.bdev.readblocks(self.first + sector, memoryview(self.chunk)[:n],
+                             HEADER_SIZE + first * RECORD_SIZE)
+        return self.chunk
 
-    def _erased(self, buf):
-        mv = memoryview(buf)
-        ff = self._ff
-        n = len(buf)
-        i = 0
-        while i + _FF_CHUNK <= n:
-            if mv[i:i + _FF_CHUNK] != ff:
+    def _tail_erased(self, sector):
+        """The bytes after the last record slot (none with 4 KB sectors) read all 0xFF."""
+        t = self._tail
+        while t > 0:
+            k = min(t, len(self.chunk))
+            off = self.block_size - t
+            self.bdev.readblocks(self.first + sector, memoryview(self.chunk)[:k], off)
+            if not record.is_blank(self.chunk, 0, k):
                 return False
-            i += _FF_CHUNK
-        return i == n or record.is_blank(buf, i, n - i)
+            t -= k
+        return True
 
     def used(self, sector):
         return self._used[sector]
 
     def scan(self, visit):
-        """visit(sector, buf, off) for every valid record, oldest sector first."""
+        """visit(sector, buf, off) for every valid record, oldest sector first (buf is the
+        chunk buffer: valid during the call only)."""
         for s in list(self.order):
-            buf = self.load(s)
-            for i in range(self._used[s]):
-                off = HEADER_SIZE + i * RECORD_SIZE
-                if record.is_valid(buf, off):
-                    visit(s, buf, off)
+            n = self._used[s]
+            i = 0
+            while i < n:
+                k = min(CHUNK, n - i)
+                buf = self.read(s, i, k)
+                for j in range(k):
+                    off = j * RECORD_SIZE
+                    if record.is_valid(buf, off):
+                        visit(s, buf, off)
+                i += k
 
     def capacity(self):
         """Records always retained: every sector but the spare and the freshly opened head."""
@@ -94,15 +106,38 @@ class FlashLog:
         max_seq = 0
         seq_sector = -1
         counts = [0] * self.n
+        hdr = self._hdr
         for s in range(self.n):
-            buf = self.load(s)
-            if self._erased(buf):
-                self._blank[s] = 1
+            self.bdev.readblocks(self.first + s, hdr, 0)
+            gen = record.header_generation(hdr, 0)
+            last = -1
+            bad = 0
+            i = 0
+            while i < self.slots:  # the record slots, a chunk at a time
+                k = min(CHUNK, self.slots - i)
+                buf = self.read(s, i, k)
+                for j in range(k):
+                    off = j * RECORD_SIZE
+                    if record.is_blank(buf, off):
+                        continue
+                    last = i + j
+                    if not record.is_valid(buf, off):
+                        bad += 1
+                        continue
+                    counts[s] += 1
+                    seq = record.seq_of(buf, off)
+                    if seq > max_seq:
+                        max_seq = seq
+                        seq_sector = s
+                    if visit is not None:
+                        visit(s, buf, off)
+                i += k
+            if gen is None and last < 0 and self._tail_erased(s):
+                self._blank[s] = 1  # reads all 0xFF: nothing to erase before use
                 self._gen[s] = 0
                 self._used[s] = 0
                 continue
             self._blank[s] = 0
-            gen = record.header_generation(buf, 0)
             if gen is None:
                 gen = 0
             elif gen < 0:
@@ -111,23 +146,6 @@ class FlashLog:
             elif gen > self.max_gen:
                 self.max_gen = gen
             self._gen[s] = gen
-            last = -1
-            bad = 0
-            for i in range(self.slots):
-                off = HEADER_SIZE + i * RECORD_SIZE
-                if record.is_blank(buf, off):
-                    continue
-                last = i
-                if not record.is_valid(buf, off):
-                    bad += 1
-                    continue
-                counts[s] += 1
-                seq = record.seq_of(buf, off)
-                if seq > max_seq:
-                    max_seq = seq
-                    seq_sector = s
-                if visit is not None:
-                    visit(s, buf, off)
             self._used[s] = last + 1
             if bad:
                 st["bad_records"] += bad

@@ -9,7 +9,8 @@ import struct
 from firmware import log
 from firmware.compat import const
 from firmware.store import record
-from firmware.store.record import HEADER_SIZE, RECORD_SIZE, TYPE_INTERVAL
+from firmware.store.flashlog import CHUNK as _CHUNK
+from firmware.store.record import RECORD_SIZE, TYPE_INTERVAL
 
 _WINDOW = const(96)  # slots resolved per step of rows(): 2 days of one meter
 _NONE_LO = const(0xFFFFFFFF)
@@ -139,14 +140,19 @@ class IntervalStore:
         lo, hi = self._range(s, meter)
         if lo > hi:
             return 0
-        buf = self.log.load(s)
         top = 0  # highest sequence number in s
-        for i in range(self.log.used(s)):
-            off = HEADER_SIZE + i * RECORD_SIZE
-            if record.is_valid(buf, off):
-                q = record.seq_of(buf, off)
-                if q > top:
-                    top = q
+        used = self.log.used(s)
+        i = 0
+        while i < used:
+            k = min(_CHUNK, used - i)
+            buf = self.log.read(s, i, k)
+            for j in range(k):
+                off = j * RECORD_SIZE
+                if record.is_valid(buf, off):
+                    q = record.seq_of(buf, off)
+                    if q > top:
+                        top = q
+            i += k
         self._table_token += 1  # this pass does not yield: the shared table is safe
         table = self._table
         n = 0
@@ -176,17 +182,21 @@ class IntervalStore:
             lo, hi = self._range(s, meter)
             if slot < lo or slot > hi:
                 continue
-            buf = self.log.load(s)
-            for i in range(self.log.used(s) - 1, -1, -1):
-                off = HEADER_SIZE + i * RECORD_SIZE
-                if buf[off + 5] != meter or (buf[off + 4] >> 4) != TYPE_INTERVAL:
-                    continue
-                if struct.unpack_from(">I", buf, off + 8)[0] != slot:
-                    continue
-                if record.is_valid(buf, off):
-                    self._rec[:] = memoryview(buf)[off:off + RECORD_SIZE]
-                    self._found = s
-                    return True
+            end = self.log.used(s)  # newest first: chunks from the end of the sector
+            while end > 0:
+                i = end - _CHUNK if end > _CHUNK else 0
+                buf = self.log.read(s, i, end - i)
+                for j in range(end - i - 1, -1, -1):
+                    off = j * RECORD_SIZE
+                    if buf[off + 5] != meter or (buf[off + 4] >> 4) != TYPE_INTERVAL:
+                        continue
+                    if struct.unpack_from(">I", buf, off + 8)[0] != slot:
+                        continue
+                    if record.is_valid(buf, off):
+                        self._rec[:] = memoryview(buf)[off:off + RECORD_SIZE]
+                        self._found = s
+                        return True
+                end = i
         return False
 
     def get(self, meter, slot):
@@ -299,20 +309,25 @@ class IntervalStore:
             lo, hi = self._range(s, meter)
             if lo > hi or hi < a or lo > e:
                 continue
-            buf = self.log.load(s)
-            bmv = memoryview(buf)
-            for i in range(self.log.used(s)):
-                off = HEADER_SIZE + i * RECORD_SIZE
-                if buf[off + 5] != meter or (buf[off + 4] >> 4) != TYPE_INTERVAL:
-                    continue
-                slot = (buf[off + 8] << 24) | (buf[off + 9] << 16) | (buf[off + 10] << 8) \
-                    | buf[off + 11]
-                if slot < a or slot > e:
-                    continue
-                t = (slot - a) * RECORD_SIZE
-                if _seq(buf, off) <= _seq(table, t) or not record.is_valid(buf, off):
-                    continue
-                tmv[t:t + RECORD_SIZE] = bmv[off:off + RECORD_SIZE]
+            used = self.log.used(s)
+            i = 0
+            while i < used:
+                k = min(_CHUNK, used - i)
+                buf = self.log.read(s, i, k)
+                bmv = memoryview(buf)
+                for j in range(k):
+                    off = j * RECORD_SIZE
+                    if buf[off + 5] != meter or (buf[off + 4] >> 4) != TYPE_INTERVAL:
+                        continue
+                    slot = (buf[off + 8] << 24) | (buf[off + 9] << 16) | (buf[off + 10] << 8) \
+                        | buf[off + 11]
+                    if slot < a or slot > e:
+                        continue
+                    t = (slot - a) * RECORD_SIZE
+                    if _seq(buf, off) <= _seq(table, t) or not record.is_valid(buf, off):
+                        continue
+                    tmv[t:t + RECORD_SIZE] = bmv[off:off + RECORD_SIZE]
+                i += k
 
     def rows(self, meter, from_slot=0, to_slot=_SLOT_MAX):
         """Ascending (slot, fwd, rev, unit_code, source, flags) of stored slots in
