@@ -25,7 +25,9 @@ DEFAULTS = {
         "kind": "host",  # host | wifi | ethernet (ESP32 HAL)
         "bind_ip": "127.0.0.1",
         "wifi_ssid": "",
-        "wifi_psk": "",  # secret
+        "wifi_psk": "",  # secret; 8 to 63 characters (or 64 hex digits), else no join
+        # Join an access point that offers WPA and WPA2 together (see docs/configuration.md)
+        "wifi_allow_wpa_wpa2_mixed": False,
         "static_ip": "",  # "" = DHCP; else IPv4 address with netmask/gateway/dns below
         "netmask": "255.255.255.0",
         "gateway": "",

@@ -43,7 +43,8 @@ class Terminal:
         self.cfg = cfg
         self.clock = hal.clock
         st = cfg["store"]
-        self.flashlog = FlashLog(hal.blockdev(), st["first_block"], st["n_blocks"])
+        first, n = hal.flash_region()  # board file on the ESP32, store.* on the host
+        self.flashlog = FlashLog(hal.blockdev(), first, n)
         # The RAM index has room for the configured meters only (8 bytes per sector each): it
         # is rebuilt from flash at every boot, so a meter added later is indexed then.
         self.store = IntervalStore(self.flashlog, max_meters=max(1, len(cfg["meter"]["list"])))
@@ -242,5 +243,22 @@ def main(board_path, config_path):
     hal = halmod.create(board, cfg)
     heapmon.enabled = cfg["terminal"]["heap_log"]
     heapmon.milestone("imports")
-    terminal = Terminal(hal, cfg)
+    try:
+        terminal = Terminal(hal, cfg)
+    except halmod.FlashError as e:
+        # A setup error (e.g. a stock partition table): no metering, but no reset loop either.
+        log.error("flash", "%s: metering not started" % e)
+        asyncio.run(flash_unusable(hal, str(e)))
+        return
     asyncio.run(terminal.run())
+
+
+async def flash_unusable(hal, why):
+    """Keep the device up (watchdog fed) and say why every 10 minutes, until it is re-flashed."""
+    n = 0
+    while True:
+        hal.feed_watchdog()
+        await sleep_ms(1000)
+        n += 1
+        if n % 600 == 0:
+            log.error("flash", "%s: metering not started" % why)

@@ -9,6 +9,12 @@ class BoardError(ValueError):
     pass
 
 
+class FlashError(ValueError):
+    """The store's flash region is unusable as configured (no such partition, wrong block size,
+    region larger than the partition). The terminal then logs it and does not start metering,
+    but keeps feeding the watchdog: a setup error must not become a reset loop."""
+
+
 def load_board(path):
     try:
         with open(path) as f:

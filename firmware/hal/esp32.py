@@ -1,17 +1,31 @@
 # ESP32 HAL: the only place that touches machine / network / esp32 on the device.
-# Board specifics (pins, UART, network kind, flash region) come from boards/<board>.json.
+# Board specifics (pins, UART, network kind, flash region, watchdog) come from boards/<board>.json.
+# On the host the same file runs against the stand-ins in tools/esp32sim (boards/esp32-sim.json).
 import asyncio
-import time
 
 import esp32
 import machine
 import network
 
-from firmware import log
+from firmware import log, timeutil
+from firmware.compat import const, ticks_diff, ticks_ms
+from firmware.hal import FlashError
 from firmware.hal.clock import CalendarClock
 from firmware.hal.udp import UdpEndpoint
 
-_RTC_MAGIC = b"T2K1"  # RTC memory marker: the RTC holds smart-meter time (survives soft reset)
+_RTC_MAGIC = b"T2K1"  # RTC memory marker: the RTC holds smart-meter time
+_MIN_RTC_YEAR = const(2024)  # an RTC reading before this is a power-on default, never trusted
+_CONNECT_WAIT_MS = const(30000)  # the driver's own reconnect gets this long, then scan again
+_RESET_CAUSES = ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET")
+# Scanned security accepted for the join: WPA2 or better (names, not numbers: the values are
+# ESP-IDF's wifi_auth_mode_t and differ between IDF versions).
+_STRONG = ("SEC_WPA2", "SEC_WPA3", "SEC_WPA2_WPA3", "SEC_WPA3_EXT_PSK",
+           "SEC_WPA3_EXT_PSK_MIXED_MODE")
+_MIXED = "SEC_WPA_WPA2"
+_SEC_NAMES = ("SEC_OPEN", "SEC_WEP", "SEC_WPA", "SEC_WPA2", "SEC_WPA_WPA2", "SEC_WPA2_ENT",
+              "SEC_WPA3", "SEC_WPA2_WPA3", "SEC_WAPI", "SEC_OWE", "SEC_WPA3_ENT_192",
+              "SEC_WPA3_EXT_PSK", "SEC_WPA3_EXT_PSK_MIXED_MODE", "SEC_DPP", "SEC_WPA3_ENT",
+              "SEC_WPA2_WPA3_ENT")
 
 
 class Esp32Uart:
@@ -47,35 +61,79 @@ class Hal:
     def __init__(self, board, config):
         self.board = board
         self.config = config
-        self.clock = CalendarClock(rate=1)
-        self._rtc = machine.RTC()
-        self._wdt = None
-        self._bdev = None
-        self._nic = None
-        self.clock.add_listener(self._save_rtc)
-        if self._rtc.memory()[:4] == _RTC_MAGIC:
-            # Soft reset: the RTC kept the smart meter's time. time.time() is t2k on the ESP32.
-            self.clock.set_t2k(time.time())
+        # boot.py armed the watchdog before the imports; WDT() again re-configures the same one
+        # (there is one and it cannot be stopped), so the board's timeout holds from here on.
         wdt_ms = board.get("watchdog_ms", 0)
-        if wdt_ms:
-            self._wdt = machine.WDT(timeout=wdt_ms)
+        self._wdt = machine.WDT(timeout=wdt_ms) if wdt_ms else None
+        self.ticks = ticks_ms  # real milliseconds for the Wi-Fi timeouts (tests replace it)
+        # clock.rate stays 1 on a device; the esp32-sim board runs the calendar accelerated
+        self.clock = CalendarClock(rate=config["clock"]["rate"])
+        self._rtc = machine.RTC()
+        self._bdev = None
+        self._region = None
+        self._nic = None
+        self._bound = []  # endpoints bound to our own address (rebound when it changes)
+        self._connect_at = None  # ticks of connect(), or of the first "connecting" after a drop
+        self._joined = False  # a connect() of ours is outstanding (the driver retries it)
+        self._said = []  # one-time messages already logged
+        self._ssid = config["lan"]["wifi_ssid"].encode()  # scan() gives raw bytes
+        self._log_reset_cause()
+        self._restore_rtc()
+        self.clock.add_listener(self._save_rtc)
+
+    def _once(self, key, fn, tag, msg):
+        if key not in self._said:
+            self._said.append(key)
+            fn(tag, msg)
+
+    # -- boot, calendar clock ----------------------------------------------------------------
+
+    def _log_reset_cause(self):
+        fn = getattr(machine, "reset_cause", None)
+        if fn is None:
+            return
+        cause = fn()
+        name = str(cause)
+        for n in _RESET_CAUSES:
+            if getattr(machine, n, None) == cause:
+                name = n
+        (log.warn if name == "WDT_RESET" else log.info)("boot", "reset cause %s" % name)
+
+    def _restore_rtc(self):
+        """The RTC keeps the smart meter's time while RTC memory keeps our marker (a soft reset
+        or deep sleep; power-on clears both). It is read as calendar fields: time.time() counts
+        from 2000 on the ESP32 but from 1970 on other ports, the fields mean the same on all."""
+        try:
+            if bytes(self._rtc.memory()[:4]) != _RTC_MAGIC:
+                return
+            y, mo, d, _wd, h, mi, s = self._rtc.datetime()[:7]
+        except (OSError, ValueError, TypeError) as e:
+            log.warn("clock", "RTC unreadable (%s): waiting for the smart meter" % e)
+            return
+        if y < _MIN_RTC_YEAR:
+            log.warn("clock", "RTC marked as set but reads year %d: not trusted" % y)
+            return
+        t = timeutil.t2k_from_fields(y, mo, d, h, mi, s)
+        self.clock.set_t2k(t)
+        log.info("clock", "kept by the RTC across the reset: %s" % timeutil.iso(t))
 
     def _save_rtc(self, old, new):
-        from firmware.timeutil import fields_from_t2k
-
-        y, mo, d, h, mi, s, wd = fields_from_t2k(new)
+        y, mo, d, h, mi, s, wd = timeutil.fields_from_t2k(new)
         self._rtc.datetime((y, mo, d, wd - 1, h, mi, s, 0))  # RTC weekday: 0 = Monday
         self._rtc.memory(_RTC_MAGIC)
 
     def radio_uart(self):
         return Esp32Uart(self.board["radio_uart"])
 
+    # -- LAN ---------------------------------------------------------------------------------
+
     def lan_up(self):
         """Bring up Wi-Fi (WPA2 or better only) or Ethernet; True once an address is held."""
         net = self.board.get("network", {})
-        if net.get("kind") == "ethernet":
-            return self._ethernet(net)
-        return self._wifi()
+        up = self._ethernet(net) if net.get("kind") == "ethernet" else self._wifi()
+        if up and self._bound:
+            self._follow_address()
+        return up
 
     def _ethernet(self, net):
         if self._nic is None:
@@ -104,39 +162,88 @@ class Hal:
         log.info("lan", "static address %s/%s gateway %s" % (ip, mask, gw))
         self._nic.ifconfig((ip, mask, gw, dns or gw))
 
+    def _wifi_config_ok(self):
+        lan = self.config["lan"]
+        if not self._ssid or len(self._ssid) > 32:
+            self._once("ssid", log.error, "wifi",
+                       "lan.wifi_ssid must be 1 to 32 bytes (UTF-8): Wi-Fi not joined")
+            return False
+        if not 8 <= len(lan["wifi_psk"]) <= 64:
+            # WPA2/WPA3-Personal: a passphrase of 8..63 characters or 64 hex digits. A shorter
+            # key would also lower the ESP-IDF's own authmode threshold from WPA2 to open.
+            self._once("psk", log.error, "wifi",
+                       "lan.wifi_psk must be 8 to 63 characters (or 64 hex digits) for WPA2: "
+                       "Wi-Fi not joined")
+            return False
+        return True
+
     def _wifi(self):
+        if not self._wifi_config_ok():
+            return False
         lan = self.config["lan"]
         if self._nic is None:
             self._nic = network.WLAN(network.WLAN.IF_STA)
             self._nic.active(True)
             self._nic.config(pm=self._nic.PM_NONE)  # power save drops inbound unicast/multicast
             self._static_ip()
-        if self._nic.isconnected():
+        nic = self._nic
+        if nic.isconnected():
+            self._connect_at = None
             return True
-        if self._nic.status() == getattr(network, "STAT_CONNECTING", -1):
-            return False  # a scan now would come back empty; connect() would be refused
+        stuck = nic.status() == getattr(network, "STAT_CONNECTING", -1)
+        if stuck:
+            # Connecting, or the driver reconnecting after a drop (it retries the pinned BSSID
+            # for ever). A scan now would come back empty and connect() would be refused.
+            if self._connect_at is None:
+                self._connect_at = self.ticks()
+            if ticks_diff(self.ticks(), self._connect_at) < _CONNECT_WAIT_MS:
+                return False
+            log.info("wifi", "no connection after %d s: scanning again"
+                     % (_CONNECT_WAIT_MS // 1000))
+        if stuck or self._joined:
+            # stop the driver retrying the BSSID pinned before (it may be gone for good), so
+            # that the scan works and the best access point is chosen again
+            self._joined = False
+            try:
+                nic.disconnect()
+            except OSError:
+                pass
+        self._connect_at = None
         try:
-            scan = self._nic.scan()
+            scan = nic.scan()
         except OSError as e:
             log.warn("wifi", "scan failed: %s" % e)
             return False
-        best = None
-        for ssid, bssid, _ch, rssi, sec, _hidden in scan:
-            if ssid.decode() != lan["wifi_ssid"]:
-                continue
-            if not wifi_security_ok(sec):
-                log.warn("wifi", "AP %s refused: security %d below WPA2" % (bssid.hex(), sec))
-                continue
-            if best is None or rssi > best[1]:
-                best = (bssid, rssi)
+        best = self._choose(scan, lan["wifi_allow_wpa_wpa2_mixed"])
         if best is None:
             log.warn("wifi", "no WPA2/WPA3 access point with the configured SSID")
             return False
         try:
-            self._nic.connect(lan["wifi_ssid"], lan["wifi_psk"], bssid=best[0])
+            # the SSID as configured (connect() takes str or bytes alike), the BSSID we vetted
+            nic.connect(lan["wifi_ssid"], lan["wifi_psk"], bssid=best[0])
+            self._joined = True
+            self._connect_at = self.ticks()
+            log.info("wifi", "joining %s (%s, RSSI %d)" % (_mac(best[0]), sec_name(best[2]),
+                                                          best[1]))
         except OSError as e:
             log.warn("wifi", "connect failed: %s" % e)
         return False  # the caller polls again; connecting takes seconds
+
+    def _choose(self, scan, allow_mixed):
+        """The strongest access point with our SSID and WPA2 or better; SSIDs are compared as
+        bytes (another network's name need not be UTF-8, e.g. Shift-JIS)."""
+        best = None
+        for ap in scan:
+            if ap[0] != self._ssid:
+                continue
+            bssid, rssi, sec = ap[1], ap[3], ap[4]
+            if not wifi_security_ok(sec, allow_mixed):
+                self._once(b"refused" + bssid, log.warn, "wifi", "AP %s refused: %s is below WPA2"
+                           % (_mac(bssid), sec_name(sec)))
+                continue
+            if best is None or rssi > best[1]:
+                best = (bssid, rssi, sec)
+        return best
 
     def lan_ip(self):
         """Our IPv4 address once the link is up (DHCP or static)."""
@@ -146,16 +253,63 @@ class Hal:
             return "0.0.0.0"
 
     def lan_udp(self, port):
-        return UdpEndpoint("0.0.0.0", port)
+        """Multicast discovery needs a socket bound to 0.0.0.0 (one bound to a unicast address
+        does not see the group's datagrams). Without it the socket is bound to our own address,
+        so nothing sent to another address of the device reaches it, and several terminals can
+        share one host in the simulation; it is bound again if DHCP hands out a new address."""
+        if self.config["discovery"]["multicast"]:
+            return UdpEndpoint("0.0.0.0", port)
+        ep = UdpEndpoint(self.lan_ip(), port)
+        self._bound.append(ep)
+        return ep
+
+    def _follow_address(self):
+        ip = self.lan_ip()
+        if ip == "0.0.0.0":
+            return
+        for ep in self._bound:
+            old_ip, port = ep.local
+            if old_ip == ip:
+                continue
+            log.warn("lan", "address changed from %s to %s: UDP port %d bound again"
+                     % (old_ip, ip, port))
+            fresh = UdpEndpoint(ip, port)
+            old = ep.sock
+            ep.sock, ep.local = fresh.sock, fresh.local  # a task parked on the old one wakes up
+            old.close()
+
+    # -- flash -------------------------------------------------------------------------------
 
     def blockdev(self):
         if self._bdev is None:
-            label = self.board.get("flash", {}).get("partition", "meterlog")
-            parts = esp32.Partition.find(esp32.Partition.TYPE_DATA, label=label)
-            if not parts:
-                raise OSError("no flash partition labelled %s" % label)
-            self._bdev = parts[0]
+            self._bdev, self._region = self._open_flash()
         return self._bdev
+
+    def flash_region(self):
+        """(first_block, n_blocks) of the interval log inside the board's partition."""
+        self.blockdev()
+        return self._region
+
+    def _open_flash(self):
+        fl = self.board.get("flash") or {}
+        label = fl.get("partition", "meterlog")
+        parts = esp32.Partition.find(esp32.Partition.TYPE_DATA, label=label)
+        if not parts:
+            raise FlashError("no data partition labelled '%s' (a stock partition table? flash "
+                             "the image built with boards/partitions-4MiB-meterlog.csv)" % label)
+        part = parts[0]
+        size = part.ioctl(5, 0)
+        count = part.ioctl(4, 0)
+        want = fl.get("block_size", 4096)
+        if size != want:
+            raise FlashError("partition '%s' has %d-byte blocks, the board file says %d"
+                             % (label, size, want))
+        first = fl.get("first_block", 0)
+        n = fl.get("n_blocks", count - first)
+        if first < 0 or n < 2 or first + n > count:
+            raise FlashError("board flash region %d+%d blocks does not fit partition '%s' of %d "
+                             "blocks" % (first, n, label, count))
+        return part, (first, n)
 
     def feed_watchdog(self):
         if self._wdt:
@@ -165,11 +319,22 @@ class Hal:
         machine.reset()
 
 
-def wifi_security_ok(sec):
-    """WPA2 or better only (guideline: WPA2+ is a connection condition). Names, not numbers."""
-    ok = []
-    for name in ("SEC_WPA2", "SEC_WPA3", "SEC_WPA2_WPA3", "SEC_WPA3_EXT_PSK"):
+def wifi_security_ok(sec, allow_mixed=False):
+    """WPA2 or better (guideline: WPA2+ is a connection condition); WPA/WPA2 mixed mode only
+    when configured (lan.wifi_allow_wpa_wpa2_mixed, see docs/configuration.md)."""
+    for name in _STRONG + ((_MIXED,) if allow_mixed else ()):
         v = getattr(network.WLAN, name, None)
-        if v is not None:
-            ok.append(v)
-    return sec in ok
+        if v is not None and v == sec:
+            return True
+    return False
+
+
+def sec_name(sec):
+    for name in _SEC_NAMES:
+        if getattr(network.WLAN, name, None) == sec:
+            return name
+    return "security %s" % sec
+
+
+def _mac(b):
+    return ":".join("%02x" % x for x in b)

@@ -107,6 +107,11 @@ class Hal:
     def lan_udp(self, port):
         return UdpEndpoint(self.config["lan"]["bind_ip"], port)
 
+    def flash_region(self):
+        """(first_block, n_blocks) of the interval log: from the config (store.*) on the host."""
+        st = self.config["store"]
+        return st["first_block"], st["n_blocks"]
+
     def blockdev(self):
         if self._bdev is None:
             from firmware.hal.norflash import NorFlash
