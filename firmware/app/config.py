@@ -89,6 +89,13 @@ DEFAULTS = {
         "total_per_s": 60,  # shared by every source not in the table
         "total_burst": 120,
     },
+    # Progress watchdog (docs/architecture.md): the hardware WDT (board watchdog_ms) is fed only
+    # while every watched task has made progress within its limit. 0 = derived from the meter /
+    # radio timeouts (2x the longest legitimate pass).
+    "watchdog": {
+        "capture_ms": 0,
+        "radio_ms": 0,
+    },
     "store": {
         "path": "",  # host: backing file of the emulated flash ("" = RAM only)
         # Small state (boot counter, the smart meter found by the last scan), on LittleFS on the

@@ -5,7 +5,7 @@
 # A value is stored only if the meter stamped it with exactly the expected boundary; otherwise the
 # read is retried, and after `give_up_after_s` the slot is left missing (visible, never invented)
 # for the backfill from the meter's own history.
-from firmware import log, timeutil
+from firmware import health, log, timeutil
 from firmware.compat import sleep_ms
 
 _MAX_NAP_MS = 500  # wake at least this often: the clock can be stepped by the smart meter
@@ -130,4 +130,5 @@ class SlotPoller:
     async def run(self):
         while True:
             ms = await self.step()
+            health.beat(self.tag)  # a pass done (docs/architecture.md, progress watchdog)
             await sleep_ms(ms)

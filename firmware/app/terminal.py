@@ -9,7 +9,7 @@
 import asyncio
 
 from firmware import hal as halmod
-from firmware import log, timeutil
+from firmware import health, log, timeutil
 from firmware.app import config as cfgmod
 from firmware.app import heapmon
 from firmware.app.views import MeterView
@@ -23,6 +23,7 @@ async def supervise(name, start, backoff_ms=1000, max_backoff_ms=60000):
     delay = backoff_ms
     while True:
         t0 = ticks_ms()
+        health.HEALTH.rest(name)  # (re)started: watched again from its next beat
         try:
             await start()
             log.warn(name, "task returned; restarting")
@@ -110,6 +111,9 @@ class Terminal:
             if c["ip"]:
                 limiter.pin(c["ip"])  # the meter never shares the strangers' budget
             self.channels.append(MeterChannel(k, client, self.clock, self.store, c))
+            # capture pass: (1 + retries) x timeout per Get, up to ~16 Gets for a half-silent meter
+            health.HEALTH.expect("meter%d" % k, self.cfg["watchdog"]["capture_ms"]
+                                 or 2 * 16 * (1 + c["retries"]) * c["timeout_ms"])
         self.bus = MeterBus(ep, self.channels, disc)
         self.discovery = disc
         # (re)joins the multicast group, announces and searches: now, and after every reconnect
@@ -139,6 +143,22 @@ class Terminal:
                                   self.clock, d)
         module = J11Module(self.hal.radio_uart())
         self.session = RadioSession(module, self._radio_config())
+        self._watch_radio()
+
+    def _watch_radio(self):
+        """Radio progress: each pass of the join loop. A join is bounded by the module's
+        timeouts; waiting while ready, in back-off or for credentials is parked, so a radio that
+        cannot join never resets the device."""
+        from firmware.radio import j11
+        from firmware.radio import session as rs
+
+        r = self.cfg["radio"]
+        limit = self.cfg["watchdog"]["radio_ms"] or 2 * (
+            r["reset_timeout_ms"] + 8 * r["cmd_timeout_ms"] + r["pana_timeout_ms"]
+            + j11.scan_timeout_ms(r["scan_max_duration"], r["scan_mask"]))
+        s = self.session
+        parked = (rs.ST_READY, rs.ST_BACKOFF, rs.ST_AUTH_FAILED)
+        health.HEALTH.expect("radio", limit, parked=lambda: s.state in parked)
 
     def _unit_hint(self, k):
         """The live meter's unit for the COSEM scaler before its first record is stored."""
@@ -175,7 +195,8 @@ class Terminal:
         n = 0
         was_ready = False
         while True:
-            self.hal.feed_watchdog()
+            if health.HEALTH.check():  # every watched task made progress within its limit
+                self.hal.feed_watchdog()
             await sleep_ms(1000)
             n += 1
             ready = self.session is not None and self.session.is_ready()

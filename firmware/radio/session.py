@@ -8,7 +8,7 @@
 # or application silence longer than liveness_s (note_app_activity) reopens the session.
 import asyncio
 
-from firmware import log
+from firmware import health, log
 from firmware.compat import const, ticks_diff, ticks_ms, wait_ms
 from firmware.radio import j11
 from firmware.radio.j11_module import (
@@ -218,6 +218,8 @@ class RadioSession:
         """Join, serve, rejoin; runs forever."""
         self._m.start()
         while True:
+            # progress: each pass; the waits in between (ready, back-off, credentials) are parked
+            health.beat(_TAG)
             if self._latched or not self._password:
                 await self._wait_for_credentials()
                 continue
