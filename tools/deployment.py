@@ -90,9 +90,10 @@ def find_micropython():
 class Deployment:
     def __init__(self, rate=1800, seed=1, heap="384k", runtime="micropython",
                  start_t2k=DEFAULT_START_T2K, config_overrides=None, workdir=None, mpy_dir=None,
-                 meters=1):
+                 meters=1, board="host"):
         """runtime: "micropython" (firmware from precompiled .mpy, or from source with
-        mpy_dir="source"), or "cpython"."""
+        mpy_dir="source"), or "cpython". board: a file of boards/ ("host"; "esp32-sim" runs the
+        ESP32 HAL under micropython against the stand-ins of tools/esp32sim)."""
         self.sim = SimClock(start_t2k, rate)
         self.net = pick_loopback_net()
         self.terminal_ip = self.addr(1)
@@ -118,6 +119,8 @@ class Deployment:
         self.module = J11Emulator(air_addr=self.air_addr, sm_addr=self.sm_addr, sm_mac=SM_MAC,
                                   pana_password=PANA_PASSWORD)
         self.mpy_dir = mpy_dir
+        self.board = board
+        self.esp32sim = {}  # esp32-sim: sim.json overrides (tools/esp32sim/host.py)
         self.proc = None
         self.log_path = os.path.join(self.workdir, "terminal.log")
         self._log_f = None
@@ -146,6 +149,11 @@ class Deployment:
         }
         if len(self.meters) > 1:
             cfg["meter"]["list"] = [{"ip": m.bind_addr[0]} for m in self.meters]
+        if self.board == "esp32-sim":
+            from tools.esp32sim import host as esp32sim
+
+            for sect, values in esp32sim.firmware_config(self).items():
+                cfg.setdefault(sect, {}).update(values)
         for sect, values in self.overrides.items():
             cfg.setdefault(sect, {}).update(values)
         return cfg
@@ -160,7 +168,14 @@ class Deployment:
         cfg_path = os.path.join(self.workdir, "config.json")
         with open(cfg_path, "w") as f:
             json.dump(self.firmware_config(), f)
-        if self.runtime == "micropython":
+        board_path = os.path.join(ROOT, "boards", self.board + ".json")
+        if self.board == "esp32-sim":
+            from tools.esp32sim import host as esp32sim
+
+            fw = ROOT if self.mpy_dir == "source" else (self.mpy_dir or build_host_mpy())
+            cmd, cwd, env = esp32sim.firmware_command(self, fw, board_path, cfg_path,
+                                                      find_micropython())
+        elif self.runtime == "micropython":
             cmd = [find_micropython(), "-X", "heapsize=" + self.heap, "main.py"]
             if self.mpy_dir == "source":
                 cwd = ROOT
@@ -171,7 +186,8 @@ class Deployment:
             cmd = [sys.executable, "main.py"]
             env = dict(os.environ, PYTHONPATH=ROOT)
             cwd = ROOT
-        cmd += ["--board", os.path.join(ROOT, "boards", "host.json"), "--config", cfg_path]
+        if self.board != "esp32-sim":
+            cmd += ["--board", board_path, "--config", cfg_path]
         self._log_f = open(self.log_path, "a")
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._log_f,
                                      stderr=subprocess.STDOUT)
