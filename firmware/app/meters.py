@@ -9,7 +9,10 @@ from firmware.app.backfill import BackfillPlanner
 from firmware.app.config import same_type
 from firmware.app.metering import SlotPoller
 from firmware.app.views import StoreSink
-from firmware.compat import sleep_ms
+from firmware.compat import const, sleep_ms, wait_ms
+
+_PEER_CHECK_MS = const(60000)  # a meter's own socket: look at the addresses this often
+_PEER_RETRY_MS = const(600000)  # the stack refused one: try again after this long
 
 
 def meter_configs(section):
@@ -145,7 +148,13 @@ class MeterBus:
                 ch.on_event("recovered")
 
     async def run(self):
-        """Receive task: owns the endpoint for every meter's client."""
+        """Receive tasks: the shared endpoint, and one connected socket per meter."""
+        await asyncio.gather(self._receive_shared(),
+                             *[self._receive_from(ch) for ch in self.channels])
+
+    async def _receive_shared(self):
+        """Everything on the port that no meter's own socket takes: discovery, multicast, other
+        nodes (one allocation per datagram: the ESP32 socket has no recvfrom_into)."""
         while True:
             try:
                 data, addr = await self.ep.recv()  # the socket's own bytes: no buffer here
@@ -154,3 +163,40 @@ class MeterBus:
                 await sleep_ms(100)
                 continue
             self._client_for(addr[0]).handle(data, len(data), addr)
+
+    async def _receive_from(self, ch):
+        """The meter's replies, read into one preallocated buffer (hal.udp.PeerEndpoint): no
+        allocation per datagram in steady state. Reopened when the meter's or our address
+        changes; if the stack refuses the socket, the shared endpoint carries the meter too."""
+        tag = "meter%d" % ch.index
+        peer = None
+        refused = False
+        while True:
+            addr = ch.client.addr
+            if not addr[0] or refused:
+                await sleep_ms(_PEER_RETRY_MS if refused else 500)
+                refused = False
+                continue
+            if peer is not None and (peer.peer != addr or peer.local != self.ep.local):
+                peer.close()
+                peer = None
+            if peer is None:
+                try:
+                    peer = self.ep.peer_endpoint(addr)
+                except (OSError, AttributeError) as e:
+                    log.warn(tag, "no socket of its own for %s (%s): shared endpoint used"
+                             % (addr[0], e))
+                    refused = True
+                    continue
+                log.info(tag, "own socket for %s:%d (no allocation per reply)" % addr)
+            try:
+                n = await wait_ms(peer.recv_into(), _PEER_CHECK_MS)
+            except (TimeoutError, asyncio.TimeoutError):
+                continue  # look at the addresses again
+            except OSError as e:
+                log.warn(tag, "receive failed: %s" % e)
+                peer.close()
+                peer = None
+                await sleep_ms(100)
+                continue
+            ch.client.handle(peer.buf, n, peer.peer)

@@ -28,6 +28,7 @@ _IP_MULTICAST_LOOP = const(34)
 _IP_ADD_MEMBERSHIP = const(35)
 _IP_DROP_MEMBERSHIP = const(36)
 _EADDRINUSE = const(98)  # Linux: already a member of the group on that interface
+_ECONNREFUSED = const(111)
 # Largest datagram taken from the socket. The ESP32 socket has no recvfrom_into: recvfrom(n)
 # allocates n + 1 bytes, then shrinks the object to the datagram, so n is the contiguous block
 # every receive needs. ECHONET Lite replies are bounded by what the terminal asks: the largest is
@@ -164,6 +165,62 @@ class UdpEndpoint:
             self.join_multicast(group, ip)
             n += 1
         return n
+
+    def close(self):
+        self.sock.close()
+
+    def peer_endpoint(self, peer):
+        """A receive-only socket on our address and port, connected to one peer (ip, port); see
+        PeerEndpoint. OSError if the stack refuses a second socket on the port."""
+        return PeerEndpoint(self.local[0], self.local[1], peer, self.max_datagram)
+
+
+class PeerEndpoint:
+    """Datagrams from one peer (the meter) without an allocation per datagram.
+
+    The ESP32 socket has no recvfrom_into: recvfrom() allocates the data and an address tuple for
+    every datagram. readinto() fills a buffer of ours but loses the source address, which is
+    harmless on a socket connect()ed to the peer: the stack delivers to it only what that peer
+    sends, and prefers it to the unconnected socket on the same port (SO_REUSEADDR; lwIP picks a
+    fully matching PCB first, Linux scores a connected socket higher). What else arrives on the
+    port (discovery, multicast, other nodes, a peer answering from another source port) still
+    reaches the unconnected UdpEndpoint, so if a stack does not prefer this socket nothing is lost:
+    it only costs the allocation again."""
+
+    def __init__(self, bind_ip, port, peer, size=MAX_DATAGRAM):
+        self.peer = (peer[0], peer[1])
+        self.local = (bind_ip, port)
+        self.buf = bytearray(size)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(socket.getaddrinfo(bind_ip, port)[0][-1])
+            s.connect(socket.getaddrinfo(peer[0], peer[1])[0][-1])
+            s.setblocking(False)
+        except OSError:
+            s.close()
+            raise
+        self.sock = s
+        # CPython sockets have recv_into; MicroPython's (unix and ESP32) have readinto
+        self._into = getattr(s, "recv_into", None) or s.readinto
+
+    async def recv_into(self):
+        """Length of the next datagram from the peer, read into self.buf (a longer one is cut
+        to the buffer, then dropped as malformed by the parser)."""
+        while True:
+            try:
+                n = self._into(self.buf)
+            except OSError as e:
+                if e.args and e.args[0] in (11, 115, 119):  # EAGAIN / in progress (ESP32)
+                    n = None
+                elif e.args and e.args[0] == _ECONNREFUSED:
+                    continue  # an ICMP "port unreachable" for what we sent: the meter is down
+                else:
+                    raise
+            if n is None:  # MicroPython's non-blocking readinto: nothing there yet
+                await wait_readable(self.sock)
+                continue
+            return n
 
     def close(self):
         self.sock.close()

@@ -110,8 +110,11 @@ class MeterClient:
         if len(unique) != 13:
             raise ValueError("identity: unique part must be 13 bytes")
         maker3 = bytes(((maker >> 16) & 0xFF, (maker >> 8) & 0xFF, maker & 0xFF))
-        self._np = self._node_profile_props(maker3, b"\xfe" + maker3 + bytes(unique))
-        self._ct = self._controller_props(maker3, b"\xfe" + maker3 + bytes(unique))
+        # Our node's property tables are built on the first request to our node: in the
+        # terminal only meter 0's client answers (MeterBus), so the others never carry them.
+        self._maker3 = maker3
+        self._unique = bytes(unique)
+        self._np = self._ct = None
         self._tx = bytearray(_TX_LEN)
         self._ans = bytearray(_TX_LEN)  # answers to requests, built by the receive task
         self._tid = (ticks_ms() if first_tid is None else first_tid) & 0xFFFF
@@ -776,6 +779,10 @@ class MeterClient:
 
     def _answer(self, f, addr):
         """Answer a request addressed to the terminal's node profile or controller."""
+        if self._np is None:
+            ident = b"\xfe" + self._maker3 + self._unique
+            self._np = self._node_profile_props(self._maker3, ident)
+            self._ct = self._controller_props(self._maker3, ident)
         if echonet.eoj_matches(f.deoj, echonet.EOJ_NODE_PROFILE):
             own, table = echonet.EOJ_NODE_PROFILE, self._np
         elif echonet.eoj_matches(f.deoj, echonet.EOJ_CONTROLLER):

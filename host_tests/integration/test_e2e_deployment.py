@@ -80,6 +80,8 @@ def test_values_delivered_equal_meter_values(dep):
         b += 1800
     assert checked >= 3
     assert dep.firmware_alive()
+    # the meter's replies came through its own connected socket (hal.udp.PeerEndpoint)
+    assert "meter0: own socket for %s:3610" % dep.meter_addr[0] in dep.terminal_log()
 
 
 class GuruxRadioHeadEnd:
