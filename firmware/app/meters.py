@@ -191,7 +191,7 @@ class MeterBus:
                 log.info(tag, "own socket for %s:%d (no allocation per reply)" % addr)
             try:
                 n = await wait_ms(peer.recv_into(), _PEER_CHECK_MS)
-            except (TimeoutError, asyncio.TimeoutError):
+            except asyncio.TimeoutError:
                 continue  # look at the addresses again
             except OSError as e:
                 log.warn(tag, "receive failed: %s" % e)
