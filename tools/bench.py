@@ -1,15 +1,28 @@
 """Benchmarks: writes bench/results.json as a flat {"name": number} map.
 
-  python -m tools.bench
+  python -m tools.bench [--heap-only]
 
-firmware.mpy_total_kb   sum of the .mpy sizes of firmware/, boot.py, main.py (mpy-cross xtensawin)
-firmware.min_heap_kb    smallest `micropython -X heapsize` (KB) at which the demo scenario still
-                        completes with missing=0, found by bisection (unix port, 64-bit objects,
-                        firmware imported from .mpy files, so its bytecode is on the heap)
-firmware.import_heap_kb heap taken by that imported bytecode alone (kept off the heap on the
-                        ESP32 by freezing, boards/manifest.py)
-store.*                 interval-store costs (tools/store_bench.py)
-echonet.*               ECHONET Lite decode time per frame, ours and pychonet's on the same frames
+firmware.mpy_total_kb         sum of the .mpy sizes of firmware/, boot.py, main.py (xtensawin)
+firmware.min_heap_kb          smallest `micropython -X heapsize` (KB) at which the heap scenario
+                              (tools/heap_scenario.py: 1 meter, 45 days backfilled at boot, a
+                              1-day meter outage, a clock step, a full-profile audit) passes 3 of
+                              3 runs, with every larger size tested passing too (a descending
+                              sweep that stops at the first size with any failing run; a run that
+                              logs a MemoryError fails even if a supervisor survived it). Unix
+                              port, 64-bit objects, firmware imported from .mpy files
+firmware.min_heap_kb_4meters  the same with 4 meters (4 series, 4 full-profile audits)
+firmware.import_heap_kb       heap taken by importing every firmware module the running terminal
+                              imported (its own log lists them) from .mpy: what freezing keeps off
+                              the ESP32's heap, apart from module dicts and function objects
+firmware.data_heap_kb         min_heap_kb - import_heap_kb (and _4meters): what the terminal's
+                              data needs, including the fragmentation the imports leave
+firmware.heap.*               KB in use after each start-up step and the largest live heap seen
+                              while serving DLMS and while backfilling a day (terminal.heap_log)
+firmware.alloc_bytes_per_slot bytes allocated per 30-minute cycle in steady state (median step of
+                              micropython.mem_total between stored slots; includes the head-end's
+                              read of that slot)
+store.*                       interval-store costs (tools/store_bench.py)
+echonet.*                     ECHONET Lite decode time per frame, ours and pychonet's
 """
 
 import asyncio

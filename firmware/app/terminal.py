@@ -6,6 +6,12 @@
 #
 # Each task runs under a supervisor: an unexpected exception is logged and the task restarts after
 # a capped back-off, so one failing part never stops the others (or metering).
+#
+# Order of start-up is a memory decision. Run from .mpy files (host, PSRAM boards) an import also
+# allocates the bytecode and leaves the heap cut into small holes; frozen on the ESP32 it costs
+# only module dicts and function objects. So the store is built first, then the radio and COSEM
+# side, then every meter-side object (its socket waits for the LAN), all before any task runs and
+# cuts the heap up with traffic (docs/memory.md).
 import asyncio
 
 from firmware import hal as halmod
@@ -89,6 +95,8 @@ class Terminal:
     # -- meter side --------------------------------------------------------------------------
 
     def _build_meter(self):
+        """Every meter-side object, at boot before any task runs (its buffers and large
+        instance dicts then come from an unfragmented heap); the socket follows in _attach_lan."""
         from firmware.app.meters import MeterBus, MeterChannel
         from firmware.meter.client import MeterClient
         from firmware.meter.discovery import Discovery
@@ -96,32 +104,42 @@ class Terminal:
 
         cfgs = self.meter_cfgs
         port = cfgs[0]["port"]
-        ep = self.hal.lan_udp(port)
         limiter = RateLimiter(**self.cfg["ratelimit"])
         dcfg = dict(self.cfg["discovery"])
-        dcfg["own_ip"] = self.hal.lan_ip()  # our frames come back by multicast: ignore them
         dcfg["static_addr"] = cfgs[0]["ip"] or None
-        disc = Discovery(ep, dcfg)
+        disc = Discovery(None, dcfg)
         self.channels = []
         for k in range(len(cfgs)):
             c = cfgs[k]
-            client = MeterClient(ep, (c["ip"], port), c, tag="echonet%d" % k)
+            client = MeterClient(None, (c["ip"], port), c, tag="echonet%d" % k)
             client.rate_limiter = limiter
             client.listener = disc
             if c["ip"]:
                 limiter.pin(c["ip"])  # the meter never shares the strangers' budget
             self.channels.append(MeterChannel(k, client, self.clock, self.store, c))
-            # capture pass: (1 + retries) x timeout per Get, up to ~16 Gets for a half-silent meter
-            health.HEALTH.expect("meter%d" % k, self.cfg["watchdog"]["capture_ms"]
-                                 or 2 * 16 * (1 + c["retries"]) * c["timeout_ms"])
-        self.bus = MeterBus(ep, self.channels, disc)
+        self.bus = MeterBus(None, self.channels, disc)
         self.discovery = disc
-        # (re)joins the multicast group, announces and searches: now, and after every reconnect
-        self.lan.on_up.append(disc.link_up)
-        self.lan.run_hooks()
         # compatibility: the first meter under its old names
         self.poller = self.channels[0].poller
         log.info(_TAG, "%d meter(s) configured" % len(self.channels))
+
+    def _attach_lan(self):
+        """Once the LAN is up: the ECHONET socket, our own address, the watch on capture."""
+        ep = self.hal.lan_udp(self.meter_cfgs[0]["port"])
+        disc = self.discovery
+        disc.ep = ep
+        disc.own_ip = self.hal.lan_ip()  # our frames come back by multicast: ignore them
+        disc.iface_ip = disc.own_ip or "0.0.0.0"
+        self.bus.ep = ep
+        for ch in self.channels:
+            ch.client.ep = ep
+            c = ch.cfg
+            # capture pass: (1 + retries) x timeout per Get, up to ~16 Gets for a half-silent meter
+            health.HEALTH.expect("meter%d" % ch.index, self.cfg["watchdog"]["capture_ms"]
+                                 or 2 * 16 * (1 + c["retries"]) * c["timeout_ms"])
+        # (re)joins the multicast group, announces and searches: now, and after every reconnect
+        self.lan.on_up.append(disc.link_up)
+        self.lan.run_hooks()
 
     # -- smart-meter side --------------------------------------------------------------------
 
@@ -141,7 +159,8 @@ class Terminal:
                                    backfill_bit=d["backfill_status_bit"]))
         self.server = CosemServer(default_table(views if len(views) > 1 else views[0], d),
                                   self.clock, d)
-        module = J11Module(self.hal.radio_uart())
+        # frame buffers sized to the largest DLMS datagram (wrapper + PDU), not the module's 1232
+        module = J11Module(self.hal.radio_uart(), max_udp=self.server.max_wpdu)
         self.session = RadioSession(module, self._radio_config())
         self._watch_radio()
 
@@ -166,9 +185,10 @@ class Terminal:
 
     async def dlms_link(self):
         s = self.session
+        out = self.server.reply_buffer()  # every reply is built here: no allocation per reply
         while True:
             src, sport, _dport, payload = await s.recv()
-            reply = self.server.handle_wpdu(payload, (src, sport))
+            reply = self.server.handle_wpdu(payload, (src, sport), out)
             if reply:
                 heapmon.sample("dlms reply")  # the reply (one block) is still referenced
                 await s.send(src, sport, reply)
@@ -223,6 +243,10 @@ class Terminal:
         self.meter_cfgs = meter_configs(self.cfg["meter"])
         self._build_radio()
         heapmon.milestone("radio and COSEM built")
+        self._build_meter()  # before any task runs; its socket comes with the LAN
+        heapmon.milestone("meter side built")
+        heapmon.modules()
+        _gc_early()
         await asyncio.gather(
             supervise("radio", self.session.run),
             supervise("dlms", self.dlms_link),
@@ -234,11 +258,8 @@ class Terminal:
     async def meter_side(self):
         while not self.lan.up:
             await sleep_ms(500)
-        if self.bus is None:
-            self._build_meter()
-            heapmon.milestone("meter side built")
-            heapmon.modules()
-            _gc_early()
+        if self.bus.ep is None:
+            self._attach_lan()
         tasks = [supervise("echonet", self.bus.run), supervise("discovery", self.discovery.run)]
         for ch in self.channels:
             tasks.append(supervise("meter%d" % ch.index, ch.capture))
