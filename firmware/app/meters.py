@@ -114,6 +114,8 @@ class MeterBus:
         self.ep = endpoint
         self.channels = channels
         self.discovery = discovery
+        self.peer_check_ms = _PEER_CHECK_MS
+        self.peer_retry_ms = _PEER_RETRY_MS
         if discovery is not None:
             discovery.on_event = self._on_discovery
 
@@ -174,7 +176,7 @@ class MeterBus:
         while True:
             addr = ch.client.addr
             if not addr[0] or refused:
-                await sleep_ms(_PEER_RETRY_MS if refused else 500)
+                await sleep_ms(self.peer_retry_ms if refused else 500)
                 refused = False
                 continue
             if peer is not None and (peer.peer != addr or peer.local != self.ep.local):
@@ -190,7 +192,7 @@ class MeterBus:
                     continue
                 log.info(tag, "own socket for %s:%d (no allocation per reply)" % addr)
             try:
-                n = await wait_ms(peer.recv_into(), _PEER_CHECK_MS)
+                n = await wait_ms(peer.recv_into(), self.peer_check_ms)
             except asyncio.TimeoutError:
                 continue  # look at the addresses again
             except OSError as e:
