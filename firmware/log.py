@@ -78,22 +78,32 @@ def error(tag, msg):
     log(ERROR, tag, msg)
 
 
+_NO_TRACEBACK = "  (traceback not logged: out of memory)"
+
+
 def exc(tag, msg, e):
     """Log an exception: one ERROR line (type and message), then its traceback (file, line,
     function), each line redacted like any other, so a secret inside the exception's text or in
-    a source line of the traceback never reaches the log. Counted as one error."""
-    log(ERROR, tag, "%s: %s(%s)" % (msg, type(e).__name__, e))
-    if ERROR < level:
-        return
+    a source line of the traceback never reaches the log. Counted as one error. Never raises:
+    out of memory, a fixed line replaces the traceback (a supervisor that cannot log its task's
+    crash must still restart the task)."""
     import io
 
     from firmware.compat import print_exception
 
-    buf = io.StringIO()
     try:
+        log(ERROR, tag, "%s: %s(%s)" % (msg, type(e).__name__, e))
+        if ERROR < level:
+            return
+        buf = io.StringIO()
         print_exception(e, buf)
-    except Exception:  # logging an error must never raise another one
-        return
-    for line in buf.getvalue().split("\n"):
-        if line:
-            _emit("  %s: %s" % (tag, redact(line)))
+        for line in buf.getvalue().split("\n"):
+            if line:
+                _emit("  %s: %s" % (tag, redact(line)))
+    except MemoryError:
+        try:
+            _emit(_NO_TRACEBACK)
+        except MemoryError:
+            return  # not even a fixed line fits: the caller's recovery matters more
+    except Exception:
+        return  # logging an error must never raise another one

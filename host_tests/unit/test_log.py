@@ -55,3 +55,26 @@ class LogTest(unittest.TestCase):
         self.assertIn("line ", text)
         self.assertIn("failing_login", text)
         self.assertEqual(log.counts[log.ERROR] - self.errors_before, 1)  # one error, many lines
+
+    def test_exc_out_of_memory_logs_a_fixed_line_and_never_raises(self):
+        # a supervisor logging its task's crash at a full heap must go on to restart the task
+        def sink(line):
+            if line.startswith("  ") and line != log._NO_TRACEBACK:
+                raise MemoryError("memory allocation failed, allocating 493 bytes")
+            self.lines.append(line)
+
+        log.set_sink(sink)
+        try:
+            raise OSError("disk")
+        except OSError as e:
+            log.exc("task", "crashed", e)  # must not raise
+        self.assertEqual(self.lines, ["ERROR task: crashed: OSError(disk)", log._NO_TRACEBACK])
+
+        def full(line):
+            raise MemoryError("nothing fits")
+
+        log.set_sink(full)
+        try:
+            raise OSError("disk")
+        except OSError as e:
+            log.exc("task", "crashed", e)  # not even the fixed line: still no exception
