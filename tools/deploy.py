@@ -93,7 +93,8 @@ def _tool(name):
 
 
 def esp32_board_names(boards_dir):
-    return [p.stem for p, _ in check_board.esp32_boards(boards_dir)]
+    """Boards a device can be: ESP32 board files, less the simulation's ("simulation": true)."""
+    return [p.stem for p, b in check_board.esp32_boards(boards_dir) if not b.get("simulation")]
 
 
 def load_board(name, boards_dir=BOARDS_DIR):
@@ -109,6 +110,9 @@ def load_board(name, boards_dir=BOARDS_DIR):
     if not isinstance(board, dict) or board.get("hal") != "esp32":
         raise DeployError("board %r is not an ESP32 board (hal %r); ESP32 boards: %s"
                           % (name, board.get("hal") if isinstance(board, dict) else None, known))
+    if board.get("simulation"):
+        raise DeployError("board %r is the host simulation's, not a device; ESP32 boards: %s"
+                          % (name, known))
     if not isinstance(board.get("psram"), bool) or not isinstance(board.get("firmware"), str):
         raise DeployError("board file %s needs \"psram\": true/false and a \"firmware\" name"
                           % _show(path))

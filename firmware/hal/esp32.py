@@ -296,7 +296,7 @@ class Hal:
         parts = esp32.Partition.find(esp32.Partition.TYPE_DATA, label=label)
         if not parts:
             raise FlashError("no data partition labelled '%s' (a stock partition table? flash "
-                             "the image built with boards/partitions-4MiB-meterlog.csv)" % label)
+                             "the image built from boards/IOT_TERMINAL_ESP32)" % label)
         part = parts[0]
         size = part.ioctl(5, 0)
         count = part.ioctl(4, 0)

@@ -115,6 +115,8 @@ def test_refuses_unknown_and_non_esp32_boards(config):
     assert rc == 2 and "not an ESP32 board" in err
     rc, out, err = _dry("../boards/wt32-eth01", config)
     assert rc == 2 and "unknown board" in err
+    rc, out, err = _dry("esp32-sim", config)  # the twin's board: stand-in modules, no device
+    assert rc == 2 and "host simulation" in err and "esp32-sim" not in err.split(":")[-1]
 
 
 BAD_CONFIGS = {
