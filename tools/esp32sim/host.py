@@ -5,7 +5,8 @@ device that must live outside the firmware process.
 - firmware_command(): the simulated device's filesystem (<workdir>/esp32sim: boot.py, main.py and
   board.json, as `mpremote cp` puts them on a device), its sim.json (calendar rate, the J11
   emulator's pty as UART2, a 4 MiB flash image laid out by the board build's partition table
-  (boards/IOT_TERMINAL_ESP32/partitions-4MiB-meterlog.csv), the Wi-Fi access points, the device's loopback address) and the command line:
+  (boards/IOT_TERMINAL_ESP32/partitions-4MiB-meterlog.csv), the Wi-Fi access points, the
+  device's loopback address) and the command line:
   micropython tools/esp32sim/device.py with MICROPYPATH = <firmware .mpy>:tools/esp32sim:.frozen.
 - WatchdogMonitor: the task watchdog. The machine.WDT stand-in writes <sim>/wdt on every feed;
   when the last feed is older than its timeout the monitor kills the process and starts it again,
