@@ -30,8 +30,14 @@ JST = 540
 RETENTION_DAYS = 45
 
 
+class ScenarioFailed(RuntimeError):
+    pass
+
+
 async def run_scenario(heap, meters=1, days=2.0, rate=3600, outage_days=1.0, seed=1,
-                       out=print, runtime="micropython", extra_config=None):
+                       out=print, runtime="micropython", extra_config=None, fail_fast=False):
+    """fail_fast: end the run at the first MemoryError in the terminal's log or after 4 reads
+    in a row fail (a sweep only needs to know that a size fails, not how badly)."""
     cfg = {"terminal": {"heap_log": True}}
     for sect, vals in (extra_config or {}).items():
         cfg.setdefault(sect, {}).update(vals)
@@ -54,10 +60,13 @@ async def run_scenario(heap, meters=1, days=2.0, rate=3600, outage_days=1.0, see
         step_at = outage[1] + 3 * timeutil.SLOT_S
         next_b = t0 - t0 % timeutil.SLOT_S + timeutil.SLOT_S
         in_outage = stepped = False
+        failed_in_row = 0
         while next_b <= end_t2k:
             await asyncio.sleep(sim.wall_seconds_until(next_b + 300))
             if not dep.firmware_alive():
                 raise RuntimeError("firmware exited with %s" % dep.proc.returncode)
+            if fail_fast and (failed_in_row >= 4 or "MemoryError" in dep.terminal_log()):
+                raise ScenarioFailed("MemoryError or %d failed reads in a row" % failed_in_row)
             now = sim.now_t2k()
             if not in_outage and outage[0] <= now < outage[1]:
                 in_outage = True
@@ -78,8 +87,10 @@ async def run_scenario(heap, meters=1, days=2.0, rate=3600, outage_days=1.0, see
                     await head.sync_clock()
                 await head.maybe_resync()
                 await head.poll(next_b - 4 * timeutil.SLOT_S, next_b, quiet=True)
+                failed_in_row = 0
             except Exception as e:  # a lost exchange is retried with the next slot's window
                 result["read_errors"] += 1
+                failed_in_row += 1
                 out("scenario: read failed (%s: %s)" % (type(e).__name__, e))
             next_b += timeutil.SLOT_S
         last_b = next_b - timeutil.SLOT_S

@@ -115,6 +115,7 @@ class MeterBus:
         self.channels = channels
         self.discovery = discovery
         self.peer_check_ms = _PEER_CHECK_MS
+        self._rx = None  # one receive buffer shared by every meter's own socket
         self.peer_retry_ms = _PEER_RETRY_MS
         if discovery is not None:
             discovery.on_event = self._on_discovery
@@ -184,7 +185,9 @@ class MeterBus:
                 peer = None
             if peer is None:
                 try:
-                    peer = self.ep.peer_endpoint(addr)
+                    if self._rx is None:
+                        self._rx = bytearray(self.ep.max_datagram)
+                    peer = self.ep.peer_endpoint(addr, self._rx)
                 except (OSError, AttributeError) as e:
                     log.warn(tag, "no socket of its own for %s (%s): shared endpoint used"
                              % (addr[0], e))
@@ -192,7 +195,13 @@ class MeterBus:
                     continue
                 log.info(tag, "own socket for %s:%d (no allocation per reply)" % addr)
             try:
-                n = await wait_ms(peer.recv_into(), self.peer_check_ms)
+                await wait_ms(peer.readable(), self.peer_check_ms)
+                # Read and handle with no await in between: every meter's socket reads into
+                # the bus's one buffer.
+                n = peer.read_now()
+                while n is not None:
+                    ch.client.handle(peer.buf, n, peer.peer)
+                    n = peer.read_now()
             except asyncio.TimeoutError:
                 continue  # look at the addresses again
             except OSError as e:
@@ -200,5 +209,3 @@ class MeterBus:
                 peer.close()
                 peer = None
                 await sleep_ms(100)
-                continue
-            ch.client.handle(peer.buf, n, peer.peer)

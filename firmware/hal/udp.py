@@ -169,10 +169,10 @@ class UdpEndpoint:
     def close(self):
         self.sock.close()
 
-    def peer_endpoint(self, peer):
+    def peer_endpoint(self, peer, buf=None):
         """A receive-only socket on our address and port, connected to one peer (ip, port); see
         PeerEndpoint. OSError if the stack refuses a second socket on the port."""
-        return PeerEndpoint(self.local[0], self.local[1], peer, self.max_datagram)
+        return PeerEndpoint(self.local[0], self.local[1], peer, buf or self.max_datagram)
 
 
 class PeerEndpoint:
@@ -187,10 +187,12 @@ class PeerEndpoint:
     reaches the unconnected UdpEndpoint, so if a stack does not prefer this socket nothing is lost:
     it only costs the allocation again."""
 
-    def __init__(self, bind_ip, port, peer, size=MAX_DATAGRAM):
+    def __init__(self, bind_ip, port, peer, buf=MAX_DATAGRAM):
+        """buf: the receive buffer, or its size. Several peers may share one buffer if each
+        datagram is handled before the task yields (read_now() then handle, no await between)."""
         self.peer = (peer[0], peer[1])
         self.local = (bind_ip, port)
-        self.buf = bytearray(size)
+        self.buf = bytearray(buf) if isinstance(buf, int) else buf
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -204,23 +206,30 @@ class PeerEndpoint:
         # CPython sockets have recv_into; MicroPython's (unix and ESP32) have readinto
         self._into = getattr(s, "recv_into", None) or s.readinto
 
-    async def recv_into(self):
-        """Length of the next datagram from the peer, read into self.buf (a longer one is cut
-        to the buffer, then dropped as malformed by the parser)."""
+    def read_now(self):
+        """Length of the datagram now read into self.buf, or None if none is waiting (a longer
+        one is cut to the buffer, then dropped as malformed by the parser). Never blocks."""
         while True:
             try:
-                n = self._into(self.buf)
+                return self._into(self.buf)  # MicroPython: None when nothing is there
             except OSError as e:
                 if e.args and e.args[0] in (11, 115, 119):  # EAGAIN / in progress (ESP32)
-                    n = None
-                elif e.args and e.args[0] == _ECONNREFUSED:
+                    return None
+                if e.args and e.args[0] == _ECONNREFUSED:
                     continue  # an ICMP "port unreachable" for what we sent: the meter is down
-                else:
-                    raise
-            if n is None:  # MicroPython's non-blocking readinto: nothing there yet
-                await wait_readable(self.sock)
-                continue
-            return n
+                raise
+
+    def readable(self):
+        """Awaitable: until a datagram is waiting."""
+        return wait_readable(self.sock)
+
+    async def recv_into(self):
+        """Length of the next datagram from the peer, read into self.buf."""
+        while True:
+            n = self.read_now()
+            if n is not None:
+                return n
+            await self.readable()
 
     def close(self):
         self.sock.close()

@@ -116,7 +116,7 @@ class MeterClient:
         self._unique = bytes(unique)
         self._np = self._ct = None
         self._tx = bytearray(_TX_LEN)
-        self._ans = bytearray(_TX_LEN)  # answers to requests, built by the receive task
+        self._ans = None  # answers to requests to our node: allocated with the node tables
         self._tid = (ticks_ms() if first_tid is None else first_tid) & 0xFFFF
         self._lock = asyncio.Lock()
         self._pending = None
@@ -780,6 +780,7 @@ class MeterClient:
     def _answer(self, f, addr):
         """Answer a request addressed to the terminal's node profile or controller."""
         if self._np is None:
+            self._ans = bytearray(_TX_LEN)
             ident = b"\xfe" + self._maker3 + self._unique
             self._np = self._node_profile_props(self._maker3, ident)
             self._ct = self._controller_props(self._maker3, ident)
