@@ -86,7 +86,12 @@ async def run_scenario(heap, meters=1, days=2.0, rate=3600, outage_days=1.0, see
                     await asyncio.sleep(1.0)
                     await head.sync_clock()
                 await head.maybe_resync()
-                await head.poll(next_b - 4 * timeutil.SLOT_S, next_b, quiet=True)
+                if meters == 1:
+                    await head.poll(next_b - 4 * timeutil.SLOT_S, next_b, quiet=True)
+                else:  # the smart meter reads every meter's profile (channel B = k + 1)
+                    for k in range(meters):
+                        await head.client.get_profile(next_b - 4 * timeutil.SLOT_S, next_b,
+                                                      ln=obis("1.%d.99.1.0.255" % (k + 1)))
                 failed_in_row = 0
             except Exception as e:  # a lost exchange is retried with the next slot's window
                 result["read_errors"] += 1

@@ -40,8 +40,12 @@ def meter_configs(section):
 class MeterChannel:
     """One meter: its client, 30-minute capture loop and backfill from its history."""
 
-    def __init__(self, index, client, clock, store, cfg):
+    def __init__(self, index, client, clock, store, cfg, backfill_lock=None):
+        """backfill_lock: an asyncio.Lock shared by every meter's channel, so that one backfill
+        pass runs at a time (its day of history, store reads and meter frames are what a pass
+        holds; N at once would cost N times the heap for no gain in time)."""
         self.index = index
+        self.backfill_lock = backfill_lock or asyncio.Lock()
         self.client = client
         self.cfg = cfg
         self.poller = SlotPoller(clock, client, StoreSink(store), index, cfg,
@@ -101,7 +105,8 @@ class MeterChannel:
             self._full = False
             self._due.clear()
             before = self.planner.stats["errors"]
-            await self.planner.run_once(None if full else recent)
+            async with self.backfill_lock:
+                await self.planner.run_once(None if full else recent)
             if self.planner.stats["errors"] != before:
                 self._full = True  # try the whole window again next time
             await self._due.wait()

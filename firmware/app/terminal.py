@@ -109,6 +109,7 @@ class Terminal:
         dcfg["static_addr"] = cfgs[0]["ip"] or None
         disc = Discovery(None, dcfg)
         self.channels = []
+        backfill_lock = asyncio.Lock()  # one backfill pass at a time across meters (heap)
         for k in range(len(cfgs)):
             c = cfgs[k]
             client = MeterClient(None, (c["ip"], port), c, tag="echonet%d" % k)
@@ -116,7 +117,8 @@ class Terminal:
             client.listener = disc
             if c["ip"]:
                 limiter.pin(c["ip"])  # the meter never shares the strangers' budget
-            self.channels.append(MeterChannel(k, client, self.clock, self.store, c))
+            self.channels.append(MeterChannel(k, client, self.clock, self.store, c,
+                                              backfill_lock))
         self.bus = MeterBus(None, self.channels, disc)
         self.discovery = disc
         # compatibility: the first meter under its old names
