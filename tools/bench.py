@@ -52,15 +52,13 @@ def mpy_total_kb():
     return round(total / 1024, 1)
 
 
-_IMPORT_PROBE = """
-import gc, sys
-gc.collect()
-a = gc.mem_alloc()
-for name in sys.argv[1].split(","):
-    __import__(name)
-gc.collect()
-print(gc.mem_alloc() - a)
-"""
+def _import_probe(modules):
+    """A script importing `modules` with plain import statements and printing the heap they took
+    (an __import__() loop over the same names crashes this unix build: "uncaught NLR")."""
+    lines = ["import gc", "gc.collect()", "a = gc.mem_alloc()"]
+    lines += ["import %s" % m for m in modules]
+    lines += ["gc.collect()", "print(gc.mem_alloc() - a)"]
+    return "\n".join(lines) + "\n"
 
 
 def import_heap_kb(modules):
@@ -72,10 +70,12 @@ def import_heap_kb(modules):
     from tools.deployment import build_host_mpy, find_micropython
 
     tree = build_host_mpy()
+    for m in modules:
+        if not all(part.isidentifier() for part in m.split(".")):
+            raise SystemExit("not a module name in the terminal's log: %r" % m)
     with open(os.path.join(tree, "import_probe.py"), "w") as f:
-        f.write(_IMPORT_PROBE)
-    r = subprocess.run([find_micropython(), "-X", "heapsize=1024k", "import_probe.py",
-                        ",".join(modules)], cwd=tree,
+        f.write(_import_probe(modules))
+    r = subprocess.run([find_micropython(), "-X", "heapsize=1024k", "import_probe.py"], cwd=tree,
                        env=dict(os.environ, MICROPYPATH=".:.frozen"),
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
@@ -168,12 +168,12 @@ def modules_from_log(log_text):
 
 
 def alloc_bytes_per_slot(log_text):
-    """Median step of the allocation counter between consecutive stored slots of meter 0, over
-    the steady part of the run (from the 4th slot after start until the meter outage)."""
+    """Median step of the allocation counter between consecutive stored slots of meter 0 over
+    the run (the median leaves out the boot backfill, the outage and its backfill)."""
     import re
 
     totals = [int(x) for x in re.findall(r"INFO heap: slot stored: (\d+) allocated", log_text)]
-    steps = sorted(b - a for a, b in zip(totals[3:20], totals[4:21], strict=False))
+    steps = sorted(b - a for a, b in zip(totals[3:], totals[4:], strict=False))
     if not steps:
         return None
     return steps[len(steps) // 2]
