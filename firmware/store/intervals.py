@@ -5,6 +5,7 @@
 # repeat of the stored value writes nothing. Reads resolve windows of slots against only the
 # sectors whose slot range overlaps, so memory stays bounded for any range (docs/flash-log.md §6).
 import struct
+from array import array
 
 from firmware import log
 from firmware.compat import const
@@ -13,7 +14,11 @@ from firmware.store.flashlog import CHUNK as _CHUNK
 from firmware.store.record import RECORD_SIZE, TYPE_INTERVAL
 
 _WINDOW = const(96)  # slots resolved per step of rows(): 2 days of one meter
-_NONE_LO = const(0xFFFFFFFF)
+# The RAM index holds slots as signed 32-bit array items that stay small ints on the ESP32
+# (31-bit): slots are below 2^30 - 1 (t2k below 2^30 x 1800 s, beyond year 60000), and an empty
+# (sector, meter) entry is lo = _EMPTY_LO, hi = -1 (lo > hi).
+_EMPTY_LO = const(0x3FFFFFFF)
+SLOT_LIMIT = const(0x3FFFFFFF)  # slots are < SLOT_LIMIT
 _SLOT_MAX = const(0xFFFFFFFF)
 _MARK_EVERY = const(8)  # windows between two rows_by_index marks (16 days of one meter)
 
@@ -68,8 +73,9 @@ class IntervalStore:
         self.log = flashlog
         self.tag = tag
         self.max_meters = max_meters
-        # per (sector, meter): min slot, max slot of the valid interval records there
-        self._idx = bytearray(flashlog.n * max_meters * 8)
+        # per (sector, meter): min slot, max slot of the valid interval records there, read
+        # item by item (no tuple per lookup: lookups walk every sector of the ring)
+        self._idx = array("i", (0 for _ in range(flashlog.n * max_meters * 2)))
         for s in range(flashlog.n):
             self._clear(s)
         self._count = [None] * max_meters  # distinct slots, computed lazily
@@ -97,26 +103,24 @@ class IntervalStore:
     # --- index --------------------------------------------------------------------------
     def _clear(self, s):
         m = self.max_meters
+        idx = self._idx
         for i in range(s * m, s * m + m):
-            struct.pack_into(">II", self._idx, i * 8, _NONE_LO, 0)
-
-    def _range(self, s, meter):
-        return struct.unpack_from(">II", self._idx, (s * self.max_meters + meter) * 8)
+            idx[2 * i] = _EMPTY_LO
+            idx[2 * i + 1] = -1
 
     def _note(self, s, meter, slot):
-        pos = (s * self.max_meters + meter) * 8
-        lo, hi = struct.unpack_from(">II", self._idx, pos)
-        if slot < lo:
-            lo = slot
-        if slot > hi:
-            hi = slot
-        struct.pack_into(">II", self._idx, pos, lo, hi)
+        i = (s * self.max_meters + meter) << 1
+        idx = self._idx
+        if slot < idx[i]:
+            idx[i] = slot
+        if slot > idx[i + 1]:
+            idx[i + 1] = slot
 
     def _index_record(self, s, buf, off):
         if record.type_of(buf, off) != TYPE_INTERVAL:
             return
         t, meter, slot = record.meter_slot(buf, off)
-        if meter >= self.max_meters:
+        if meter >= self.max_meters or slot >= SLOT_LIMIT:
             self.unindexed += 1
             return
         self._note(s, meter, slot)
@@ -137,7 +141,9 @@ class IntervalStore:
     def _live_in(self, s, meter):
         """Slots of meter whose newest record is in sector s (s is the oldest sector: a slot is
         live there if no other sector has a valid record for it)."""
-        lo, hi = self._range(s, meter)
+        i2 = (s * self.max_meters + meter) << 1
+        lo = self._idx[i2]
+        hi = self._idx[i2 + 1]
         if lo > hi:
             return 0
         top = 0  # highest sequence number in s
@@ -179,7 +185,9 @@ class IntervalStore:
         order = self.log.order
         for k in range(len(order) - 1, -1, -1):
             s = order[k]
-            lo, hi = self._range(s, meter)
+            i2 = (s * self.max_meters + meter) << 1
+            lo = self._idx[i2]
+            hi = self._idx[i2 + 1]
             if slot < lo or slot > hi:
                 continue
             end = self.log.used(s)  # newest first: chunks from the end of the sector
@@ -190,7 +198,8 @@ class IntervalStore:
                     off = j * RECORD_SIZE
                     if buf[off + 5] != meter or (buf[off + 4] >> 4) != TYPE_INTERVAL:
                         continue
-                    if struct.unpack_from(">I", buf, off + 8)[0] != slot:
+                    if ((buf[off + 8] << 24) | (buf[off + 9] << 16) | (buf[off + 10] << 8)
+                            | buf[off + 11]) != slot:
                         continue
                     if record.is_valid(buf, off):
                         self._rec[:] = memoryview(buf)[off:off + RECORD_SIZE]
@@ -223,7 +232,9 @@ class IntervalStore:
         self._check_meter(meter)
         best = None
         for s in self.log.order:
-            lo, hi = self._range(s, meter)
+            i2 = (s * self.max_meters + meter) << 1
+            lo = self._idx[i2]
+            hi = self._idx[i2 + 1]
             if lo <= hi and (best is None or lo < best):
                 best = lo
         return best
@@ -232,7 +243,9 @@ class IntervalStore:
         self._check_meter(meter)
         best = None
         for s in self.log.order:
-            lo, hi = self._range(s, meter)
+            i2 = (s * self.max_meters + meter) << 1
+            lo = self._idx[i2]
+            hi = self._idx[i2 + 1]
             if lo <= hi and (best is None or hi > best):
                 best = hi
         return best
@@ -243,6 +256,8 @@ class IntervalStore:
         slot already holds this value or a better one. Raises StoreError/RecordError on bad
         arguments."""
         self._check_meter(meter)
+        if not isinstance(slot, int) or slot < 0 or slot >= SLOT_LIMIT:
+            raise StoreError("slot %r outside 0..%d" % (slot, SLOT_LIMIT - 1))
         src = record.source_code(source)
         new = self._new
         record.pack_interval(new, 0, 0, meter, slot, fwd, rev, unit_code, src, flags)  # checks
@@ -290,7 +305,9 @@ class IntervalStore:
         """Smallest slot >= a (and <= b) that some sector's range for meter covers, or None."""
         best = None
         for s in self.log.order:
-            lo, hi = self._range(s, meter)
+            i2 = (s * self.max_meters + meter) << 1
+            lo = self._idx[i2]
+            hi = self._idx[i2 + 1]
             if lo > hi or hi < a or lo > b:
                 continue
             c = lo if lo > a else a
@@ -306,7 +323,9 @@ class IntervalStore:
             struct.pack_into(">I", table, i * RECORD_SIZE, 0)
         tmv = memoryview(table)
         for s in self.log.order:
-            lo, hi = self._range(s, meter)
+            i2 = (s * self.max_meters + meter) << 1
+            lo = self._idx[i2]
+            hi = self._idx[i2 + 1]
             if lo > hi or hi < a or lo > e:
                 continue
             used = self.log.used(s)

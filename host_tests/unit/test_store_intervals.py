@@ -215,6 +215,35 @@ class IntervalStoreTest(unittest.TestCase):
         self.assertRaises(r.RecordError, self.st.put, 0, S0, 1, 1, 1, "guess")
         self.assertIsNone(self.st.get(0, S0))
         self.assertTrue(issubclass(StoreError, ValueError))
+        # slots stay below 2^30 - 1 (small ints on the ESP32): t2k beyond year 60000 is refused
+        from firmware.store.intervals import SLOT_LIMIT
+
+        self.assertRaises(StoreError, self.st.put, 0, SLOT_LIMIT, 1, 1, 1, "fixed")
+        self.assertRaises(StoreError, self.st.put, 0, -1, 1, 1, 1, "fixed")
+        self.assertTrue(self.st.put(0, SLOT_LIMIT - 1, 1, 1, 1, "fixed"))
+        self.assertEqual(self.st.get(0, SLOT_LIMIT - 1)[:2], (1, 1))
+        self.assertEqual(self.st.last_slot(0), SLOT_LIMIT - 1)
+
+    def test_lookups_allocate_nothing_per_sector(self):
+        # has()/last_slot() walk every sector of the ring at every capture pass: the index is
+        # read item by item, no tuple per sector
+        import gc
+
+        for k in range(40):
+            self.st.put(0, S0 + k, 1000 + k, 5, 1, "fixed")
+        if not hasattr(gc, "mem_alloc"):
+            return  # CPython: no heap counter
+        gc.collect()
+        gc.disable()
+        try:
+            a = gc.mem_alloc()
+            for _ in range(20):
+                self.st.last_slot(0)
+                self.st.first_slot(0)
+            used = gc.mem_alloc() - a
+        finally:
+            gc.enable()
+        self.assertLess(used, 20 * 64)  # was one tuple per sector per call
 
     def test_rows_stream_with_bounded_allocation(self):
         import gc
