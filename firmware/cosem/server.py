@@ -60,7 +60,7 @@ class _Transfer:
         self.carry = None  # tail of an element larger than a block, sent first in the next one
         self.started = False
         self.finished = False
-        self.last = None  # bytes of the last block sent
+        self.last = 0  # length of the last block sent, kept in the server's _last buffer
 
 
 class _WithList:
@@ -139,6 +139,10 @@ class CosemServer:
         self.offset_min = self.time_zone * self.deviation_sign
         self.supported = SUPPORTED_CONFORMANCE | (CONF_DATA_NOTIFICATION if cfg["push"] else 0)
         self._out = bytearray(_DATA + self.max_pdu)
+        # the last block sent, for a re-send when the client lost it: one buffer for the server
+        # (a copy per block would allocate ~500 bytes per block); its transfer owns it
+        self._last = bytearray(_DATA + self.max_pdu)
+        self._last_owner = None
         self.max_wpdu = wrapper.HEADER_LEN + _DATA + self.max_pdu  # the largest reply datagram
         # one element (an object_list entry) may exceed a small client's block: it is encoded
         # here whole and cut at byte positions across blocks
@@ -168,7 +172,7 @@ class CosemServer:
         if dst != self.server_sap:
             log.warn(_TAG, "dropped WPDU for unknown server SAP %d (from %d)" % (dst, src))
             return None
-        resp = self.handle_apdu(apdu, src, peer)
+        resp = self._apdu(apdu, src, peer)
         if resp is None:
             return None
         n = len(resp)
@@ -180,6 +184,12 @@ class CosemServer:
         return mv[:wrapper.HEADER_LEN + n]
 
     def handle_apdu(self, apdu, client_sap, peer=None):
+        """The response APDU as bytes (None if there is none)."""
+        r = self._apdu(apdu, client_sap, peer)
+        return bytes(r) if isinstance(r, memoryview) else r
+
+    def _apdu(self, apdu, client_sap, peer):
+        """The response APDU; a block of a long GET comes as a view of the _last buffer."""
         self._peer = peer
         mv = apdu if isinstance(apdu, memoryview) else memoryview(apdu)
         if len(mv) == 0:
@@ -474,9 +484,12 @@ class CosemServer:
         start = x.pack_get_block_header(
             self._out, _DATA, t.invoke, done, t.block_no, w.pos - _DATA
         )
-        t.last = bytes(self._out[start : w.pos])
+        n = w.pos - start
+        self._last[0:n] = memoryview(self._out)[start:w.pos]
+        self._last_owner = t
+        t.last = n
         t.finished = done
-        return t.last
+        return memoryview(self._last)[0:n]
 
     def _fill(self, t, prod, w):
         """Write whole elements until the block is full; True when the value is complete."""
@@ -526,13 +539,15 @@ class CosemServer:
         if req.block == t.block_no and not t.finished:
             t.invoke = req.invoke
             return self._next_block(a)
-        if req.block + 1 == t.block_no and t.last is not None:
+        if req.block + 1 == t.block_no and t.last:
+            if self._last_owner is not t:  # another association's block has replaced it since
+                log.warn(_TAG, "block %d asked again after another transfer's block: aborted"
+                         % t.block_no)
+                a.xfer = None
+                return x.get_block_error(req.invoke, req.block, x.DATA_BLOCK_UNAVAILABLE)
             log.info(_TAG, "re-sending block %d" % t.block_no)
-            if t.last[2] != req.invoke:
-                b = bytearray(t.last)
-                b[2] = req.invoke
-                t.last = bytes(b)
-            return t.last
+            self._last[2] = req.invoke  # the invoke-id-and-priority byte of the new request
+            return memoryview(self._last)[0:t.last]
         if req.block == t.block_no and t.finished:
             return x.get_block_error(req.invoke, req.block, x.NO_LONG_GET_IN_PROGRESS)
         log.warn(_TAG, "GET-Next block %d but block %d was sent" % (req.block, t.block_no))

@@ -373,6 +373,21 @@ class BlockTransferTest(Base):
         self.assertEqual(again[2], 0xC2)
         self.assertEqual(again[3:], b3[3:])
 
+    def test_repeat_after_another_transfers_block_is_refused_not_wrong(self):
+        # the last block is kept in one server buffer (no copy per block): once another
+        # association's block has replaced it, a repeat gets a block error, never that block
+        pa, pb = (b"\xfe\x80" + bytes(14), 4059), (b"\xfe\x80" + bytes(13) + b"\x05", 4059)
+        self.srv.handle_apdu(aarq_with_pdu(128), 16, pa)
+        self.srv.handle_apdu(aarq_with_pdu(128), 16, pb)
+        self.srv.handle_apdu(GET_PROFILE, 16, pa)
+        a2 = self.srv.handle_apdu(get_next(1), 16, pa)
+        self.assertEqual(a2[4:8], H("00000002"))
+        self.assertEqual(self.srv.handle_apdu(get_next(1), 16, pa), a2)  # repeat: same block
+        self.srv.handle_apdu(GET_PROFILE, 16, pb)  # b's first block takes the buffer
+        r = self.srv.handle_apdu(get_next(1), 16, pa)
+        self.assertEqual(r, H("c402c10100000001010e"))  # data-block-unavailable (14)
+        self.assertIn("asked again after another transfer", "\n".join(self.lines))
+
     def test_new_get_resets_transfer(self):
         self.srv.handle_apdu(aarq_with_pdu(128), 16)
         self.srv.handle_apdu(GET_PROFILE, 16)
