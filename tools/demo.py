@@ -78,8 +78,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--days", type=float, default=2)
     ap.add_argument("--rate", type=int, default=1800, help="simulated seconds per real second")
-    ap.add_argument("--heap", default="384k",
-                    help="micropython -X heapsize (make bench finds the minimum)")
+    ap.add_argument("--heap", default=None,
+                    help="micropython -X heapsize (default: the minimum make bench measured "
+                    "plus a margin, tools/deployment.py MIN_HEAP_KB)")
     ap.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--verbose", action="store_true", help="print the terminal's log at the end")

@@ -26,6 +26,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Placeholders in B-route format (the IoT-route credential type is not public).
 PANA_PASSWORD = "0123456789AB"
 SM_MAC = "001D129012345678"
+# The heap the firmware gets in the demo and the end-to-end tests: the smallest heap at which
+# `make bench`'s heap scenario passes 3 of 3 runs (firmware.min_heap_kb, _4meters in
+# bench/results.json; docs/memory.md), plus a margin for what those runs do beyond the scenario
+# (gurux-dlms reads, floods and malformed input, the ESP32 HAL's stand-in modules) and for
+# run-to-run noise. Keep MIN_HEAP_KB in step with the bench.
+MIN_HEAP_KB = {1: 312, 4: 360}
+HEAP_MARGIN_KB = 32
+
+
+def default_heap(meters=1):
+    """micropython -X heapsize for a deployment of `meters` meters (KB suffix)."""
+    base = MIN_HEAP_KB[1] if meters <= 1 else MIN_HEAP_KB[4]
+    return "%dk" % (base + HEAP_MARGIN_KB)
+
+
 ECHONET_PORT = 3610
 DLMS_PORT = 4059
 MAX_METERS = 7
@@ -88,7 +103,7 @@ def find_micropython():
 
 
 class Deployment:
-    def __init__(self, rate=1800, seed=1, heap="384k", runtime="micropython",
+    def __init__(self, rate=1800, seed=1, heap=None, runtime="micropython",
                  start_t2k=DEFAULT_START_T2K, config_overrides=None, workdir=None, mpy_dir=None,
                  meters=1, board="host"):
         """runtime: "micropython" (firmware from precompiled .mpy, or from source with
@@ -104,7 +119,7 @@ class Deployment:
             raise ValueError("at most %d meters" % (MAX_METERS + 1))
         self.rate = rate
         self.model = MeterModel(seed=seed)
-        self.heap = heap
+        self.heap = heap or default_heap(meters)
         self.runtime = runtime
         self.overrides = config_overrides or {}
         self.workdir = workdir or tempfile.mkdtemp(prefix="terminal-sim-")

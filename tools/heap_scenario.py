@@ -1,7 +1,7 @@
 """The heap scenario of `make bench`: a whole deployment that exercises every part of the terminal
 that holds or churns heap, run under `micropython -X heapsize=N` to find the smallest N that works.
 
-  python -m tools.heap_scenario [--heap 384k] [--meters 1] [--days 2] [--rate 3600] [--verbose]
+  python -m tools.heap_scenario [--heap 512k] [--meters 1] [--days 2] [--rate 3600] [--verbose]
 
 Events, in order (simulated time; only the calendar clock is accelerated):
   1. boot with an empty flash log: the terminal backfills the meters' whole history (45 days, the
@@ -144,7 +144,7 @@ async def run_scenario(heap, meters=1, days=2.0, rate=3600, outage_days=1.0, see
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--heap", default="384k")
+    ap.add_argument("--heap", default="512k")
     ap.add_argument("--meters", type=int, default=1)
     ap.add_argument("--days", type=float, default=2)
     ap.add_argument("--rate", type=int, default=3600)

@@ -39,7 +39,7 @@ def dep():
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    d = Deployment(rate=RATE, heap="384k")
+    d = Deployment(rate=RATE)  # heap: the bench's minimum plus a margin (tools/deployment.py)
     d.loop = loop
     run(d, d.start())
     d.module.add_peer(bytes.fromhex(GURUX_MAC), (d.addr(GURUX_HOST), 4059))
