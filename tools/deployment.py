@@ -97,6 +97,18 @@ def pick_loopback_net(tries=50):
     raise RuntimeError("no free loopback /24 for a deployment")
 
 
+def wait_until(pred, timeout_s, step=0.05):
+    """Poll pred() until it is true or timeout_s passed (real time); its last value."""
+    import time
+
+    t = time.monotonic() + timeout_s
+    while time.monotonic() < t:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
 def find_micropython():
     cand = os.path.join(os.path.dirname(sys.executable), "micropython")
     return cand if os.path.exists(cand) else shutil.which("micropython")

@@ -15,21 +15,12 @@ from gurux_dlms.enums import InterfaceType
 from gurux_dlms.objects import GXDLMSClock, GXDLMSProfileGeneric, GXDLMSRegister
 
 from firmware import timeutil
-from tools.deployment import Deployment
+from tools.deployment import Deployment, wait_until
 
 RATE = 900  # 30 simulated minutes every 2 real seconds
 GURUX_HOST = 20  # gurux on N.20 of the deployment's loopback /24
 ROGUE_HOST = 21
 GURUX_MAC = "001D12AABBCCDD05"
-
-
-def wait_until(pred, timeout_s, step=0.05):
-    t = time.monotonic() + timeout_s
-    while time.monotonic() < t:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 @pytest.fixture(scope="module")

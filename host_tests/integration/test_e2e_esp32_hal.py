@@ -17,7 +17,7 @@ import textwrap
 import time
 
 from firmware import timeutil
-from tools.deployment import Deployment, build_host_mpy, find_micropython
+from tools.deployment import Deployment, build_host_mpy, find_micropython, wait_until
 from tools.esp32sim import host as esp32sim
 
 HEAP = "384k"  # one place to change it (the lead is re-sizing heaps)
@@ -28,15 +28,6 @@ DROP_S = 6.0  # real seconds of Wi-Fi outage (3 simulated hours)
 STALL_AFTER_SLOTS = 32  # the Wi-Fi is back by then (the LAN supervisor backs off up to 16 s)
 STALL_EXTRA_S = 2.0  # stopped this long beyond the watchdog timeout
 JST = 540
-
-
-def _wait_for(pred, timeout_s, step=0.1):
-    t = time.monotonic() + timeout_s
-    while time.monotonic() < t:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 async def _await_log(dep, text, since, timeout_s):
@@ -193,7 +184,7 @@ def test_missing_meterlog_partition_is_reported_without_a_reset_loop():
     try:
         dep.start_firmware()  # no emulators needed: the firmware stops before them
         mon = esp32sim.WatchdogMonitor(dep).start()
-        assert _wait_for(lambda: "no data partition labelled 'meterlog'" in dep.terminal_log(),
+        assert wait_until(lambda: "no data partition labelled 'meterlog'" in dep.terminal_log(),
                          20), dep.terminal_log()
         time.sleep(_watchdog_ms() / 1000 + 2)
         log = dep.terminal_log()

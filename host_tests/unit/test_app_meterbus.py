@@ -5,9 +5,10 @@ import asyncio
 import socket
 import unittest
 
+from loopback import bound, sender
+
 from firmware import log
 from firmware.app.meters import MeterBus
-from firmware.hal.udp import UdpEndpoint
 
 US = "127.0.0.71"
 METER_A = "127.0.0.72"
@@ -30,31 +31,16 @@ class _Channel:
         self.client = client
 
 
-def _bound(ip):
-    for port in range(43000, 43200, 7):
-        try:
-            return UdpEndpoint(ip, port, reuse=True), port
-        except OSError:
-            continue
-    raise OSError("no free port")
-
-
-def _sender(ip, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(socket.getaddrinfo(ip, port)[0][-1])
-    return s
-
-
 class MeterBusReceiveTest(unittest.TestCase):
     def setUp(self):
         self.lines = []
         log.set_sink(self.lines.append)
-        self.ep, self.port = _bound(US)
+        self.ep, self.port = bound(US, 43000)
         self.client = _Client(METER_A, self.port)
         self.bus = MeterBus(self.ep, [_Channel(self.client)])
         self.bus.peer_check_ms = 50  # look at the addresses often (60 s on the device)
         self.to_us = socket.getaddrinfo(US, self.port)[0][-1]
-        self.socks = [_sender(ip, self.port) for ip in (METER_A, METER_B, OTHER)]
+        self.socks = [sender(ip, self.port) for ip in (METER_A, METER_B, OTHER)]
 
     def tearDown(self):
         for s in self.socks:

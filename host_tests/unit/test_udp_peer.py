@@ -5,6 +5,8 @@ import asyncio
 import socket
 import unittest
 
+from loopback import bound, sender
+
 from firmware.hal.udp import PeerEndpoint, UdpEndpoint
 
 US = "127.0.0.61"
@@ -16,28 +18,12 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def _bound(ip):
-    """A shared endpoint on a free port (found by trying: MicroPython has no getsockname)."""
-    for port in range(41000, 41200, 7):
-        try:
-            return UdpEndpoint(ip, port, reuse=True), port
-        except OSError:
-            continue
-    raise OSError("no free port")
-
-
-def _sender(ip, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(socket.getaddrinfo(ip, port)[0][-1])
-    return s
-
-
 class PeerEndpointTest(unittest.TestCase):
     def setUp(self):
-        self.shared, self.port = _bound(US)
+        self.shared, self.port = bound(US, 41000)
         self.peer = self.shared.peer_endpoint((METER, self.port))
-        self.meter = _sender(METER, self.port)
-        self.other = _sender(OTHER, self.port)
+        self.meter = sender(METER, self.port)
+        self.other = sender(OTHER, self.port)
         self.to_us = socket.getaddrinfo(US, self.port)[0][-1]
 
     def tearDown(self):
@@ -63,7 +49,7 @@ class PeerEndpointTest(unittest.TestCase):
         self.assertEqual(bytes(self.peer.buf[:n]), b"\x10\x81meter")
 
     def test_meter_from_another_source_port_goes_to_the_shared_endpoint(self):
-        s = _sender(METER, self.port + 1)
+        s = sender(METER, self.port + 1)
         try:
             s.sendto(b"\x10\x81side", self.to_us)
             data, addr = run(asyncio.wait_for(self.shared.recv(), 2))
