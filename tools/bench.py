@@ -108,16 +108,20 @@ async def _runs_at(heap_kb, meters, days, rate, runs=RUNS):
     return await asyncio.gather(*[one(k) for k in range(runs)])
 
 
-def sweep(meters, start_kb, step_kb=8, fine_kb=4, days=2, rate=3600, floor_kb=64, log=print):
+def sweep(meters, start_kb, step_kb=8, fine_kb=4, days=2, rate=3600, floor_kb=64, log=print,
+          runs_at=None):
     """Smallest heap (KB) at which the scenario passes RUNS of RUNS runs and every larger size
     tested passes too: sizes are tested from `start_kb` downwards (coarse, then fine steps below
     the last passing size), and the search stops at the first size with any failing run, so no
     reported size sits above a failure. Returns (min_kb, {kb: passes}, runs)."""
     table = {}
     kept = []
+    if runs_at is None:
+        def runs_at(kb):
+            return asyncio.run(_runs_at(kb, meters, days, rate))
 
     def test(kb):
-        rs = asyncio.run(_runs_at(kb, meters, days, rate))
+        rs = runs_at(kb)
         ok = [scenario_ok(r) for r in rs]
         table[kb] = sum(ok)
         log("  %d meter(s), heap %d KB: %d/%d passed %s" % (
@@ -135,8 +139,9 @@ def sweep(meters, start_kb, step_kb=8, fine_kb=4, days=2, rate=3600, floor_kb=64
     while kb >= floor_kb and test(kb):
         last_ok = kb
         kb -= step_kb
+    failed = kb  # the first coarse size with a failing run (or below the floor)
     kb = last_ok - fine_kb
-    while kb > last_ok - step_kb and kb >= floor_kb and test(kb):
+    while kb > failed and kb >= floor_kb and test(kb):
         last_ok = kb
         kb -= fine_kb
     return last_ok, table, kept
