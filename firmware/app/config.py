@@ -14,6 +14,9 @@ DEFAULTS = {
         # Log the heap at each start-up milestone and its peak while serving a profile read or
         # backfilling a day (tools/heap_scenario.py; costs a gc.collect() per block when on).
         "heap_log": False,
+        # With heap_log: the heap's block map (micropython.mem_info(1)) at each milestone and new
+        # peak, for tools/heapmap.py (what kind of object holds the heap).
+        "heap_map": False,
     },
     "clock": {
         # Host only: calendar acceleration (1 = real time). Timeouts always use real ticks.

@@ -15,6 +15,8 @@ def milestone(what):
     gc.collect()
     if hasattr(gc, "mem_alloc"):
         log.info("heap", "after %s: %d used, %d free" % (what, gc.mem_alloc(), gc.mem_free()))
+        if dump_map:
+            _dump("after " + what)
 
 
 def sample(name):
@@ -26,6 +28,18 @@ def sample(name):
     if a > _peaks.get(name, 0):
         _peaks[name] = a
         log.info("heap", "peak %s: %d used" % (name, a))
+        if dump_map:
+            _dump("peak " + name)
+
+
+dump_map = False  # terminal.heap_map: the block map (micropython.mem_info(1)) at each new peak
+
+
+def _dump(what):
+    import micropython
+
+    log.info("heap", "map %s:" % what)
+    micropython.mem_info(1)
 
 
 def modules():

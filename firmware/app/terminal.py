@@ -286,6 +286,7 @@ def main(board_path, config_path):
     board = halmod.load_board(board_path)
     hal = halmod.create(board, cfg)
     heapmon.enabled = cfg["terminal"]["heap_log"]
+    heapmon.dump_map = heapmon.enabled and cfg["terminal"]["heap_map"]
     heapmon.milestone("imports")
     try:
         terminal = Terminal(hal, cfg)
