@@ -4,9 +4,10 @@ for each map, and the difference between two of them.
 
   python -m tools.heapmap terminal.log [FROM_MAP TO_MAP]
 
-A map line is "<offset>: <64 characters>", one character per GC block (32 bytes on the 64-bit
-unix port, 16 on the ESP32: four machine words; taken from the offsets): a letter starts an object of that type (h: other, S: str, B: bytes,
-A: bytearray, L: list, D: dict, T: tuple, M: module, F: float, ...), "=" continues it, "." is free.
+A map line is "<offset>: <64 characters>", one character per GC block (four machine words: 32
+bytes on the 64-bit unix port, 16 on the ESP32; taken from the offsets). A letter starts an object
+of that type (h: other, e.g. tasks, generators and instances; S: str; B: bytes; A: bytearray;
+L: list; D: dict; T: tuple; M: module; ...), "=" continues it, "." is free.
 """
 
 import collections
@@ -36,18 +37,17 @@ def kinds(rows):
     """bytes per object type letter in one map."""
     size = collections.Counter()
     block = (rows[1][0] - rows[0][0]) // len(rows[0][1]) if len(rows) > 1 else 32
-    BLOCK = block  # noqa: N806
     kind = None
     for _off, chars in rows:
         for c in chars:
             if c == "=":
                 if kind is not None:
-                    size[kind] += BLOCK
+                    size[kind] += block
             elif c == ".":
                 kind = None
             else:
                 kind = c
-                size[kind] += BLOCK
+                size[kind] += block
     return size
 
 
