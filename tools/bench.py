@@ -16,6 +16,9 @@ firmware.import_heap_kb       heap taken by importing every firmware module the 
                               the ESP32's heap, apart from module dicts and function objects
 firmware.data_heap_kb         min_heap_kb - import_heap_kb (and _4meters): what the terminal's
                               data needs, including the fragmentation the imports leave
+firmware.import_min_heap_kb   smallest heap in which the imports alone succeed (their span with
+                              the holes .mpy loading leaves); firmware.data_heap_floor_kb =
+                              that - import_heap_kb: data_heap_kb cannot go below it on this proxy
 firmware.heap.*               KB in use after each start-up step and the largest live heap seen
                               while serving DLMS and while backfilling a day (terminal.heap_log)
 firmware.alloc_bytes_per_slot bytes allocated per 30-minute cycle in steady state (median step of
@@ -81,6 +84,37 @@ def import_heap_kb(modules):
     if r.returncode != 0:
         raise SystemExit("import probe failed: %s" % r.stderr[-2000:])
     return round(int(r.stdout.strip().splitlines()[-1]) / 1024, 1)
+
+
+def import_min_heap_kb(modules, lo=128, hi=512):
+    """Smallest heap (KB, 2 KB steps) in which importing `modules` alone succeeds: the span the
+    imports take with the holes that loading .mpy files leaves (freed temporaries between
+    long-lived objects). min_heap - import_heap can never be below import_min - import_heap,
+    whatever the terminal's data: that is the floor of firmware.data_heap_kb on this proxy."""
+    import subprocess
+
+    from tools.deployment import build_host_mpy, find_micropython
+
+    tree = build_host_mpy()
+    script = "\n".join(["import %s" % m for m in modules] + ["print('imported')"]) + "\n"
+    with open(os.path.join(tree, "import_only.py"), "w") as f:
+        f.write(script)
+
+    def ok(kb):
+        r = subprocess.run([find_micropython(), "-X", "heapsize=%dk" % kb, "import_only.py"],
+                           cwd=tree, env=dict(os.environ, MICROPYPATH=".:.frozen"),
+                           capture_output=True, text=True, timeout=60)
+        return r.returncode == 0 and "imported" in r.stdout
+
+    if not ok(hi):
+        raise SystemExit("the imports alone fail in %d KB" % hi)
+    while hi - lo > 2:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 # --- the heap sweep ------------------------------------------------------------------------------
@@ -208,6 +242,10 @@ def main():
         results["firmware.min_heap_kb" + key] = min_kb
         results["firmware.import_heap_kb" + key] = imp
         results["firmware.data_heap_kb" + key] = round(min_kb - imp, 1)
+        if meters == 1:
+            floor = import_min_heap_kb(modules_from_log(log_text))
+            results["firmware.import_min_heap_kb"] = floor
+            results["firmware.data_heap_floor_kb"] = round(floor - imp, 1)
         results["firmware.sweep_sizes_tested" + key] = len(table)
         if meters == 1:
             results.update(heap_table(runs[0]["log"]))
