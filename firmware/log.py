@@ -103,7 +103,7 @@ def exc(tag, msg, e):
     except MemoryError:
         try:
             _emit(_NO_TRACEBACK)
-        except MemoryError:
+        except Exception:
             return  # not even a fixed line fits: the caller's recovery matters more
     except Exception:
         return  # logging an error must never raise another one

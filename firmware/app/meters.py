@@ -13,6 +13,8 @@ from firmware.compat import const, sleep_ms, wait_ms
 
 _PEER_CHECK_MS = const(60000)  # a meter's own socket: look at the addresses this often
 _PEER_RETRY_MS = const(600000)  # the stack refused one: try again after this long
+_DRAIN_READS = const(4)  # reads of a meter's socket per wake-up
+_PEER_RX = const(1280)  # one read can hold several replies back to back (MicroPython readinto)
 
 
 def meter_configs(section):
@@ -120,10 +122,26 @@ class MeterBus:
         self.channels = channels
         self.discovery = discovery
         self.peer_check_ms = _PEER_CHECK_MS
-        self._rx = None  # one receive buffer shared by every meter's own socket
+        self._rx = bytearray(_PEER_RX)  # shared by every meter's own socket (allocated at boot)
         self.peer_retry_ms = _PEER_RETRY_MS
         if discovery is not None:
             discovery.on_event = self._on_discovery
+
+    def _drain(self, ch, peer):
+        """Handle what the meter's socket holds, with no await in between (the buffer is shared
+        by every meter's socket). MicroPython's readinto on a socket reads on until the buffer is
+        full or nothing is left, so one read can hold several datagrams back to back: ECHONET
+        frames delimit themselves, so they are split here (a last frame cut by a full buffer is
+        dropped as malformed). False if the socket reads 0 bytes (the ESP32 port then takes the
+        peer as closed and reads 0 for ever): the caller reopens it."""
+        for _ in range(_DRAIN_READS):  # bounded: a flood cannot hold the event loop
+            n = peer.read_now()
+            if n is None:
+                return True
+            if n == 0:
+                return False
+            ch.client.handle_joined(peer.buf, n, peer.peer)
+        return True
 
     def _client_for(self, ip):
         for ch in self.channels:
@@ -156,7 +174,8 @@ class MeterBus:
                 ch.on_event("recovered")
 
     async def run(self):
-        """Receive tasks: the shared endpoint, and one connected socket per meter."""
+        """Receive tasks: the shared endpoint, and one connected socket per meter. Neither
+        loop lets an exception out (a gather whose branch fails leaves the others running)."""
         await asyncio.gather(self._receive_shared(),
                              *[self._receive_from(ch) for ch in self.channels])
 
@@ -166,11 +185,22 @@ class MeterBus:
         while True:
             try:
                 data, addr = await self.ep.recv()  # the socket's own bytes: no buffer here
-            except OSError as e:
-                log.warn("echonet", "receive failed: %s" % e)
+                if not data:
+                    await sleep_ms(100)  # an empty datagram (or a dead socket): never spin
+                    continue
+                self._client_for(addr[0]).handle(data, len(data), addr)
+            except Exception as e:  # noqa: BLE001 - the receive path must survive anything
+                log.exc("echonet", "receive failed", e)
                 await sleep_ms(100)
-                continue
-            self._client_for(addr[0]).handle(data, len(data), addr)
+
+    def _peer_bind_ip(self):
+        """Our unicast address for a meter's own socket. Bound to it (not 0.0.0.0) the socket
+        gets no multicast: lwIP (SO_REUSE_RXTOALL) hands a multicast datagram to every socket
+        bound to the port's wildcard address, connected or not."""
+        ip = self.ep.local[0]
+        if ip == "0.0.0.0" and self.discovery is not None:
+            ip = self.discovery.own_ip or "0.0.0.0"
+        return ip
 
     async def _receive_from(self, ch):
         """The meter's replies, read into one preallocated buffer (hal.udp.PeerEndpoint): no
@@ -181,19 +211,18 @@ class MeterBus:
         refused = False
         while True:
             addr = ch.client.addr
-            if not addr[0] or refused:
+            bind_ip = self._peer_bind_ip()
+            if not addr[0] or bind_ip == "0.0.0.0" or refused:
                 await sleep_ms(self.peer_retry_ms if refused else 500)
                 refused = False
                 continue
-            if peer is not None and (peer.peer != addr or peer.local != self.ep.local):
+            if peer is not None and (peer.peer != addr or peer.local[0] != bind_ip):
                 peer.close()
                 peer = None
             if peer is None:
                 try:
-                    if self._rx is None:
-                        self._rx = bytearray(self.ep.max_datagram)
-                    peer = self.ep.peer_endpoint(addr, self._rx)
-                except (OSError, AttributeError) as e:
+                    peer = self.ep.peer_endpoint(addr, self._rx, bind_ip)
+                except (OSError, AttributeError) as e:  # refused, or an endpoint without it
                     log.warn(tag, "no socket of its own for %s (%s): shared endpoint used"
                              % (addr[0], e))
                     refused = True
@@ -201,16 +230,15 @@ class MeterBus:
                 log.info(tag, "own socket for %s:%d (no allocation per reply)" % addr)
             try:
                 await wait_ms(peer.readable(), self.peer_check_ms)
-                # Read and handle with no await in between: every meter's socket reads into
-                # the bus's one buffer.
-                n = peer.read_now()
-                while n is not None:
-                    ch.client.handle(peer.buf, n, peer.peer)
-                    n = peer.read_now()
+                if not self._drain(ch, peer):
+                    log.warn(tag, "own socket for %s reads nothing: reopened" % addr[0])
+                    peer.close()
+                    peer = None
+                    await sleep_ms(1000)
             except asyncio.TimeoutError:
                 continue  # look at the addresses again
-            except OSError as e:
-                log.warn(tag, "receive failed: %s" % e)
+            except Exception as e:  # noqa: BLE001 - the receive path must survive anything
+                log.exc(tag, "receive failed", e)
                 peer.close()
                 peer = None
                 await sleep_ms(100)

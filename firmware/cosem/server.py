@@ -53,9 +53,10 @@ class Association:
 
 
 class _Transfer:
-    def __init__(self, producer, invoke):
+    def __init__(self, producer, invoke, serial=0):
         self.producer = producer
         self.invoke = invoke
+        self.serial = serial  # the server's count of transfers: who owns its last-block buffer
         self.block_no = 0
         self.carry = None  # tail of an element larger than a block, sent first in the next one
         self.started = False
@@ -142,7 +143,8 @@ class CosemServer:
         # the last block sent, for a re-send when the client lost it: one buffer for the server
         # (a copy per block would allocate ~500 bytes per block); its transfer owns it
         self._last = bytearray(_DATA + self.max_pdu)
-        self._last_owner = None
+        self._last_owner = 0  # serial of the transfer whose block _last holds (0: none)
+        self._serial = 0
         self.max_wpdu = wrapper.HEADER_LEN + _DATA + self.max_pdu  # the largest reply datagram
         # one element (an object_list entry) may exceed a small client's block: it is encoded
         # here whole and cut at byte positions across blocks
@@ -426,7 +428,7 @@ class CosemServer:
         out[s + 1] = x.NORMAL
         out[s + 2] = req.invoke
         out[s + 3] = 0
-        return bytes(out[s : w.pos])
+        return memoryview(out)[s : w.pos]  # copied into the reply (handle_apdu: bytes)
 
     def _get_with_list(self, a, req):
         mv = memoryview(bytes(req.mv))
@@ -446,7 +448,7 @@ class CosemServer:
         out[s] = x.GET_RESPONSE
         out[s + 1] = x.WITH_LIST
         out[s + 2] = req.invoke
-        return bytes(out[s : w.pos])
+        return memoryview(out)[s : w.pos]
 
     def _unencodable(self, invoke, e):
         log.error(_TAG, "value cannot be encoded: %s" % e)
@@ -460,7 +462,8 @@ class CosemServer:
         if not a.conformance & CONF_BLOCK_GET:
             log.warn(_TAG, "value exceeds the PDU and block transfer was not negotiated")
             return x.get_normal_error(req.invoke, x.OTHER_REASON)
-        a.xfer = _Transfer(prod, req.invoke)
+        self._serial += 1
+        a.xfer = _Transfer(prod, req.invoke, self._serial)
         return self._next_block(a)
 
     def _next_block(self, a):
@@ -486,7 +489,7 @@ class CosemServer:
         )
         n = w.pos - start
         self._last[0:n] = memoryview(self._out)[start:w.pos]
-        self._last_owner = t
+        self._last_owner = t.serial  # a number, so a finished transfer is not kept alive
         t.last = n
         t.finished = done
         return memoryview(self._last)[0:n]
@@ -540,7 +543,7 @@ class CosemServer:
             t.invoke = req.invoke
             return self._next_block(a)
         if req.block + 1 == t.block_no and t.last:
-            if self._last_owner is not t:  # another association's block has replaced it since
+            if self._last_owner != t.serial:  # another transfer's block has replaced it since
                 log.warn(_TAG, "block %d asked again after another transfer's block: aborted"
                          % t.block_no)
                 a.xfer = None

@@ -169,10 +169,13 @@ class UdpEndpoint:
     def close(self):
         self.sock.close()
 
-    def peer_endpoint(self, peer, buf=None):
-        """A receive-only socket on our address and port, connected to one peer (ip, port); see
-        PeerEndpoint. OSError if the stack refuses a second socket on the port."""
-        return PeerEndpoint(self.local[0], self.local[1], peer, buf or self.max_datagram)
+    def peer_endpoint(self, peer, buf=None, bind_ip=None):
+        """A receive-only socket on our port, connected to one peer (ip, port), bound to
+        bind_ip (default: this endpoint's address; pass the unicast address when this one is
+        bound to 0.0.0.0, so that it gets no multicast); see PeerEndpoint. OSError if the stack
+        refuses a second socket on the port."""
+        return PeerEndpoint(bind_ip or self.local[0], self.local[1], peer,
+                            buf or self.max_datagram)
 
 
 class PeerEndpoint:

@@ -713,6 +713,11 @@ class MeterClient:
                 continue
             self.handle(data, len(data), addr)
 
+    def handle_joined(self, buf, n, addr):
+        """Process buf[:n] that may hold several datagrams back to back (a meter's own socket,
+        read with readinto): each frame on its own (echonet.each_frame)."""
+        echonet.each_frame(buf, n, self.handle, addr)
+
     def handle(self, buf, n, addr):
         """Process one datagram; never raises (bad input is logged and dropped)."""
         if self.rate_limiter is not None and not self.rate_limiter.allow(addr):

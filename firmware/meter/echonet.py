@@ -99,6 +99,43 @@ def _props(mv, off, end, count, what):
     return out, off
 
 
+def frame_end(buf, off, end):
+    """End offset of the Format 1 frame that starts at buf[off] within buf[:end], found from
+    its own structure (header, OPC, then EPC/PDC/EDT per property; SetGet has a second list):
+    frames delimit themselves, so several read back to back into one buffer can be split.
+    Returns `end` when no frame can be delimited there (decode() then says why)."""
+    if end - off < HEADER_LEN or buf[off] != EHD1 or buf[off + 1] != EHD2_FORMAT1:
+        return end
+    lists = 2 if buf[off + 10] in _SETGET_FAMILY else 1
+    p = off + HEADER_LEN
+    opc = buf[off + 11]
+    for k in range(lists):
+        if k:
+            if p >= end:
+                return end
+            opc = buf[p]
+            p += 1
+        for _ in range(opc):
+            if p + 2 > end:
+                return end
+            p += 2 + buf[p + 1]
+    return p if p <= end else end
+
+
+def each_frame(buf, n, fn, addr):
+    """fn(view, length, addr) for every frame in buf[:n], which may hold several datagrams back
+    to back (MicroPython's readinto on a socket reads on while datagrams are queued); a last
+    frame cut by a full buffer reaches fn as it is (and decode() rejects it)."""
+    off = 0
+    while off < n:
+        end = frame_end(buf, off, n)
+        if off == 0 and end == n:
+            fn(buf, n, addr)  # one frame: no view needed
+        else:
+            fn(memoryview(buf)[off:end], end - off, addr)
+        off = end
+
+
 def decode(buf, n=None):
     """Parse one datagram (buf[:n]) into a Frame; raise EchonetError if it is not a valid
     Format 1 ECHONET Lite frame in every byte."""

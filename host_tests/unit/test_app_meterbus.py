@@ -9,6 +9,7 @@ from loopback import bound, sender
 
 from firmware import log
 from firmware.app.meters import MeterBus
+from firmware.meter import echonet
 
 US = "127.0.0.71"
 METER_A = "127.0.0.72"
@@ -23,6 +24,9 @@ class _Client:
 
     def handle(self, buf, n, addr):
         self.got.append((bytes(buf[:n]), addr))
+
+    def handle_joined(self, buf, n, addr):  # as MeterClient does
+        echonet.each_frame(buf, n, self.handle, addr)
 
 
 class _Channel:
@@ -92,3 +96,73 @@ class MeterBusReceiveTest(unittest.TestCase):
 
         self._run(script)
         self.assertEqual([x for x in self.lines if "ERROR" in x], [])
+
+
+FRAME = bytes.fromhex("1081000102 8E01 05FF01 72 01 E7 04 00000001".replace(" ", ""))
+
+
+def frame(tid):
+    b = bytearray(FRAME)
+    b[3] = tid
+    return bytes(b)
+
+
+class MeterBusQueuedTest(MeterBusReceiveTest):
+    def test_several_replies_queued_are_handled_one_by_one(self):
+        # MicroPython's readinto joins queued datagrams into one read: they must still reach
+        # the client one frame at a time
+        a = self.socks[0]
+
+        async def script():
+            self.assertTrue(await self._until(
+                lambda: any("own socket for %s" % METER_A in x for x in self.lines)))
+            self.bus.peer_check_ms = 60000
+            await asyncio.sleep(0.05)  # the task waits on the socket
+            for tid in (1, 2, 3):
+                a.sendto(frame(tid), self.to_us)
+            self.assertTrue(await self._until(lambda: len(self.client.got) >= 3))
+            await asyncio.sleep(0.05)
+
+        self._run(script)
+        self.assertEqual([g[0] for g in self.client.got], [frame(1), frame(2), frame(3)])
+        self.assertTrue(all(g[1] == (METER_A, self.port) for g in self.client.got))
+
+    def test_empty_datagram_reopens_the_socket_and_never_spins(self):
+        a = self.socks[0]
+
+        async def script():
+            self.assertTrue(await self._until(
+                lambda: any("own socket for %s" % METER_A in x for x in self.lines)))
+            a.sendto(b"", self.to_us)
+            self.assertTrue(await self._until(lambda: any("reads nothing" in x
+                                                          for x in self.lines)))
+            self.assertTrue(await self._until(
+                lambda: sum("own socket for %s" % METER_A in x for x in self.lines) == 2, 4000))
+            a.sendto(frame(7), self.to_us)
+            self.assertTrue(await self._until(lambda: len(self.client.got) == 1))
+
+        self._run(script)
+        self.assertEqual(self.client.got[0][0], frame(7))
+
+
+class PeerBindAddressTest(unittest.TestCase):
+    """A meter's own socket is bound to our unicast address, never to 0.0.0.0 (lwIP hands every
+    multicast datagram to each socket bound to the wildcard address, connected or not)."""
+
+    class _Ep:
+        def __init__(self, ip):
+            self.local = (ip, 3610)
+
+    class _Disc:
+        on_event = None
+
+        def __init__(self, ip):
+            self.own_ip = ip
+
+    def test_unicast_kept_wildcard_replaced_unknown_waits(self):
+        bus = MeterBus(self._Ep("127.0.0.71"), [], None)
+        self.assertEqual(bus._peer_bind_ip(), "127.0.0.71")
+        bus = MeterBus(self._Ep("0.0.0.0"), [], self._Disc("192.0.2.10"))
+        self.assertEqual(bus._peer_bind_ip(), "192.0.2.10")
+        bus = MeterBus(self._Ep("0.0.0.0"), [], self._Disc(None))
+        self.assertEqual(bus._peer_bind_ip(), "0.0.0.0")  # no own socket until we have one

@@ -271,3 +271,28 @@ class EveryEsvTest(unittest.TestCase):
         n = echonet.encode_into(buf, infc.tid, infc.deoj, infc.seoj, echonet.INFC_RES,
                                 [(e, None) for e in infc.epcs()])
         self.assertEqual(bytes(buf[:n]), h("10 81 00 09 05 FF 01 02 8E 01 7A 01 80 00"))
+
+
+class FrameEndTest(unittest.TestCase):
+    """echonet.frame_end: frames read back to back into one buffer are split by their own
+    structure (MicroPython's readinto on a socket joins queued datagrams)."""
+
+    GET_RES = bytes.fromhex("1081000102 8E01 05FF01 72 02 E7 04 00000001 E6 00".replace(" ", ""))
+    SETGET = bytes.fromhex("1081000205FF01028E016E01E50100 01E200".replace(" ", ""))
+
+    def test_back_to_back_frames_split(self):
+        buf = bytearray(self.GET_RES + self.SETGET + self.GET_RES)
+        n = len(buf)
+        a = echonet.frame_end(buf, 0, n)
+        b = echonet.frame_end(buf, a, n)
+        c = echonet.frame_end(buf, b, n)
+        self.assertEqual((a, b, c), (len(self.GET_RES), len(self.GET_RES) + len(self.SETGET), n))
+        self.assertEqual(echonet.decode(memoryview(buf)[a:b], b - a).esv, 0x6E)
+        self.assertEqual(echonet.decode(memoryview(buf)[b:c], c - b).props[0][0], 0xE7)
+
+    def test_cut_or_foreign_data_runs_to_the_end(self):
+        cut = self.GET_RES[:-3]
+        self.assertEqual(echonet.frame_end(cut, 0, len(cut)), len(cut))  # decode() says why
+        junk = b"\x00" * 20
+        self.assertEqual(echonet.frame_end(junk, 0, 20), 20)
+        self.assertEqual(echonet.frame_end(self.GET_RES, 0, 5), 5)
