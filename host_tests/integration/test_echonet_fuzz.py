@@ -325,3 +325,39 @@ def test_read_converges_on_any_quirky_meter(data):
         assert again[e] == got[e]
     if drop_over is not None and not poison and len(epcs) > drop_over:
         assert c.cap <= drop_over
+
+
+def test_frames_read_back_to_back_split_exactly():
+    """A meter's own socket is read with readinto, which on MicroPython joins queued datagrams:
+    each_frame() must hand every valid frame over on its own, whatever the mix."""
+    rnd = random.Random(7)
+    seeds = SEEDS  # valid frames, a 206-byte history reply among them
+    for _ in range(min(FRAMES // 10, 20000)):
+        picks = [rnd.choice(seeds) for _ in range(rnd.randint(1, 4))]
+        buf = bytearray(b"".join(picks))
+        got = []
+
+        def keep(v, n, _addr, out=got):
+            out.append(bytes(v[:n]))
+
+        echonet.each_frame(buf, len(buf), keep, None)
+        assert got == picks
+
+
+@settings(max_examples=min(FRAMES // 50, 5000), deadline=None)
+@given(st.binary(min_size=0, max_size=300), st.integers(min_value=0, max_value=300))
+def test_frame_end_never_raises_and_always_advances(data, cut):
+    """Any bytes (garbage, cut frames): frame_end stays within the buffer and moves forward,
+    so the split loop always ends; what it cannot delimit reaches decode(), which rejects it."""
+    n = min(cut, len(data))
+    off = 0
+    steps = 0
+    while off < n:
+        end = echonet.frame_end(data, off, n)
+        assert off < end <= n
+        off = end
+        steps += 1
+    assert steps <= n
+    got = []
+    echonet.each_frame(data, n, lambda v, k, a: got.append(k), None)
+    assert sum(got) == n
