@@ -25,6 +25,8 @@ from firmware.meter import drmeter, echonet, profiles
 from firmware.meter.echonet import EchonetError
 from firmware.store.record import FLAG_METER_RESET
 
+_PROBES = const(2)  # liveness probes after a timeout, each costing a time-out if unanswered
+_PROBE_EPCS = (0x9F, 0x80, 0x82, 0x8A)  # in every object: Get map, status, version, maker
 _TX_LEN = const(256)  # our requests and node-profile answers are small
 _LOG_BURST = const(5)  # malformed-frame log lines per window before suppressing
 _LOG_WINDOW_MS = const(10000)
@@ -137,6 +139,7 @@ class MeterClient:
         """Drop everything learned about the meter (a different meter may answer next)."""
         self.cap = self.max_batch  # EPCs per Get the meter is known to take
         self._poison = {}  # EPC -> ticks_ms when isolated
+        self._reading = ()  # the EPCs of the read() in progress
         self._good_epc = _EPC_GET_MAP  # an EPC the meter answered alone: the liveness probe
         self.getmap = None  # EPCs of 0x9F, or None if the meter did not give a usable map
         self.identity_key = None
@@ -296,16 +299,25 @@ class MeterClient:
             log.warn(self.tag, "meter takes at most %d EPCs per Get (%s)" % (cap, why))
 
     async def _alive(self, avoid):
-        """True if the meter answers a Get of one known-good EPC not in `avoid`; None if every
-        candidate is in `avoid` (no probe possible)."""
-        for e in (self._good_epc, _EPC_GET_MAP, 0x80):
-            if e not in avoid and e not in self._poison:
-                try:
-                    await self._get_once((e,))
-                    return True
-                except MeterTimeout:
-                    return False
-        return None
+        """True if the meter answers a Get of one probe EPC not in `avoid`: the EPC it last
+        answered alone, then properties every ECHONET Lite object has (0x9F, 0x80, 0x82, 0x8A),
+        then the other EPCs being read, until one answers (a meter that silently drops a Get of
+        0x9F or 0x80 itself is still alive), at most _PROBES of them. False if every probe went
+        unanswered; None if no candidate is left outside `avoid` and the isolated EPCs."""
+        tried = ()
+        for e in (self._good_epc,) + _PROBE_EPCS + self._reading:
+            if e in avoid or e in self._poison or e in tried:
+                continue
+            if len(tried) >= _PROBES:
+                break
+            tried += (e,)
+            try:
+                await self._get_once((e,))
+                self._good_epc = e
+                return True
+            except MeterTimeout:
+                continue
+        return False if tried else None
 
     async def read(self, epcs):
         """{epc: bytes|None} for `epcs` in as many Gets as the meter needs. EPCs absent from the
@@ -315,7 +327,11 @@ class MeterClient:
         for e in epcs:
             out[e] = None
         ask = [e for e in epcs if self._askable(e)]
-        await self._read_list(ask, out)
+        self._reading = tuple(ask)  # more liveness probes when the usual ones are poison
+        try:
+            await self._read_list(ask, out)
+        finally:
+            self._reading = ()
         return out
 
     async def _read_list(self, epcs, out):

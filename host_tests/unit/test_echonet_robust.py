@@ -130,7 +130,8 @@ class CapacityTest(unittest.TestCase):
                 await c.read(WIDE)
             self.assertEqual(c.stats["poisoned"], 0)
             self.assertEqual(c.cap, 16)
-            self.assertEqual(len(ep.sent), 6)  # the Get (3 attempts) + one probe (3 attempts)
+            # the Get (3 attempts) + two liveness probes, 0x9F then 0x80 (3 attempts each)
+            self.assertEqual(len(ep.sent), 9)
             m.silent = False
             got = await c.read(WIDE)
             self.assertTrue(all(got[e] is not None for e in WIDE))
