@@ -61,3 +61,12 @@ def test_a_mutant_is_killed_in_a_copy_not_in_the_tree(tmp_path):
     res = mutants.attack(m, str(tmp_path))
     assert res["killed_by"] == "pytest host_tests/unit/test_store_record.py"
     assert m["find"] in open(mutants.ROOT + "/firmware/store/record.py").read()  # untouched
+
+
+def test_a_mutant_no_test_notices_survives(tmp_path):
+    m = {"name": "harmless", "file": "firmware/store/record.py",
+         "find": "def is_valid(buf, off):\n", "replace": "def is_valid(buf, off):  # same\n",
+         "killed_by": ["pytest host_tests/unit/test_store_record.py"]}
+    assert mutants.check(m) == []
+    res = mutants.attack(m, str(tmp_path))
+    assert res["killed_by"] is None and res["errors"] == []
