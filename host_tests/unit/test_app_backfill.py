@@ -53,6 +53,22 @@ class BackfillTest(unittest.TestCase):
         # one history read per day that had gaps (4 days: today and 3 back)
         self.assertEqual(sorted(self.meter.history_reads), [0, 1, 2, 3])
 
+    def test_window_leaves_the_slot_loop_its_boundaries(self):
+        # Worked out by hand, not by window(): NOW is 12:10 JST. The 30-minute loop owns the
+        # 12:00 boundary until it gives up (give_up_after_s later), so backfill ends at 11:30;
+        # one second after the loop gives up, 12:00 is backfill's too. Today starts 00:00 JST.
+        b = timeutil.t2k_from_fields(2025, 4, 10, 3, 0, 0)  # 12:00 JST
+        midnight = timeutil.t2k_from_fields(2025, 4, 9, 15, 0, 0)  # 00:00 JST
+        give_up = self.cfg["give_up_after_s"]
+        slot = timeutil.slot_of_t2k
+        self.assertEqual(self.p.window(NOW, 1), (slot(midnight), slot(b) - 1))
+        self.assertEqual(self.p.window(b + give_up, 1)[1], slot(b) - 1)
+        self.assertEqual(self.p.window(b + give_up + 1, 1)[1], slot(b))
+        # a pass leaves 12:00 to the loop, though the meter's history already has it
+        self.assertEqual(run(self.p.run_once(1)), slot(b) - slot(midnight))
+        self.assertIsNone(self.store.get(0, slot(b)))
+        self.assertEqual(self.store.get(0, slot(b) - 1)[:2], self.meter.model.at_slot(slot(b) - 1))
+
     def test_backfilled_values_say_so_in_the_profile_status(self):
         run(self.p.run_once())
         view = MeterView(self.store, 0)
