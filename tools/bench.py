@@ -268,4 +268,7 @@ def main():
 
 
 if __name__ == "__main__":
+    from tools import own_netns
+
+    own_netns.reexec_in_own_netns("tools.bench", sys.argv[1:])  # only when run as a program
     main()
