@@ -41,6 +41,47 @@ def test_two_reservations_never_share_a_block(tmp_path):
         first.release()
 
 
+_RACER = """
+import random, sys, time
+from tools import loopback_block
+
+class Rng:  # six blocks for six runs: without the lock, two of them would share one
+    def __init__(self):
+        self.r = random.Random()
+        self.b = None
+
+    def randrange(self, lo, hi):
+        if self.b is None:
+            self.b = self.r.randrange(6)
+            return 206
+        b, self.b = self.b, None
+        return b
+
+start = float(sys.argv[2])
+while time.time() < start:  # every run draws at the same moment
+    pass
+r = loopback_block.reserve(rng=Rng(), lock_dir=sys.argv[1])
+print(r.prefix, flush=True)
+time.sleep(1.0)  # hold it while the others draw
+r.release()
+"""
+
+
+def test_six_runs_at_once_on_six_blocks_all_differ(tmp_path):
+    import time
+
+    start = "%.3f" % (time.time() + 1.0)
+    procs = [subprocess.Popen([sys.executable, "-c", _RACER, str(tmp_path), start], cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+                              text=True) for _ in range(6)]
+    got = []
+    for p in procs:
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0
+        got.append(out.strip())
+    assert sorted(got) == ["127.206.%d." % b for b in range(6)], got
+
+
 def test_a_released_block_can_be_reserved_again(tmp_path):
     r = loopback_block.reserve(rng=_Rng([(202, 9)]), lock_dir=str(tmp_path))
     assert r.held
