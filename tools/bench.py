@@ -281,10 +281,11 @@ def main():
     print("written %s" % path)
     from tools import bench_report
 
-    _rows, report_path = bench_report.report(ROOT)
-    missed = bench_report.missed(_rows)
-    print("written %s: %d goals missed%s (make bench-check fails on them)" % (
-        report_path, len(missed), "".join("\n  " + r[0] for r in missed)))
+    rows, report_path = bench_report.report(ROOT)
+    missed = bench_report.missed(rows)
+    print("written %s: %d goals missed" % (os.path.relpath(report_path, ROOT), len(missed)))
+    for metric, _value, g, status in missed:
+        print("  %s %s: %s (make bench-check fails)" % (metric, g.text(), status))
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ def main(argv=None, err=sys.stderr):
         return 2
     bad = missed(rows)
     n_goals = sum(1 for r in rows if r[2] is not None)
-    print("written %s: %d goals, %d missed" % (path, n_goals, len(bad)))
+    print("written %s: %d goals, %d missed" % (os.path.relpath(path), n_goals, len(bad)))
     if a.check and bad:
         for metric, value, g, _status in bad:
             print("goal missed: %s = %s, goal %s (%s)" % (metric, _fmt(value), g.text(), g.why),
