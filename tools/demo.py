@@ -4,7 +4,9 @@ meter/head-end, with the calendar clock accelerated.
   python -m tools.demo [--days 2] [--rate 1800] [--heap 256k] [--runtime micropython|cpython]
 
 The firmware runs as a separate process under the real `micropython` binary (unix port) with a
-capped heap. Each party has its own loopback address (see docs/architecture.md). The run ends with
+capped heap. Each party has its own loopback address (see docs/architecture.md); the run goes into
+a network namespace of its own when the machine allows it (tools/own_netns.py; SIM_NETNS=0 keeps
+it on the host's loopback, on a reserved /24). The run ends with
   intervals expected=N delivered=N missing=0
 and exits 0 only when nothing is missing and every delivered value equals the meter's ground truth.
 """
@@ -15,6 +17,7 @@ import sys
 import time
 
 from firmware import timeutil
+from tools import own_netns
 from tools.deployment import Deployment
 
 JST = 540
@@ -22,6 +25,7 @@ JST = 540
 
 async def run_demo(days, rate, heap, runtime, seed, verbose, out=print):
     dep = Deployment(rate=rate, seed=seed, heap=heap, runtime=runtime)
+    out("network: deployment on %s0/24" % dep.net)
     await dep.start()
     sim, model = dep.sim, dep.model
     head = dep.head_end(tz_offset_min=JST, out=out)
@@ -97,4 +101,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    own_netns.reexec_in_own_netns("tools.demo", sys.argv[1:])  # only when run as a program
     sys.exit(main())

@@ -3,20 +3,22 @@ meter emulator (N.2:3610) -> terminal firmware (N.1, separate process) -> J11 mo
 (pty + air socket N.3:4059) -> smart meter / head-end (N.4:4059); more meters on N.6 ... N.12,
 other test parties from N.20 on.
 
-N is a loopback /24 (127.a.b) picked at random for each deployment and checked free by binding,
-so that any number of deployments (demo, bench, e2e tests) run side by side on one machine.
+N is a loopback /24 (127.a.b) reserved for the life of the deployment (tools/loopback_block.py:
+an exclusive lock per block, held until stop(), and its ports checked free by binding), so that
+any number of deployments (demo, bench, e2e tests) run side by side on one machine. `make demo`
+and `make bench` also run in a network namespace of their own where the machine allows it
+(tools/own_netns.py).
 """
 
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 
 from firmware import timeutil
+from tools import loopback_block
 from tools.j11_emulator import J11Emulator
 from tools.meter_emulator import MeterEmulator
 from tools.meter_model import MeterModel
@@ -41,8 +43,8 @@ def default_heap(meters=1):
     return "%dk" % (base + HEAP_MARGIN_KB)
 
 
-ECHONET_PORT = 3610
-DLMS_PORT = 4059
+ECHONET_PORT = loopback_block.ECHONET_PORT
+DLMS_PORT = loopback_block.DLMS_PORT
 MAX_METERS = 7
 # 1:N: meter k's forward counter starts k x this many raw units above meter 0's. The models share
 # the daily profile, so seed noise alone would leave their values within MeterModel.NOISE_SPREAD
@@ -80,28 +82,6 @@ def build_host_mpy(out_dir=None):
     return out_dir
 
 
-def pick_loopback_net(tries=50):
-    """A loopback /24 prefix ("127.a.b.") whose ECHONET and DLMS ports are free on the addresses
-    a deployment uses (checked by binding them, then released)."""
-    rnd = random.SystemRandom()
-    for _ in range(tries):
-        prefix = "127.%d.%d." % (rnd.randrange(1, 255), rnd.randrange(0, 255))
-        probes = [(1, ECHONET_PORT), (2, ECHONET_PORT), (3, DLMS_PORT), (4, DLMS_PORT)]
-        socks = []
-        try:
-            for host, port in probes:
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind((prefix + str(host), port))
-            return prefix
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free loopback /24 for a deployment")
-
-
 def wait_until(pred, timeout_s, step=0.05):
     """Poll pred() until it is true or timeout_s passed (real time); its last value."""
     import time
@@ -126,14 +106,16 @@ class Deployment:
         """runtime: "micropython" (firmware from precompiled .mpy, or from source with
         mpy_dir="source"), or "cpython". board: a file of boards/ ("host"; "esp32-sim" runs the
         ESP32 HAL under micropython against the stand-ins of tools/esp32sim)."""
+        if meters > MAX_METERS + 1:
+            raise ValueError("at most %d meters" % (MAX_METERS + 1))
         self.sim = SimClock(start_t2k, rate)
-        self.net = pick_loopback_net()
+        # held until stop(): no other deployment on this machine can take the same block
+        self.reservation = loopback_block.reserve()
+        self.net = self.reservation.prefix
         self.terminal_ip = self.addr(1)
         self.meter_addr = (self.addr(2), ECHONET_PORT)
         self.air_addr = (self.addr(3), DLMS_PORT)
         self.sm_addr = (self.addr(4), DLMS_PORT)
-        if meters > MAX_METERS + 1:
-            raise ValueError("at most %d meters" % (MAX_METERS + 1))
         self.rate = rate
         self.model = MeterModel(seed=seed)
         self.heap = heap or default_heap(meters)
@@ -252,7 +234,10 @@ class Deployment:
             return ""
 
     async def stop(self):
-        self.stop_firmware()
-        await self.module.stop()
-        for m in self.meters:
-            await m.stop()
+        try:
+            self.stop_firmware()
+            await self.module.stop()
+            for m in self.meters:
+                await m.stop()
+        finally:
+            self.reservation.release()  # only once every socket of the block is closed
