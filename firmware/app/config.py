@@ -9,8 +9,6 @@ from firmware import log
 
 DEFAULTS = {
     "terminal": {
-        "name": "terminal",
-        "meter_count": 1,
         # Log the heap at each start-up milestone and its peak while serving a profile read or
         # backfilling a day (tools/heap_scenario.py; costs a gc.collect() per block when on).
         "heap_log": False,

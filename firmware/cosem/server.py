@@ -380,8 +380,9 @@ class CosemServer:
         log.warn(_TAG, "client %d used %s without negotiating it" % (client_sap, what))
         return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_NOT_SUPPORTED)
 
-    def _lookup(self, desc, need):
-        """(object, None) or (None, DataAccessResult) for a descriptor and needed access bit."""
+    def _lookup(self, desc):
+        """(object, None) or (None, DataAccessResult) for a descriptor (access rights are
+        checked by the caller)."""
         cls, ln, ident = desc
         obj = self.table.find(ln)
         if obj is None:
@@ -391,7 +392,7 @@ class CosemServer:
         return obj, None
 
     def _producer(self, a, mv, desc, selector, sel_pos):
-        obj, err = self._lookup(desc, READ)
+        obj, err = self._lookup(desc)
         if err is not None:
             return err
         attr = desc[2]
@@ -558,7 +559,7 @@ class CosemServer:
         return x.get_block_error(req.invoke, req.block, x.DATA_BLOCK_NUMBER_INVALID)
 
     def _set(self, a, req):
-        obj, err = self._lookup(req.desc, WRITE)
+        obj, err = self._lookup(req.desc)
         if err is not None:
             return err
         attr = req.desc[2]
@@ -570,7 +571,7 @@ class CosemServer:
         return obj.set(self, a, attr, axdr.Reader(req.mv, req.value_pos))
 
     def _action(self, a, req):
-        obj, err = self._lookup(req.desc, 0)
+        obj, err = self._lookup(req.desc)
         if err is not None:
             return err
         m = req.desc[2]

@@ -600,18 +600,6 @@ class MeterClient:
             await self._ensure()
         return stamp, fwd, rev
 
-    async def read_cumulative(self):
-        """(fwd_raw|None, rev_raw|None): the current cumulative values."""
-        await self._ensure()
-        p = self.profile
-        vals = await self.read((p.cum_fwd, p.cum_rev))
-        mx = self._max_raw()
-        out = []
-        for e in (p.cum_fwd, p.cum_rev):
-            out.append(None if vals[e] is None
-                       else drmeter.decode_cumulative(vals[e], "0x%02X" % e, mx))
-        return out[0], out[1]
-
     async def read_history(self, day):
         """(forward[48], reverse[48]) raw|None for history day `day` (0 = meter's today).
         Sets the day selector, then reads both histories; the day echoed in each EDT must equal

@@ -33,9 +33,7 @@ EPC_HISTORY_DAY = const(0xD5)
 EPC_METERED_ID = const(0xD6)
 EPC_TIME = const(0xDA)
 EPC_TIME_SYNC = const(0xDB)
-EPC_CUM_IN = const(0xE0)
 EPC_HIST_IN = const(0xE1)
-EPC_CUM_OUT = const(0xE2)
 EPC_HIST_OUT = const(0xE3)
 EPC_FIXED_IN = const(0xE6)
 EPC_FIXED_OUT = const(0xE7)
@@ -76,11 +74,6 @@ def check_raw(raw, what="value", max_raw=MAX_RAW):
         raise MeterDataError("%s 0x%08X exceeds the meter's %d digits"
                              % (what, raw, len(str(max_raw))))
     return raw
-
-
-def decode_cumulative(edt, what="0xE0/0xE2", max_raw=MAX_RAW):
-    _need_len(edt, 4, what)
-    return check_raw(struct.unpack_from(">I", edt, 0)[0], what, max_raw)
 
 
 def local_to_t2k(y, mo, d, h, mi, s, tz_offset_min, what="timestamp"):

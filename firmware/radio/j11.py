@@ -212,24 +212,6 @@ class Reassembler:
         """Bytes held waiting for the rest of a frame."""
         return self._end - self._start
 
-    def partial_age(self, now=None):
-        """ms since the last byte arrived while a partial frame is pending, else -1."""
-        if self._end == self._start:
-            return -1
-        return ticks_diff(ticks_ms() if now is None else now, self._last_rx)
-
-    def partial_cmd(self):
-        """Command code of the pending partial frame, or -1 when its header is incomplete."""
-        if self._end - self._start >= 6 and self._at_unique(self._start):
-            return struct.unpack_from(">H", self._buf, self._start + 4)[0]
-        return -1
-
-    def drop_partial(self):
-        """Discard a pending partial frame (e.g. after the 1 s frame timeout)."""
-        if self._end > self._start:
-            self._drop_stale()
-        self.flush()
-
     # -- output -------------------------------------------------------------------------------
 
     def next_frame(self):

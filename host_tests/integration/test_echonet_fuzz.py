@@ -113,7 +113,7 @@ def test_decode_hypothesis(data):
 @settings(max_examples=200, deadline=None)
 @given(st.binary(min_size=0, max_size=200))
 def test_drmeter_decoders_raise_only_their_error(data):
-    for fn in (drmeter.decode_unit, drmeter.decode_cumulative, drmeter.decode_fixed_time,
+    for fn in (drmeter.decode_unit, drmeter.decode_fixed_time,
                drmeter.decode_history, drmeter.decode_retention, drmeter.decode_time,
                drmeter.decode_date):
         try:
