@@ -4,7 +4,7 @@
 # header plus items (array elements, or one whole value), so large values (the object list, the
 # 45-day load profile) are never built in RAM. Producers only advance after an item was written
 # completely; the server rolls back an item that did not fit and writes it into the next block.
-from firmware import log, timeutil
+from firmware import log, timeutil, units
 from firmware.compat import const
 from firmware.cosem import axdr
 from firmware.cosem import xdlms as x
@@ -27,19 +27,6 @@ CLASS_ASSOCIATION_LN = const(15)
 CLASS_SAP_ASSIGNMENT = const(17)
 
 UNIT_WH = const(30)
-# ECHONET unit code of a cumulative energy value (kWh times 10^k) -> power-of-ten scaler for Wh
-ECHONET_UNIT_SCALER = {
-    0x00: 3,
-    0x01: 2,
-    0x02: 1,
-    0x03: 0,
-    0x04: -1,
-    0x0A: 4,
-    0x0B: 5,
-    0x0C: 6,
-    0x0D: 7,
-}
-
 DEFAULT_OBIS = {
     "association": "0.0.40.0.0.255",
     "sap_assignment": "0.0.41.0.0.255",
@@ -271,7 +258,7 @@ class RegisterObject(CosemObject):
             return Value(_w_u32, row[self._col])
         if attr == 3:
             unit = self._view.unit_code
-            scaler = ECHONET_UNIT_SCALER.get(unit) if unit is not None else None
+            scaler = units.wh_scaler(unit) if unit is not None else None
             if scaler is None:
                 if unit is not None:
                     log.warn("cosem", "ECHONET unit code 0x%02x has no scaler" % unit)

@@ -6,7 +6,7 @@
 # offset (minutes, local minus UTC; JST = +540).
 import struct
 
-from firmware import timeutil
+from firmware import timeutil, units
 from firmware.compat import const
 
 NO_DATA = 0xFFFFFFFE  # above 2^30: a long int on the ESP32, so not a const()
@@ -38,10 +38,6 @@ EPC_HIST_OUT = const(0xE3)
 EPC_FIXED_IN = const(0xE6)
 EPC_FIXED_OUT = const(0xE7)
 
-# 0xD4 unit code -> power of ten of kWh per raw unit
-UNIT_EXP = {0x00: 0, 0x01: -1, 0x02: -2, 0x03: -3, 0x04: -4, 0x0A: 1, 0x0B: 2, 0x0C: 3, 0x0D: 4}
-
-
 class MeterDataError(ValueError):
     pass
 
@@ -53,7 +49,7 @@ def _need_len(edt, n, what):
 
 def unit_exponent(code):
     """Power of ten of kWh for a unit code; MeterDataError for a code not in the table."""
-    e = UNIT_EXP.get(code)
+    e = units.exponent(code)
     if e is None:
         raise MeterDataError("unknown unit code 0x%02X" % code)
     return e

@@ -1,6 +1,7 @@
 # Per-class profiles: which EPC carries what on each supported meter class, so the client code
 # is class-independent; plus exact decimal scaling (integers only) and the conversion of
 # (raw, unit, coefficient) into the store's (raw, unit_code). See docs/echonet.md.
+from firmware import units
 from firmware.compat import const
 from firmware.meter import drmeter
 from firmware.meter.drmeter import MeterDataError
@@ -10,9 +11,6 @@ CLASS_LV_SMART = const(0x0288)  # low-voltage smart electric energy meter
 CLASS_SUB_METER = const(0x028D)  # smart electric energy sub-meter
 
 _MAX_COEFFICIENT = const(999999)
-# Store unit codes by power of ten (kWh per raw unit), -4..4.
-_CODE_FOR_EXP = {-4: 0x04, -3: 0x03, -2: 0x02, -1: 0x01, 0: 0x00, 1: 0x0A, 2: 0x0B, 3: 0x0C,
-                 4: 0x0D}
 
 
 class CoefficientError(MeterDataError):
@@ -26,7 +24,7 @@ class Profile:
                  day, day_width, retention, time_epc, time_len, sync, identity):
         self.cls = cls
         self.name = name
-        self.unit = unit  # unit code EPC (1 byte, drmeter.UNIT_EXP table)
+        self.unit = unit  # unit code EPC (1 byte, firmware.units table)
         self.coefficient = coefficient  # coefficient EPC (u32, absent = 1)
         self.digits = digits  # effective-digits EPC (1 byte, 1..8)
         self.fixed_digits = fixed_digits  # digit count when the class has no digits EPC
@@ -97,7 +95,7 @@ def store_unit(unit_code, coefficient=1):
     if k is None:
         raise CoefficientError("coefficient %d is not a power of ten: the store keeps one unit "
                                "code per record and cannot represent it" % coefficient)
-    code = _CODE_FOR_EXP.get(e + k)
+    code = units.code_for(e + k)
     if code is None:
         raise CoefficientError("coefficient %d x unit 0x%02X = 10^%d kWh: beyond the largest "
                                "unit code (10^4 kWh)" % (coefficient, unit_code, e + k))
