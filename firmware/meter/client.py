@@ -504,11 +504,12 @@ class MeterClient:
         dropped). MeterError if none or several match."""
         vals = await self.get((0xD6,), echonet.EOJ_NODE_PROFILE)
         lst = vals[0xD6]
-        if lst is None or len(lst) < 1 or len(lst) != 1 + 3 * lst[0]:
-            raise MeterError("meter node gave no usable instance list (0xD6)")
+        try:
+            eojs = echonet.parse_instance_list(lst or b"")
+        except EchonetError as e:
+            raise MeterError("meter node gave no usable instance list (0xD6): %s" % e)
         found = []
-        for i in range(lst[0]):
-            eoj = (lst[1 + 3 * i] << 16) | (lst[2 + 3 * i] << 8) | lst[3 + 3 * i]
+        for eoj in eojs:
             if eoj >> 8 != self.deoj >> 8:
                 continue
             v = await self.get((0xD0, 0xD6), eoj)

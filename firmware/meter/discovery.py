@@ -15,13 +15,13 @@ import asyncio
 from firmware import log
 from firmware.compat import const, ticks_add, ticks_diff, ticks_ms, wait_ms
 from firmware.meter import echonet
+from firmware.meter.echonet import EchonetError
 
 PORT = const(3610)
 GROUP = "224.0.23.0"
 EPC_INF_LIST = const(0xD5)  # node profile: instance list notification
 EPC_GET_LIST = const(0xD6)  # node profile: self-node instance list S
 METER_CLASS = const(0x028E)
-MAX_INSTANCES = const(84)  # list capacity of 0xD5/0xD6 (253-byte EDT)
 
 # Events
 EV_METER = "meter"  # (EV_METER, ip): the meter address is now ip (first choice or a change)
@@ -57,7 +57,7 @@ def build_inf_req(buf, tid):
 
 
 def encode_instance_list(eojs):
-    if not 1 <= len(eojs) <= MAX_INSTANCES:
+    if not 1 <= len(eojs) <= echonet.MAX_INSTANCES:
         raise DiscoveryError("instance list of %d objects (1..84)" % len(eojs))
     out = bytearray(1 + 3 * len(eojs))
     out[0] = len(eojs)
@@ -77,23 +77,6 @@ def build_announce(buf, tid, eojs=(echonet.EOJ_CONTROLLER,)):
                                echonet.INF, [(EPC_INF_LIST, encode_instance_list(eojs))])
 
 
-def parse_instance_list(edt):
-    """[EOJ] of a 0xD5/0xD6 EDT: count (1 byte) + count x 3-byte EOJ, nothing else."""
-    n = len(edt)
-    if n < 1:
-        raise DiscoveryError("instance list: empty EDT")
-    count = edt[0]
-    if count > MAX_INSTANCES:
-        raise DiscoveryError("instance list: count %d above %d" % (count, MAX_INSTANCES))
-    if n != 1 + 3 * count:
-        raise DiscoveryError("instance list: count %d needs %d bytes, EDT has %d"
-                             % (count, 1 + 3 * count, n))
-    out = []
-    for i in range(1, n, 3):
-        out.append((edt[i] << 16) | (edt[i + 1] << 8) | edt[i + 2])
-    return out
-
-
 def instance_list_of(frame):
     """(epc, [EOJ]) if `frame` is a node profile's instance list (Get_Res/Get_SNA 0xD6,
     INF/INFC 0xD5), (epc, None) if it carries the EPC without data, None if it is not one."""
@@ -110,7 +93,7 @@ def instance_list_of(frame):
         return None
     if len(edt) == 0:
         return epc, None
-    return epc, parse_instance_list(edt)
+    return epc, echonet.parse_instance_list(edt)
 
 
 # --- driver -----------------------------------------------------------------------------------
@@ -212,7 +195,7 @@ class Discovery:
             return False
         try:
             got = instance_list_of(frame)
-        except DiscoveryError as e:
+        except EchonetError as e:
             self.stats["bad"] += 1
             self._log_bad(ip, e)
             return True

@@ -4,6 +4,7 @@ import unittest
 from firmware.hal import udp
 from firmware.meter import discovery, echonet
 from firmware.meter.discovery import DiscoveryError
+from firmware.meter.echonet import EchonetError
 
 
 def h(text):
@@ -88,11 +89,11 @@ class ParseTest(unittest.TestCase):
         for edt in (h("02 02 8E 01"), h("01 02 8E"), h("01 02 8E 01 00"), h("55") + bytes(255),
                     h("00 01")):
             with self.subTest(edt=edt):
-                with self.assertRaises(DiscoveryError):
-                    discovery.parse_instance_list(edt)
-        with self.assertRaises(DiscoveryError):
-            discovery.parse_instance_list(b"")
-        self.assertEqual(discovery.parse_instance_list(b"\x00"), [])
+                with self.assertRaises(EchonetError):
+                    echonet.parse_instance_list(edt)
+        with self.assertRaises(EchonetError):
+            echonet.parse_instance_list(b"")
+        self.assertEqual(echonet.parse_instance_list(b"\x00"), [])
 
     def test_fuzz_parser(self):
         rng = Rng(4)
@@ -103,8 +104,8 @@ class ParseTest(unittest.TestCase):
             if n and rng.below(2):
                 edt = bytes(((n - 1) // 3,)) + edt[1:]
             try:
-                eojs = discovery.parse_instance_list(edt)
-            except DiscoveryError:
+                eojs = echonet.parse_instance_list(edt)
+            except EchonetError:
                 bad += 1
                 continue
             ok += 1
