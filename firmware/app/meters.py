@@ -10,6 +10,7 @@ from firmware.app.config import same_type
 from firmware.app.metering import SlotPoller
 from firmware.app.views import StoreSink
 from firmware.compat import const, sleep_ms, wait_ms
+from firmware.meter.transport import receive
 
 _PEER_CHECK_MS = const(60000)  # a meter's own socket: look at the addresses this often
 _PEER_RETRY_MS = const(600000)  # the stack refused one: try again after this long
@@ -181,17 +182,8 @@ class MeterBus:
 
     async def _receive_shared(self):
         """Everything on the port that no meter's own socket takes: discovery, multicast, other
-        nodes (one allocation per datagram: the ESP32 socket has no recvfrom_into)."""
-        while True:
-            try:
-                data, addr = await self.ep.recv()  # the socket's own bytes: no buffer here
-                if not data:
-                    await sleep_ms(100)  # an empty datagram (or a dead socket): never spin
-                    continue
-                self._client_for(addr[0]).handle(data, len(data), addr)
-            except Exception as e:  # noqa: BLE001 - the receive path must survive anything
-                log.exc("echonet", "receive failed", e)
-                await sleep_ms(100)
+        nodes; routed by source address (transport.receive)."""
+        await receive(self.ep, self._client_for)
 
     def _peer_bind_ip(self):
         """Our unicast address for a meter's own socket. Bound to it (not 0.0.0.0) the socket

@@ -100,6 +100,7 @@ class Terminal:
         from firmware.app.meters import MeterBus, MeterChannel
         from firmware.meter.client import MeterClient
         from firmware.meter.discovery import Discovery
+        from firmware.meter.node import NodeResponder
         from firmware.meter.ratelimit import RateLimiter
 
         cfgs = self.meter_cfgs
@@ -110,9 +111,10 @@ class Terminal:
         disc = Discovery(None, dcfg)
         self.channels = []
         backfill_lock = asyncio.Lock()  # one backfill pass at a time across meters (heap)
+        node = NodeResponder()  # our one ECHONET node, whichever meter's socket asks it
         for k in range(len(cfgs)):
             c = cfgs[k]
-            client = MeterClient(None, (c["ip"], port), c, tag="echonet%d" % k)
+            client = MeterClient(None, (c["ip"], port), c, node, tag="echonet%d" % k)
             client.rate_limiter = limiter
             client.listener = disc
             if c["ip"]:

@@ -1,54 +1,32 @@
-# The terminal's ECHONET Lite controller (0x05FF01) for one meter object, plus the minimal node the
-# terminal must be on the LAN (node profile 0x0EF001 and the controller answer Gets).
-#
-# One receive task (run()) owns the socket. Requests are serialised by a lock: exactly one is
-# outstanding per meter, each attempt gets a fresh TID, and only a reply from the meter's IP, the
-# meter object and the pending TID completes it. Anything else is counted and dropped; a
-# malformed datagram costs one log line, never the task.
+# The meter reader: the terminal's ECHONET Lite controller (0x05FF01) for one meter object, on top
+# of the request transport (firmware/meter/transport.py: TIDs, one outstanding request, timeouts).
 #
 # Reads are driven by the meter's Get property map (0x9F) and a per-class profile
 # (firmware/meter/profiles.py). read() learns what the meter can take: a smaller per-Get EPC
 # capacity (short answers or silence on large batches) and "poison" EPCs that make the meter drop
-# any Get containing them (found by bisection, then never asked again for poison_hold_ms).
+# any Get containing them (found by bisection, then never asked again for poison_hold_ms); a
+# timeout is followed by liveness probes before the meter is declared silent. Identity and
+# scaling (unit, coefficient, digits) are read once per meter generation and checked against
+# every value returned: counters that fall flag a meter reset, a moved unit raises UnitChanged.
+#
+# 430 lines, over the ~400 of a module: the reads share the learned state (capacity, poison,
+# identity, scaling) of one meter object, and a further split would cost an object per meter.
 import asyncio
 
 from firmware import log, timeutil
-from firmware.compat import (
-    const,
-    sleep_ms,
-    ticks_add,
-    ticks_diff,
-    ticks_ms,
-    wait_ms,
-)
+from firmware.compat import const, ticks_diff, ticks_ms
 from firmware.meter import drmeter, echonet, profiles
 from firmware.meter.echonet import EchonetError
+from firmware.meter.transport import STATS, MeterTimeout, Transport
 from firmware.store.record import FLAG_METER_RESET
 
 _PROBES = const(2)  # liveness probes after a timeout, each costing a time-out if unanswered
 _PROBE_EPCS = (0x9F, 0x80, 0x82, 0x8A)  # in every object: Get map, status, version, maker
-_TX_LEN = const(256)  # our requests and node-profile answers are small
-_LOG_BURST = const(5)  # malformed-frame log lines per window before suppressing
-_LOG_WINDOW_MS = const(10000)
-_MAX_TIMEOUT_MS = const(20000)  # the longest status-reflection wait in the AIF specs
 _DEFAULT_BATCH = const(16)  # EPCs per Get until the meter shows it takes fewer
 _EPC_GET_MAP = const(0x9F)
-_NP_INSTANCE_LIST = const(0xD5)  # node profile INF: a (re)started node announces itself
+_STATS = STATS + ("splits", "poisoned", "day_races", "wraps", "resets", "rediscoveries")
 
-# Node profile / controller property values the terminal reports
-_ON = b"\x30"
-_NP_VERSION = b"\x01\x0e\x01\x00"  # node profile: spec 1.14, Format 1 supported
-_DEV_RELEASE = b"\x00\x00R\x00"  # device object: APPENDIX Release R
-_NO_FAULT = b"\x42"
-_LOCATION_UNSET = b"\x00"
-_NP_INF_MAP = (0x80, 0xD5)
-_NP_GET = (0x80, 0x82, 0x83, 0x8A, 0x9D, 0x9E, 0x9F, 0xD3, 0xD4, 0xD6, 0xD7)
-_CT_INF_MAP = (0x80, 0x81, 0x88)
-_CT_GET = (0x80, 0x81, 0x82, 0x83, 0x88, 0x8A, 0x9D, 0x9E, 0x9F)
-
-
-class MeterTimeout(Exception):
-    pass
+__all__ = ("MeterClient", "MeterError", "MeterTimeout", "UnitChanged")
 
 
 class MeterError(ValueError):
@@ -68,68 +46,23 @@ def _unique(seq):
     return out
 
 
-class _Pending:
-    def __init__(self, tid, esvs, deoj):
-        self.tid = tid
-        self.esvs = esvs  # acceptable reply ESVs
-        self.deoj = deoj  # the object asked: the reply's SEOJ
-        self.esv = None
-        self.props = None  # copied [(epc, bytes)]
-        self.event = asyncio.Event()
-
-
-class MeterClient:
-    def __init__(self, endpoint, meter_addr, config=None, identity=None, first_tid=None,
+class MeterClient(Transport):
+    def __init__(self, endpoint, meter_addr, config=None, responder=None, first_tid=None,
                  tag="echonet"):
-        """endpoint: UDP endpoint (recvfrom/sendto); meter_addr: (ip, port).
+        """endpoint: UDP endpoint (recv/sendto); meter_addr: (ip, port).
         config: the "meter" config section (timeout_ms 1..20000, retries, eoj, tz_offset_min,
         max_batch, history_retries, poison_hold_ms).
-        identity: (maker_code, unique13) for the terminal's 0x83/0x8A; default unregistered."""
+        responder: the terminal's NodeResponder (one for every meter), or None."""
         cfg = config or {}
-        self.ep = endpoint
-        self.addr = (meter_addr[0], meter_addr[1])
-        self.tag = tag
-        t = cfg.get("timeout_ms", 5000)
-        if not 1 <= t <= _MAX_TIMEOUT_MS:
-            log.warn(tag, "timeout_ms %d outside 1..%d: clamped" % (t, _MAX_TIMEOUT_MS))
-            t = min(max(t, 1), _MAX_TIMEOUT_MS)
-        self.timeout_ms = t
-        self.retries = cfg.get("retries", 3)
-        self.deoj = cfg.get("eoj", echonet.EOJ_DR_METER)
+        Transport.__init__(self, endpoint, meter_addr, cfg.get("eoj", echonet.EOJ_DR_METER),
+                           cfg.get("timeout_ms", 5000), cfg.get("retries", 3), first_tid, tag,
+                           responder, _STATS)
         # None for a class without a profile (e.g. a node profile queried with get()).
         self.profile = profiles.PROFILES.get(self.deoj >> 8)
         self.tz = cfg.get("tz_offset_min", 540)
-        self.seoj = echonet.EOJ_CONTROLLER
         self.max_batch = max(1, cfg.get("max_batch", _DEFAULT_BATCH))
         self.history_retries = cfg.get("history_retries", 3)
         self.poison_hold_ms = cfg.get("poison_hold_ms", 3600000)
-        # Seams for the network side: rate_limiter.allow(addr) -> bool is asked before a datagram
-        # is parsed; listener.on_frame(frame, addr) gets every valid frame that is not the reply
-        # to our pending request (INF, INFC, discovery answers, foreign replies).
-        self.rate_limiter = None
-        self.listener = None
-        maker, unique = identity or (0xFFFFFF, bytes(13))
-        if len(unique) != 13:
-            raise ValueError("identity: unique part must be 13 bytes")
-        maker3 = bytes(((maker >> 16) & 0xFF, (maker >> 8) & 0xFF, maker & 0xFF))
-        # Our node's property tables are built on the first request to our node: in the
-        # terminal only meter 0's client answers (MeterBus), so the others never carry them.
-        self._maker3 = maker3
-        self._unique = bytes(unique)
-        self._np = self._ct = None
-        self._tx = bytearray(_TX_LEN)
-        self._ans = None  # answers to requests to our node: allocated with the node tables
-        self._tid = (ticks_ms() if first_tid is None else first_tid) & 0xFFFF
-        self._lock = asyncio.Lock()
-        self._pending = None
-        self._log_t0 = ticks_ms()
-        self._log_n = 0
-        self.stats = {
-            "requests": 0, "attempts": 0, "replies": 0, "timeouts": 0, "retries": 0, "sna": 0,
-            "stale": 0, "foreign": 0, "malformed": 0, "answered": 0, "dropped": 0, "errors": 0,
-            "limited": 0, "splits": 0, "poisoned": 0, "day_races": 0, "wraps": 0, "resets": 0,
-            "rediscoveries": 0,
-        }
         self._flags = 0
         self._announced_unit = None  # what read_unit() last returned
         self._hist_lock = asyncio.Lock()  # SetC day + Get history belong together
@@ -149,132 +82,6 @@ class MeterClient:
         self.coefficient = 1
         self.digits = self.profile.fixed_digits if self.profile else None
         self.store_unit_code = None  # unit code of (raw, unit) as stored, coefficient folded in
-
-    # --- node / controller property tables -------------------------------------------------
-
-    @staticmethod
-    def _node_profile_props(maker3, ident):
-        return {
-            0x80: _ON,
-            0x82: _NP_VERSION,
-            0x83: ident,
-            0x8A: maker3,
-            0x9D: echonet.encode_propmap(_NP_INF_MAP),
-            0x9E: echonet.encode_propmap(()),
-            0x9F: echonet.encode_propmap(_NP_GET),
-            0xD3: b"\x00\x00\x01",  # one instance besides the node profile
-            0xD4: b"\x00\x02",  # two classes including the node profile
-            0xD6: b"\x01\x05\xff\x01",
-            0xD7: b"\x01\x05\xff",
-        }
-
-    @staticmethod
-    def _controller_props(maker3, ident):
-        return {
-            0x80: _ON,
-            0x81: _LOCATION_UNSET,
-            0x82: _DEV_RELEASE,
-            0x83: ident,
-            0x88: _NO_FAULT,
-            0x8A: maker3,
-            0x9D: echonet.encode_propmap(_CT_INF_MAP),
-            0x9E: echonet.encode_propmap(()),
-            0x9F: echonet.encode_propmap(_CT_GET),
-        }
-
-    # --- requests ------------------------------------------------------------------------------
-
-    def _next_tid(self):
-        self._tid = (self._tid + 1) & 0xFFFF
-        return self._tid
-
-    async def _request(self, esv, props, reply_esvs, what, deoj=None):
-        """Send a request and wait for its reply; returns (esv, [(epc, bytes)])."""
-        if deoj is None:
-            deoj = self.deoj
-        async with self._lock:
-            self.stats["requests"] += 1
-            attempts = 1 + self.retries
-            for attempt in range(attempts):
-                tid = self._next_tid()
-                p = _Pending(tid, reply_esvs, deoj)
-                n = echonet.encode_into(self._tx, tid, self.seoj, deoj, esv, props)
-                self._pending = p
-                self.stats["attempts"] += 1
-                if attempt:
-                    self.stats["retries"] += 1
-                try:
-                    self.ep.sendto(memoryview(self._tx)[:n], self.addr)
-                except OSError as e:  # e.g. no route while the LAN is down: counts as a timeout
-                    log.warn(self.tag, "send %s to %s failed: %s" % (what, self.addr[0], e))
-                deadline = ticks_add(ticks_ms(), self.timeout_ms)
-                try:
-                    while p.esv is None:
-                        left = ticks_diff(deadline, ticks_ms())
-                        if left <= 0:
-                            break
-                        try:
-                            await wait_ms(p.event.wait(), left)
-                        except asyncio.TimeoutError:
-                            break
-                finally:
-                    self._pending = None
-                if p.esv is not None:
-                    self.stats["replies"] += 1
-                    return p.esv, p.props
-                log.info(self.tag, "%s: no reply from %s (TID 0x%04X, attempt %d/%d)"
-                         % (what, self.addr[0], tid, attempt + 1, attempts))
-            self.stats["timeouts"] += 1
-            raise MeterTimeout("%s: no reply from %s after %d attempts"
-                               % (what, self.addr[0], attempts))
-
-    async def _get_once(self, epcs, deoj=None):
-        """One Get (with retries): (esv, [(epc, bytes)]); MeterTimeout if never answered."""
-        what = "Get " + ",".join("%02X" % e for e in epcs)
-        esv, props = await self._request(echonet.GET, [(e, None) for e in epcs],
-                                         (echonet.GET_RES, echonet.GET_SNA), what, deoj)
-        if esv == echonet.GET_SNA:
-            self.stats["sna"] += 1
-            missing = [e for e in epcs if not any(p == e and len(d) for p, d in props)]
-            log.info(self.tag, "%s: Get_SNA, unavailable %s"
-                     % (what, ",".join("%02X" % e for e in missing)))
-        return esv, props
-
-    @staticmethod
-    def _fill(out, props):
-        """Copy EDTs of wanted EPCs into out (first non-empty wins); EPCs present in props."""
-        present = []
-        for e, edt in props:
-            if e in out:
-                present.append(e)
-                if len(edt) and out[e] is None:
-                    out[e] = edt
-        return present
-
-    async def get(self, epcs, deoj=None):
-        """One Get of the meter object (or of `deoj` on the meter's node): {epc: bytes, or None
-        if unavailable}. Get_SNA is not an error: unreadable EPCs (PDC 0 or omitted) are None."""
-        _, props = await self._get_once(epcs, deoj)
-        out = {}
-        for e in epcs:
-            out[e] = None
-        self._fill(out, props)
-        return out
-
-    async def set_c(self, epc, edt):
-        """SetC one property; True if the meter accepted it (Set_Res with PDC 0)."""
-        what = "SetC %02X" % epc
-        esv, props = await self._request(echonet.SETC, [(epc, edt)],
-                                         (echonet.SET_RES, echonet.SETC_SNA), what)
-        if esv == echonet.SET_RES:
-            for e, d in props:
-                if e == epc and len(d) == 0:
-                    return True
-            log.warn(self.tag, "%s: Set_Res without the property" % what)
-            return False
-        self.stats["sna"] += 1
-        log.info(self.tag, "%s: refused (SetC_SNA)" % what)
-        return False
 
     # --- learned meter behaviour: property map, batch capacity, poison EPCs -----------------
 
@@ -702,137 +509,3 @@ class MeterClient:
         t = drmeter.meter_clock_t2k(vals[p.date], tm, self.tz)
         s = vals[p.sync] if p.sync is not None else None
         return t, (s[0] if s is not None and len(s) == 1 else None)
-
-    # --- receive path --------------------------------------------------------------------------
-
-    async def run(self):
-        """Receive task: owns the endpoint, never returns while the endpoint works. (In the
-        terminal the shared MeterBus owns the socket instead.)"""
-        while True:
-            try:
-                data, addr = await self.ep.recv()  # the socket's own bytes: no buffer here
-            except OSError as e:
-                self.stats["errors"] += 1
-                log.warn(self.tag, "receive failed: %s" % e)
-                await sleep_ms(100)
-                continue
-            self.handle(data, len(data), addr)
-
-    def handle_joined(self, buf, n, addr):
-        """Process buf[:n] that may hold several datagrams back to back (a meter's own socket,
-        read with readinto): each frame on its own (echonet.each_frame)."""
-        echonet.each_frame(buf, n, self.handle, addr)
-
-    def handle(self, buf, n, addr):
-        """Process one datagram; never raises (bad input is logged and dropped)."""
-        if self.rate_limiter is not None and not self.rate_limiter.allow(addr):
-            self.stats["limited"] += 1
-            return
-        try:
-            f = echonet.decode(buf, n)
-        except EchonetError as e:
-            self.stats["malformed"] += 1
-            self._log_malformed(addr, e)
-            return
-        try:
-            if echonet.is_request(f.esv) or f.esv == echonet.INFC:
-                self._answer(f, addr)
-            if not echonet.is_request(f.esv) and not self._on_reply(f, addr):
-                self._on_other(f, addr)
-        except Exception as e:  # a bug must not kill the receive task; it is logged loudly
-            self.stats["errors"] += 1
-            log.exc(self.tag, "handling %r from %s" % (f, addr[0]), e)
-
-    def _log_malformed(self, addr, e):
-        now = ticks_ms()
-        if ticks_diff(now, self._log_t0) > _LOG_WINDOW_MS:
-            if self._log_n > _LOG_BURST:
-                log.warn(self.tag, "%d more malformed datagrams suppressed"
-                         % (self._log_n - _LOG_BURST))
-            self._log_t0 = now
-            self._log_n = 0
-        self._log_n += 1
-        if self._log_n <= _LOG_BURST:
-            log.warn(self.tag, "dropped malformed datagram from %s:%d: %s"
-                     % (addr[0], addr[1], e))
-
-    def _on_reply(self, f, addr):
-        """True if f completed the pending request (or was a late reply to an earlier one)."""
-        p = self._pending
-        if (p is None or addr[0] != self.addr[0] or f.seoj != p.deoj
-                or f.esv not in p.esvs):
-            return False
-        if f.tid != p.tid:
-            self.stats["stale"] += 1
-            log.info(self.tag, "ignored late reply TID 0x%04X (waiting for 0x%04X)"
-                     % (f.tid, p.tid))
-            return True
-        # Copy now: the receive buffer is reused for the next datagram.
-        p.props = [(e, bytes(d)) for e, d in f.props]
-        p.esv = f.esv
-        self._pending = None  # duplicates of this reply are now "foreign"
-        p.event.set()
-        return True
-
-    def _on_other(self, f, addr):
-        """Notifications and replies that are not ours to complete."""
-        if (f.esv in (echonet.INF, echonet.INFC) and addr[0] == self.addr[0]
-                and f.seoj >> 8 == echonet.EOJ_NODE_PROFILE >> 8
-                and f.edt(_NP_INSTANCE_LIST) is not None):
-            # The meter's node (re)started: its unit, identity or property map may be new.
-            self.invalidate("instance list notification (INF 0xD5) from %s" % addr[0])
-        elif f.esv not in (echonet.INF, echonet.INFC):
-            self.stats["foreign"] += 1
-            log.debug(self.tag, "ignored %r from %s" % (f, addr[0]))
-        if self.listener is not None:
-            self.listener.on_frame(f, addr)
-
-    def _answer(self, f, addr):
-        """Answer a request addressed to the terminal's node profile or controller."""
-        if self._np is None:
-            self._ans = bytearray(_TX_LEN)
-            ident = b"\xfe" + self._maker3 + self._unique
-            self._np = self._node_profile_props(self._maker3, ident)
-            self._ct = self._controller_props(self._maker3, ident)
-        if echonet.eoj_matches(f.deoj, echonet.EOJ_NODE_PROFILE):
-            own, table = echonet.EOJ_NODE_PROFILE, self._np
-        elif echonet.eoj_matches(f.deoj, echonet.EOJ_CONTROLLER):
-            own, table = echonet.EOJ_CONTROLLER, self._ct
-        else:
-            self.stats["dropped"] += 1  # not an object of ours: no response (spec practice)
-            return
-        esv = f.esv
-        get_props = None
-        if esv == echonet.GET or esv == echonet.INF_REQ:
-            props = []
-            ok = True
-            for e, _ in f.props:
-                v = table.get(e)
-                ok = ok and v is not None
-                props.append((e, v))
-            if esv == echonet.GET:
-                resp = echonet.GET_RES if ok else echonet.GET_SNA
-            else:
-                resp = echonet.INF if ok else echonet.INF_SNA
-        elif esv == echonet.SETC or esv == echonet.SETI:
-            # Nothing on the terminal is writable over the LAN: refuse, echoing the EDTs.
-            props = f.props
-            resp = echonet.SETC_SNA if esv == echonet.SETC else echonet.SETI_SNA
-        elif esv == echonet.SETGET:
-            props = f.props
-            get_props = [(e, table.get(e)) for e, _ in f.get_props]
-            resp = echonet.SETGET_SNA
-        elif esv == echonet.INFC:
-            props = [(e, None) for e, _ in f.props]
-            resp = echonet.INFC_RES
-        else:
-            self.stats["dropped"] += 1
-            return
-        try:
-            n = echonet.encode_into(self._ans, f.tid, own, f.seoj, resp, props, get_props)
-        except EchonetError as e:  # e.g. a huge SetC to echo: drop rather than answer wrongly
-            self.stats["dropped"] += 1
-            log.warn(self.tag, "no answer to %r from %s: %s" % (f, addr[0], e))
-            return
-        self.ep.sendto(memoryview(self._ans)[:n], addr)
-        self.stats["answered"] += 1

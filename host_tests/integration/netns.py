@@ -208,6 +208,7 @@ def role_terminal(argv):
     from firmware.hal.udp import UdpEndpoint
     from firmware.meter import discovery
     from firmware.meter.client import MeterClient
+    from firmware.meter.node import NodeResponder
     from firmware.meter.ratelimit import RateLimiter
 
     o = _opts(argv)
@@ -222,7 +223,7 @@ def role_terminal(argv):
     disc = discovery.Discovery(ep, cfg)
     eoj = int(o.get("eoj", "0x028E01"), 16)
     client = MeterClient(ep, (o.get("static", "0.0.0.0"), PORT),
-                         {"timeout_ms": 1000, "retries": 1, "eoj": eoj})
+                         {"timeout_ms": 1000, "retries": 1, "eoj": eoj}, NodeResponder())
     limiter = RateLimiter()
     client.listener = disc
     client.rate_limiter = limiter
