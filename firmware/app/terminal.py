@@ -148,8 +148,8 @@ class Terminal:
     # -- smart-meter side --------------------------------------------------------------------
 
     def _build_radio(self):
-        from firmware.cosem.objects import default_table
         from firmware.cosem.server import CosemServer
+        from firmware.cosem.table import default_table
         from firmware.radio.j11_module import J11Module
         from firmware.radio.session import RadioSession
 
