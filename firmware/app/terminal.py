@@ -232,10 +232,37 @@ class Terminal:
             was_ready = ready
             if n % 60 == 0:
                 gc.collect()
-                log.info(_TAG, "alive: stored=%d radio=%s free=%s" % (
-                    sum(ch.poller.stats["stored"] for ch in self.channels),
-                    self.session.state if self.session else "-",
-                    gc.mem_free() if hasattr(gc, "mem_free") else "?"))
+                self._log_status()
+
+    def status(self):
+        """What an operator needs at a glance: records stored, radio state, the meters that are
+        not metered because several meter objects answer and none is chosen ({index:
+        "0x028E01,0x028E02"}), and the bugs the capture and backfill loops survived."""
+        chs = self.channels
+        amb = {}
+        for ch in chs:
+            if ch.ambiguous:
+                amb[ch.index] = ch.ambiguous
+        return {
+            "stored": sum(ch.poller.stats["stored"] for ch in chs),
+            "radio": self.session.state if self.session else "-",
+            "ambiguous": amb,
+            "unexpected": sum(ch.poller.stats["unexpected"] + ch.planner.stats["unexpected"]
+                              for ch in chs),
+        }
+
+    def _log_status(self):
+        import gc
+
+        st = self.status()
+        line = "alive: stored=%d radio=%s free=%s unexpected=%d" % (
+            st["stored"], st["radio"], gc.mem_free() if hasattr(gc, "mem_free") else "?",
+            st["unexpected"])
+        if st["ambiguous"]:  # seen at WARN level too: this meter bills nothing until chosen
+            log.warn(_TAG, line + " NOT METERING meter%s (several meter objects, none chosen)"
+                      % ",meter".join(["%d: %s" % (k, v) for k, v in st["ambiguous"].items()]))
+        else:
+            log.info(_TAG, line)
 
     async def run(self):
         from firmware.app.lan import LanSupervisor

@@ -16,8 +16,9 @@ import asyncio
 from firmware import log, timeutil
 from firmware.compat import const, ticks_diff, ticks_ms
 from firmware.meter import drmeter, echonet, profiles
+from firmware.meter.drmeter import MeterError, MeterTimeout, UnitChanged
 from firmware.meter.echonet import EchonetError
-from firmware.meter.transport import STATS, MeterTimeout, Transport
+from firmware.meter.transport import STATS, Transport
 from firmware.store.record import FLAG_METER_RESET
 
 _PROBES = const(2)  # liveness probes after a timeout, each costing a time-out if unanswered
@@ -27,15 +28,6 @@ _EPC_GET_MAP = const(0x9F)
 _STATS = STATS + ("splits", "poisoned", "day_races", "wraps", "resets", "rediscoveries")
 
 __all__ = ("MeterClient", "MeterError", "MeterTimeout", "UnitChanged")
-
-
-class MeterError(ValueError):
-    """The meter answered, but not with what the read needs (refused, missing, inconsistent)."""
-
-
-class UnitChanged(MeterError):
-    """The meter's unit/coefficient changed since read_unit() (meter rebooted or replaced):
-    call read_unit() again before storing values read from now on."""
 
 
 def _unique(seq):
@@ -304,33 +296,40 @@ class MeterClient(Transport):
         self._flags = 0
         return f
 
-    async def find_instance(self, device_type=None, metered_id=None):
-        """EOJ of the meter object of our class on the meter's node whose 0xD0 (device type,
-        3 bytes) / 0xD6 (metered-device ID) equal the given ones (None = any), from the node
-        profile's instance list (0xD6). Selects it for every later read (learned state is
-        dropped). MeterError if none or several match."""
+    async def candidates(self):
+        """[(eoj, device_type, metered_id)] of every object of our class on the meter's node: the
+        node profile's instance list (0xD6), then each object's 0xD0 (device type, 3 bytes) and
+        0xD6 (metered-device ID), None where not given. MeterError if the list is unusable."""
         vals = await self.get((0xD6,), echonet.EOJ_NODE_PROFILE)
-        lst = vals[0xD6]
         try:
-            eojs = echonet.parse_instance_list(lst or b"")
+            eojs = echonet.parse_instance_list(vals[0xD6] or b"")
         except EchonetError as e:
             raise MeterError("meter node gave no usable instance list (0xD6): %s" % e)
-        found = []
+        out = []
         for eoj in eojs:
-            if eoj >> 8 != self.deoj >> 8:
-                continue
-            v = await self.get((0xD0, 0xD6), eoj)
-            if ((device_type is None or v[0xD0] == bytes(device_type))
-                    and (metered_id is None or v[0xD6] == bytes(metered_id))):
-                found.append(eoj)
+            if eoj >> 8 == self.deoj >> 8:
+                v = await self.get((0xD0, 0xD6), eoj)
+                out.append((eoj, v[0xD0], v[0xD6]))
+        return out
+
+    async def find_instance(self, device_type=None, metered_id=None):
+        """EOJ of the one candidate() whose 0xD0 / 0xD6 equal the given ones (None = any),
+        selected for every later read. MeterError if none or several match."""
+        found = [c[0] for c in await self.candidates()
+                 if (device_type is None or c[1] == bytes(device_type))
+                 and (metered_id is None or c[2] == bytes(metered_id))]
         if len(found) != 1:
             raise MeterError("%d meter objects of class 0x%04X match device type %s / metered "
                              "ID %s" % (len(found), self.deoj >> 8, device_type, metered_id))
-        if found[0] != self.deoj:
-            log.info(self.tag, "meter object 0x%06X selected" % found[0])
-            self.deoj = found[0]
-            self._forget_meter()
+        self.select(found[0])
         return found[0]
+
+    def select(self, eoj):
+        """Read meter object `eoj` from now on (what was learned about another is dropped)."""
+        if eoj != self.deoj:
+            log.info(self.tag, "meter object 0x%06X selected" % eoj)
+            self.deoj = eoj
+            self._forget_meter()
 
     # --- the reads the terminal makes ------------------------------------------------------
 
@@ -395,8 +394,8 @@ class MeterClient(Transport):
                 sr, rev = drmeter.decode_fixed_time(er, self.tz, True, "0x%02X" % p.fixed_rev, mx)
                 if ef is not None and sr != stamp:
                     raise MeterError("0x%02X and 0x%02X stamped differently (%s vs %s)"
-                                     % (p.fixed_fwd, p.fixed_rev, timeutil.iso(stamp),
-                                        timeutil.iso(sr)))
+                                     % (p.fixed_fwd, p.fixed_rev, timeutil.iso(stamp, self.tz),
+                                        timeutil.iso(sr, self.tz)))
                 stamp = sr
         except drmeter.MeterDataError as e:
             log.warn(self.tag, "fixed-time value rejected: %s" % e)

@@ -42,6 +42,22 @@ class MeterDataError(ValueError):
     pass
 
 
+# The other errors of a meter request or read (transport and reader raise them), here with
+# MeterDataError so that the loops that catch them (app/metering, app/backfill) import only this
+# small module.
+class MeterTimeout(Exception):
+    pass
+
+
+class MeterError(ValueError):
+    """The meter answered, but not with what the read needs (refused, missing, inconsistent)."""
+
+
+class UnitChanged(MeterError):
+    """The meter's unit/coefficient changed since read_unit() (meter rebooted or replaced):
+    call read_unit() again before storing values read from now on."""
+
+
 def _need_len(edt, n, what):
     if len(edt) != n:
         raise MeterDataError("%s: EDT of %d bytes, expected %d" % (what, len(edt), n))

@@ -13,6 +13,7 @@ import asyncio
 from firmware import log
 from firmware.compat import const, sleep_ms, ticks_add, ticks_diff, ticks_ms, wait_ms
 from firmware.meter import echonet
+from firmware.meter.drmeter import MeterTimeout
 from firmware.meter.echonet import EchonetError
 
 _TX_LEN = const(256)  # our requests are small
@@ -24,10 +25,6 @@ _NP_INSTANCE_LIST = const(0xD5)  # node profile INF: a (re)started node announce
 # What a transport counts (MeterClient adds the reader's counters to the same dict).
 STATS = ("requests", "attempts", "replies", "timeouts", "retries", "sna", "stale", "foreign",
          "malformed", "answered", "dropped", "errors", "limited")
-
-
-class MeterTimeout(Exception):
-    pass
 
 
 class _Pending:
