@@ -4,6 +4,9 @@
 # header plus items (array elements, or one whole value), so large values (the object list, the
 # 45-day load profile) are never built in RAM. Producers only advance after an item was written
 # completely; the server rolls back an item that did not fit and writes it into the next block.
+#
+# Over the ~400 lines of a module: the interface classes share the producers and writers above;
+# the default object set is in table.py, the load profile in profile.py.
 from firmware import log, timeutil, units
 from firmware.compat import const
 from firmware.cosem import axdr

@@ -4,6 +4,10 @@
 # Long GET: rows are serialised until the block is full, the partial row is rolled back and goes
 # into the next block. Only the last block is kept (bytes) so that a GET-Next repeating the
 # previous block number (our response was lost on the radio) gets it again.
+#
+# Over the ~400 lines of a module: the association, the service dispatch and the block transfer
+# share one per-association state and one PDU buffer; each further module costs heap at import
+# (docs/memory.md), and none of the parts is used without the others.
 from firmware import log
 from firmware.compat import const
 from firmware.cosem import acse, axdr, wrapper

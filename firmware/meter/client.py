@@ -9,8 +9,9 @@
 # scaling (unit, coefficient, digits) are read once per meter generation and checked against
 # every value returned: counters that fall flag a meter reset, a moved unit raises UnitChanged.
 #
-# 430 lines, over the ~400 of a module: the reads share the learned state (capacity, poison,
-# identity, scaling) of one meter object, and a further split would cost an object per meter.
+# Over the ~400 lines of a module (about 500): every read shares the learned state (capacity,
+# poison, probe, identity, scaling) of one meter object; splitting the reads from the learner
+# would cost a second object per meter or a module's import heap for no reuse.
 import asyncio
 
 from firmware import log, timeutil
