@@ -68,7 +68,7 @@ DEFAULTS = {
         "uart": "",  # host: pty path of the module emulator; ESP32: see boards/*.json
     },
     "dlms": {
-        # SPEC: OBIS codes (partial overrides of firmware.cosem.table.DEFAULT_OBIS)
+        # SPEC: OBIS codes (partial overrides of firmware.cosem.profile.DEFAULT_OBIS)
         "obis": {},
         "ldn": "XXX0000000000001",  # COSEM logical device name (FLAG id + 13 characters)
         "device_id": "000000000000",

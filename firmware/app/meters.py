@@ -19,10 +19,6 @@ _DRAIN_READS = const(4)  # reads of a meter's socket per wake-up
 _PEER_RX = const(1280)  # one read can hold several replies back to back (MicroPython readinto)
 
 
-def _hex(b):
-    return '"%s"' % "".join(["%02X" % x for x in b]) if b is not None else "-"
-
-
 def meter_configs(section):
     """One dict per meter: the "meter" section, overridden by each entry of its "list"."""
     entries = section["list"] or [{}]
@@ -119,10 +115,10 @@ class MeterChannel:
                 self.ambiguous = None
                 return
             self.ambiguous = ",".join(["0x%06X" % c[0] for c in cands])
-            log.error(tag, "%d meter objects on %s and none chosen: not metering (slots stay "
-                      "missing). Set meter.device_type (0xD0) or meter.metered_id (0xD6) to one "
-                      "of: %s" % (len(cands), self.client.addr[0], "; ".join(
-                          ["0x%06X device_type=%s metered_id=%s" % (c[0], _hex(c[1]), _hex(c[2]))
+            log.error(tag, "%d meter objects, none chosen: NOT METERING. Set meter.device_type "
+                      "(0xD0) or meter.metered_id (0xD6) to one of: %s" % (len(cands), "; ".join(
+                          ['0x%06X device_type="%s" metered_id="%s"' % (
+                              c[0], c[1].hex() if c[1] else "", c[2].hex() if c[2] else "")
                            for c in cands])))
             await sleep_ms(self.ambiguous_repeat_ms)
 

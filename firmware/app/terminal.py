@@ -148,8 +148,8 @@ class Terminal:
     # -- smart-meter side --------------------------------------------------------------------
 
     def _build_radio(self):
+        from firmware.cosem.profile import default_table
         from firmware.cosem.server import CosemServer
-        from firmware.cosem.table import default_table
         from firmware.radio.j11_module import J11Module
         from firmware.radio.session import RadioSession
 
@@ -234,33 +234,21 @@ class Terminal:
                 gc.collect()
                 self._log_status()
 
-    def status(self):
-        """What an operator needs at a glance: records stored, radio state, the meters that are
-        not metered because several meter objects answer and none is chosen ({index:
-        "0x028E01,0x028E02"}), and the bugs the capture and backfill loops survived."""
-        chs = self.channels
-        amb = {}
-        for ch in chs:
-            if ch.ambiguous:
-                amb[ch.index] = ch.ambiguous
-        return {
-            "stored": sum(ch.poller.stats["stored"] for ch in chs),
-            "radio": self.session.state if self.session else "-",
-            "ambiguous": amb,
-            "unexpected": sum(ch.poller.stats["unexpected"] + ch.planner.stats["unexpected"]
-                              for ch in chs),
-        }
-
     def _log_status(self):
+        """The minute status line: records stored, radio state, free heap, bugs the capture and
+        backfill loops survived, and the meters not metered because several meter objects answer
+        and none is chosen (then a WARN: that meter bills nothing until it is chosen)."""
         import gc
 
-        st = self.status()
+        chs = self.channels
+        amb = ["meter%d: %s" % (ch.index, ch.ambiguous) for ch in chs if ch.ambiguous]
         line = "alive: stored=%d radio=%s free=%s unexpected=%d" % (
-            st["stored"], st["radio"], gc.mem_free() if hasattr(gc, "mem_free") else "?",
-            st["unexpected"])
-        if st["ambiguous"]:  # seen at WARN level too: this meter bills nothing until chosen
-            log.warn(_TAG, line + " NOT METERING meter%s (several meter objects, none chosen)"
-                      % ",meter".join(["%d: %s" % (k, v) for k, v in st["ambiguous"].items()]))
+            sum(ch.poller.stats["stored"] for ch in chs),
+            self.session.state if self.session else "-",
+            gc.mem_free() if hasattr(gc, "mem_free") else "?",
+            sum(ch.poller.stats["unexpected"] + ch.planner.stats["unexpected"] for ch in chs))
+        if amb:
+            log.warn(_TAG, line + " NOT METERING " + ", ".join(amb))
         else:
             log.info(_TAG, line)
 

@@ -6,7 +6,7 @@
 # completely; the server rolls back an item that did not fit and writes it into the next block.
 #
 # Over the ~400 lines of a module: the interface classes share the producers and writers above;
-# the default object set is in table.py, the load profile in profile.py.
+# the load profile and the default object set are in profile.py.
 from firmware import log, timeutil, units
 from firmware.compat import const
 from firmware.cosem import axdr

@@ -121,7 +121,7 @@ def _ct_equal(a, b):
 class CosemServer:
     """handle_wpdu(data) -> bytes|None and handle_apdu(apdu, client_sap) -> bytes|None.
 
-    objects: ObjectTable (table.default_table), clock: now_t2k()/set_t2k()/is_set(),
+    objects: ObjectTable (profile.default_table), clock: now_t2k()/set_t2k()/is_set(),
     config: the 'dlms' configuration section (missing keys take DEFAULTS).
     """
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from firmware import log, timeutil
 from firmware.cosem import acse, axdr, wrapper
 from firmware.cosem import xdlms as x
+from firmware.cosem.profile import default_table
 from firmware.cosem.server import CosemServer
-from firmware.cosem.table import default_table
 
 T0 = timeutil.t2k_from_fields(2024, 4, 1, 0, 0, 0)
 SLOT0 = timeutil.slot_of_t2k(T0)

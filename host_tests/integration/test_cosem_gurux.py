@@ -15,8 +15,8 @@ from gurux_dlms.objects import (
 )
 
 from firmware import timeutil
+from firmware.cosem.profile import default_table
 from firmware.cosem.server import CosemServer
-from firmware.cosem.table import default_table
 
 JST = datetime.timezone(datetime.timedelta(hours=9))
 T0 = timeutil.t2k_from_fields(2024, 4, 1, 0, 0, 0)  # 2024-04-01T00:00Z = 09:00 JST

@@ -12,8 +12,8 @@ from gurux_dlms.enums import InterfaceType
 from gurux_dlms.objects import GXDLMSProfileGeneric
 
 from firmware import log, timeutil
+from firmware.cosem.profile import default_table
 from firmware.cosem.server import CosemServer
-from firmware.cosem.table import default_table
 from tools.dlms_client import (
     AssociationRejected,
     AsyncDlmsUdpClient,

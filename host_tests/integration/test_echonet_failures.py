@@ -13,11 +13,12 @@ import pytest
 
 from firmware import timeutil
 from firmware.meter import echonet
-from firmware.meter.client import MeterClient, MeterError, MeterTimeout, UnitChanged
+from firmware.meter.client import MeterError, MeterTimeout, UnitChanged
 from firmware.meter.node import NodeResponder
 from firmware.meter.profiles import CoefficientError
 from firmware.store.record import FLAG_METER_RESET
 from tools.meter_emulator import AsyncUdpEndpoint, MeterEmulator
+from tools.meter_inspect import InspectingClient
 from tools.meter_model import MeterModel
 
 JST = 540
@@ -47,7 +48,7 @@ def run(scenario, cfg=None, clock=None, limit_s=30, **emu_kw):
         ep = await AsyncUdpEndpoint.open((TERMINAL_IP, 0))
         conf = {"timeout_ms": 150, "retries": 2, "tz_offset_min": JST}
         conf.update(cfg or {})
-        c = MeterClient(ep, emu.addr, conf, NodeResponder())
+        c = InspectingClient(ep, emu.addr, conf, NodeResponder())
         task = asyncio.create_task(c.run())
         try:
             return await asyncio.wait_for(scenario(c, emu, ep, clock), limit_s)

@@ -1,8 +1,8 @@
 # Shared fakes for the cosem unit tests (no tests here): calendar clock, meter data views, helpers.
 from firmware import timeutil
 from firmware.cosem import wrapper
+from firmware.cosem.profile import default_table
 from firmware.cosem.server import CosemServer
-from firmware.cosem.table import default_table
 
 T0 = timeutil.t2k_from_fields(2024, 4, 1, 0, 0, 0)  # 2024-04-01T00:00Z = 09:00 JST
 SLOT0 = timeutil.slot_of_t2k(T0)

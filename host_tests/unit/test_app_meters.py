@@ -96,10 +96,10 @@ class MetersConfigTest(unittest.TestCase):
         errors = [ln for ln in self.lines if ln.startswith("ERROR")]
         self.assertEqual(len(errors), 3)
         for e in errors:
-            self.assertIn("not metering", e)
+            self.assertIn("NOT METERING", e)
             self.assertIn("meter.device_type", e)
             self.assertIn("meter.metered_id", e)
-            self.assertIn('0x028E02 device_type="027E00" metered_id="FEFFFFFF5632482D5043532D'
+            self.assertIn('0x028E02 device_type="027e00" metered_id="feffffff5632482d5043532d'
                           '3030303032"', e)
         self.assertEqual(client.selected, [0x028E02])
         self.assertIsNone(ch.ambiguous)

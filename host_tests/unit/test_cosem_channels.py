@@ -3,8 +3,8 @@ import unittest
 from cosem_fakes import AARQ_PUBLIC, SLOT0, T0, FakeClock, ListView
 
 from firmware.cosem import objects
+from firmware.cosem.profile import default_table
 from firmware.cosem.server import CosemServer
-from firmware.cosem.table import default_table
 
 
 def H(s):

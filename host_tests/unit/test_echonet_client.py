@@ -6,9 +6,10 @@ import unittest
 
 from firmware import log, timeutil
 from firmware.meter import echonet
-from firmware.meter.client import MeterClient, MeterError, MeterTimeout
+from firmware.meter.client import MeterError, MeterTimeout
 from firmware.meter.drmeter import MeterDataError
 from firmware.meter.node import NodeResponder
+from tools.meter_inspect import InspectingClient
 
 METER = ("192.0.2.10", 3610)  # never touches a network: the endpoint is in memory
 OTHER = ("192.0.2.99", 3610)
@@ -131,7 +132,7 @@ def with_client(test, cfg=None, first_tid=100):
 
     async def main():
         ep = FakeEndpoint()
-        c = MeterClient(ep, METER, conf, NodeResponder(), first_tid=first_tid)
+        c = InspectingClient(ep, METER, conf, NodeResponder(), first_tid=first_tid)
         task = asyncio.create_task(c.run())
         try:
             return await test(c, ep)
