@@ -9,7 +9,7 @@
 # scaling (unit, coefficient, digits) are read once per meter generation and checked against
 # every value returned: counters that fall flag a meter reset, a moved unit raises UnitChanged.
 #
-# Over the ~400 lines of a module (about 500): every read shares the learned state (capacity,
+# Over the ~400 lines of a module (about 450): every read shares the learned state (capacity,
 # poison, probe, identity, scaling) of one meter object; splitting the reads from the learner
 # would cost a second object per meter or a module's import heap for no reuse.
 import asyncio
