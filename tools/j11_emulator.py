@@ -24,6 +24,7 @@ import struct
 import sys
 import tty
 
+from firmware.compat import ticks_diff, ticks_ms
 from firmware.radio import j11
 
 DEFAULT_AIR = ("127.0.0.3", 4059)
@@ -69,6 +70,29 @@ def _parse_addr(text):
     return _loopback((host, int(port)))
 
 
+
+class ModuleReassembler(j11.Reassembler):
+    """The firmware's reassembler plus what the module itself does with a frame that stops
+    coming: after 1 s it answers result 0x13 for the command in the partial header."""
+
+    def partial_age(self, now=None):
+        """ms since the last byte arrived while a partial frame is pending, else -1."""
+        if self._end == self._start:
+            return -1
+        return ticks_diff(ticks_ms() if now is None else now, self._last_rx)
+
+    def partial_cmd(self):
+        """Command code of the pending partial frame, or -1 when its header is incomplete."""
+        if self._end - self._start >= 6 and self._at_unique(self._start):
+            return struct.unpack_from(">H", self._buf, self._start + 4)[0]
+        return -1
+
+    def drop_partial(self):
+        """Discard a pending partial frame (after the 1 s frame timeout)."""
+        if self._end > self._start:
+            self._drop_stale()
+        self.flush()
+
 class _AirProtocol(asyncio.DatagramProtocol):
     def __init__(self, emu):
         self.emu = emu
@@ -109,7 +133,7 @@ class J11Emulator:
         self.stats = collections.Counter()
         self.slave_path = None
         self._master = self._slave = None
-        self._rx = j11.Reassembler(j11.UC_REQUEST, "j11emu")
+        self._rx = ModuleReassembler(j11.UC_REQUEST, "j11emu")
         self._out = None
         self._cmdq = None
         self._tasks = []

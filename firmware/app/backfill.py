@@ -14,6 +14,7 @@ from firmware import log, timeutil
 from firmware.app import heapmon
 from firmware.compat import sleep_ms
 from firmware.meter import drmeter
+from firmware.meter.drmeter import MeterTimeout
 
 _EPC_DATE = 0x98
 _SLOTS_PER_DAY = 48
@@ -32,7 +33,8 @@ class BackfillPlanner:
         self.tz = cfg["tz_offset_min"]
         self.retention = None  # days of meter history (0xD3), read once per meter session
         self.unit_code = None  # set by the caller from the live meter (records need it)
-        self.stats = {"runs": 0, "filled": 0, "unavailable": 0, "errors": 0, "date_moved": 0}
+        self.stats = {"runs": 0, "filled": 0, "unavailable": 0, "errors": 0, "date_moved": 0,
+                      "unexpected": 0}
 
     def forget_meter(self):
         """After a meter swap or reboot: re-read its retention before the next pass."""
@@ -73,9 +75,14 @@ class BackfillPlanner:
             return 0
         try:
             return await self._pass(now, horizon_days)
-        except Exception as e:
+        except (MeterTimeout, ValueError, OSError) as e:  # the meter's or the store's errors
             self.stats["errors"] += 1
             log.warn(self.tag, "pass failed: %s(%s)" % (type(e).__name__, e))
+            return 0
+        except Exception as e:  # noqa: BLE001 - a bug: said with its traceback, counted
+            self.stats["errors"] += 1
+            self.stats["unexpected"] += 1
+            log.exc(self.tag, "pass failed: unexpected error", e)
             return 0
 
     async def _pass(self, now, horizon_days):

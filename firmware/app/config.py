@@ -9,8 +9,6 @@ from firmware import log
 
 DEFAULTS = {
     "terminal": {
-        "name": "terminal",
-        "meter_count": 1,
         # Log the heap at each start-up milestone and its peak while serving a profile read or
         # backfilling a day (tools/heap_scenario.py; costs a gc.collect() per block when on).
         "heap_log": False,
@@ -70,7 +68,7 @@ DEFAULTS = {
         "uart": "",  # host: pty path of the module emulator; ESP32: see boards/*.json
     },
     "dlms": {
-        # SPEC: OBIS codes (partial overrides of firmware.cosem.objects.DEFAULT_OBIS)
+        # SPEC: OBIS codes (partial overrides of firmware.cosem.profile.DEFAULT_OBIS)
         "obis": {},
         "ldn": "XXX0000000000001",  # COSEM logical device name (FLAG id + 13 characters)
         "device_id": "000000000000",

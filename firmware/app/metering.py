@@ -7,6 +7,7 @@
 # for the backfill from the meter's own history.
 from firmware import health, log, timeutil
 from firmware.compat import sleep_ms
+from firmware.meter.drmeter import MeterTimeout, UnitChanged
 
 _MAX_NAP_MS = 500  # wake at least this often: the clock can be stepped by the smart meter
 
@@ -23,7 +24,8 @@ class SlotPoller:
         self.tag = tag
         self.unit_code = None
         self.pending_flags = 0
-        self.stats = {"stored": 0, "retries": 0, "given_up": 0, "errors": 0, "skew": 0}
+        self.stats = {"stored": 0, "retries": 0, "given_up": 0, "errors": 0, "skew": 0,
+                      "unexpected": 0}
         self._retry_at = None  # (slot, t2k) of the next retry for a slot not yet published
         self._failing = False  # the last read failed (meter silent or refusing)
         self._gave_up = None  # the slot last given up on
@@ -90,14 +92,24 @@ class SlotPoller:
                 self.unit_code = await self.reader.read_unit()
                 log.info(self.tag, "unit code 0x%02X" % self.unit_code)
             stamp, fwd, rev = await self.reader.read_fixed_time()
-        except Exception as e:  # timeouts, SNA, malformed replies: logged, retried later
+        except (MeterTimeout, ValueError, OSError) as e:
+            # Silence, refusals, malformed or inconsistent values (every codec error is a
+            # ValueError), a send that failed: logged, retried later.
             self.stats["errors"] += 1
             self._failing = True
-            if type(e).__name__ == "UnitChanged":  # meter swapped/rebooted: read the unit again
+            if isinstance(e, UnitChanged):  # meter swapped/rebooted: read the unit again
                 self.unit_code = None
-            why = "%s(%s)" % (type(e).__name__, e)
-            log.warn(self.tag, "read for %s failed: %s" % (timeutil.iso(b), why))
+            log.warn(self.tag, "read for %s failed: %s(%s)"
+                     % (timeutil.iso(b, self.cfg["tz_offset_min"]), type(e).__name__, e))
             return
+        except Exception as e:  # noqa: BLE001 - a bug: said with its traceback, counted, retried
+            self.stats["errors"] += 1
+            self.stats["unexpected"] += 1
+            self._failing = True
+            log.exc(self.tag, "read for %s: unexpected error"
+                    % timeutil.iso(b, self.cfg["tz_offset_min"]), e)
+            return
+        tz = self.cfg["tz_offset_min"]
         if self._failing:
             self._failing = False
             log.info(self.tag, "meter answers again")
@@ -109,12 +121,12 @@ class SlotPoller:
             log.info(
                 self.tag,
                 "fixed-time value stamped %s, want %s: retrying"
-                % (timeutil.iso(stamp), timeutil.iso(b)),
+                % (timeutil.iso(stamp, tz), timeutil.iso(b, tz)),
             )
             return
         if fwd is None or rev is None:
             self.stats["retries"] += 1
-            log.info(self.tag, "meter has no value for %s yet (0xFFFFFFFE)" % timeutil.iso(b))
+            log.info(self.tag, "meter has no value for %s yet (0xFFFFFFFE)" % timeutil.iso(b, tz))
             return
         take = getattr(self.reader, "take_flags", None)
         if take is not None:

@@ -10,9 +10,11 @@ from firmware.app.config import same_type
 from firmware.app.metering import SlotPoller
 from firmware.app.views import StoreSink
 from firmware.compat import const, sleep_ms, wait_ms
+from firmware.meter.drmeter import MeterTimeout
 
 _PEER_CHECK_MS = const(60000)  # a meter's own socket: look at the addresses this often
 _PEER_RETRY_MS = const(600000)  # the stack refused one: try again after this long
+_AMBIGUOUS_REPEAT_MS = const(600000)  # the refusal to meter is said again this often
 _DRAIN_READS = const(4)  # reads of a meter's socket per wake-up
 _PEER_RX = const(1280)  # one read can hold several replies back to back (MicroPython readinto)
 
@@ -24,6 +26,7 @@ def meter_configs(section):
     for e in entries:
         c = dict(section)
         c.pop("list", None)
+        chosen = False
         if not isinstance(e, dict):
             log.error("config", "meter.list entries must be objects; %r ignored" % (e,))
             e = {}
@@ -35,6 +38,11 @@ def meter_configs(section):
                           % (len(out), key, val, type(c[key]).__name__, c[key]))
             else:
                 c[key] = val
+                if key == "eoj":
+                    chosen = True
+        # An eoj chosen per meter (a list entry, or an instance other than 1) says which of
+        # several meter objects on one node is meant, like device_type / metered_id do.
+        c["eoj_chosen"] = chosen or c["eoj"] & 0xFF != 1
         out.append(c)
     return out
 
@@ -58,6 +66,8 @@ class MeterChannel:
         self._full = True  # a full backfill pass is due (boot)
         self._due = asyncio.Event()
         self.poller.on_event = self.on_event
+        self.ambiguous = None  # "0x028E01,0x028E02": several meter objects, none chosen
+        self.ambiguous_repeat_ms = _AMBIGUOUS_REPEAT_MS
 
     def on_event(self, name):
         """Capture-loop events, plus "recovered" from the radio / discovery side."""
@@ -73,22 +83,44 @@ class MeterChannel:
         return bool(self.client.addr[0])
 
     async def select_instance(self):
-        """With several meter objects on one node (e.g. a V2H PCS with two 0x028E), pick the one
-        whose 0xD0 device type / 0xD6 metered-device ID are configured (hex text)."""
+        """Which meter object on the meter's node bills (docs/echonet.md, several meter objects).
+        With 0xD0 device type / 0xD6 metered-device ID configured (hex text): the one that
+        matches. Otherwise the node's instance list decides: one object of the class is read
+        (whatever its instance number, unless eoj was chosen); several (e.g. a V2H PCS with two
+        0x028E) and nothing chosen: metering is refused -- slots stay missing rather than bill
+        the wrong device -- with an ERROR every 10 minutes naming the candidates and the keys to
+        set, and `ambiguous` in the status. Returns once an object is selected."""
         dt = self.cfg["device_type"]
         mid = self.cfg["metered_id"]
-        if not dt and not mid:
-            return
+        tag = "meter%d" % self.index
         delay = 1000
         while True:
             try:
-                await self.client.find_instance(bytes.fromhex(dt) if dt else None,
-                                                bytes.fromhex(mid) if mid else None)
-                return
-            except Exception as e:  # no answer yet, or no unique match: keep trying, say why
-                log.warn("meter%d" % self.index, "meter object selection: %s" % e)
+                if dt or mid:
+                    await self.client.find_instance(bytes.fromhex(dt) if dt else None,
+                                                    bytes.fromhex(mid) if mid else None)
+                    return
+                cands = await self.client.candidates()
+            except (MeterTimeout, ValueError, OSError) as e:  # no answer, no unique match
+                log.warn(tag, "meter object selection: %s(%s)" % (type(e).__name__, e))
                 await sleep_ms(delay)
                 delay = min(delay * 2, 60000)
+                continue
+            if len(cands) == 1 and not self.cfg["eoj_chosen"]:
+                self.client.select(cands[0][0])
+            if len(cands) < 2 or self.cfg["eoj_chosen"]:
+                if not cands:  # the list names no object of our class: read the one configured
+                    log.warn(tag, "meter node lists no object of class 0x%04X: reading 0x%06X"
+                             % (self.client.deoj >> 8, self.client.deoj))
+                self.ambiguous = None
+                return
+            self.ambiguous = ",".join(["0x%06X" % c[0] for c in cands])
+            log.error(tag, "%d meter objects, none chosen: NOT METERING. Set meter.device_type "
+                      "(0xD0) or meter.metered_id (0xD6) to one of: %s" % (len(cands), "; ".join(
+                          ['0x%06X device_type="%s" metered_id="%s"' % (
+                              c[0], c[1].hex() if c[1] else "", c[2].hex() if c[2] else "")
+                           for c in cands])))
+            await sleep_ms(self.ambiguous_repeat_ms)
 
     async def capture(self):
         while not self.has_address():  # the address comes from discovery
@@ -181,17 +213,10 @@ class MeterBus:
 
     async def _receive_shared(self):
         """Everything on the port that no meter's own socket takes: discovery, multicast, other
-        nodes (one allocation per datagram: the ESP32 socket has no recvfrom_into)."""
-        while True:
-            try:
-                data, addr = await self.ep.recv()  # the socket's own bytes: no buffer here
-                if not data:
-                    await sleep_ms(100)  # an empty datagram (or a dead socket): never spin
-                    continue
-                self._client_for(addr[0]).handle(data, len(data), addr)
-            except Exception as e:  # noqa: BLE001 - the receive path must survive anything
-                log.exc("echonet", "receive failed", e)
-                await sleep_ms(100)
+        nodes; routed by source address (transport.receive)."""
+        from firmware.meter.transport import receive
+
+        await receive(self.ep, self._client_for)
 
     def _peer_bind_ip(self):
         """Our unicast address for a meter's own socket. Bound to it (not 0.0.0.0) the socket

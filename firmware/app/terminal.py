@@ -100,6 +100,7 @@ class Terminal:
         from firmware.app.meters import MeterBus, MeterChannel
         from firmware.meter.client import MeterClient
         from firmware.meter.discovery import Discovery
+        from firmware.meter.node import NodeResponder
         from firmware.meter.ratelimit import RateLimiter
 
         cfgs = self.meter_cfgs
@@ -110,9 +111,10 @@ class Terminal:
         disc = Discovery(None, dcfg)
         self.channels = []
         backfill_lock = asyncio.Lock()  # one backfill pass at a time across meters (heap)
+        node = NodeResponder()  # our one ECHONET node, whichever meter's socket asks it
         for k in range(len(cfgs)):
             c = cfgs[k]
-            client = MeterClient(None, (c["ip"], port), c, tag="echonet%d" % k)
+            client = MeterClient(None, (c["ip"], port), c, node, tag="echonet%d" % k)
             client.rate_limiter = limiter
             client.listener = disc
             if c["ip"]:
@@ -146,7 +148,7 @@ class Terminal:
     # -- smart-meter side --------------------------------------------------------------------
 
     def _build_radio(self):
-        from firmware.cosem.objects import default_table
+        from firmware.cosem.profile import default_table
         from firmware.cosem.server import CosemServer
         from firmware.radio.j11_module import J11Module
         from firmware.radio.session import RadioSession
@@ -230,10 +232,25 @@ class Terminal:
             was_ready = ready
             if n % 60 == 0:
                 gc.collect()
-                log.info(_TAG, "alive: stored=%d radio=%s free=%s" % (
-                    sum(ch.poller.stats["stored"] for ch in self.channels),
-                    self.session.state if self.session else "-",
-                    gc.mem_free() if hasattr(gc, "mem_free") else "?"))
+                self._log_status()
+
+    def _log_status(self):
+        """The minute status line: records stored, radio state, free heap, bugs the capture and
+        backfill loops survived, and the meters not metered because several meter objects answer
+        and none is chosen (then a WARN: that meter bills nothing until it is chosen)."""
+        import gc
+
+        chs = self.channels
+        amb = ["meter%d: %s" % (ch.index, ch.ambiguous) for ch in chs if ch.ambiguous]
+        line = "alive: stored=%d radio=%s free=%s unexpected=%d" % (
+            sum(ch.poller.stats["stored"] for ch in chs),
+            self.session.state if self.session else "-",
+            gc.mem_free() if hasattr(gc, "mem_free") else "?",
+            sum(ch.poller.stats["unexpected"] + ch.planner.stats["unexpected"] for ch in chs))
+        if amb:
+            log.warn(_TAG, line + " NOT METERING " + ", ".join(amb))
+        else:
+            log.info(_TAG, line)
 
     async def run(self):
         from firmware.app.lan import LanSupervisor

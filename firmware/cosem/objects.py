@@ -4,7 +4,10 @@
 # header plus items (array elements, or one whole value), so large values (the object list, the
 # 45-day load profile) are never built in RAM. Producers only advance after an item was written
 # completely; the server rolls back an item that did not fit and writes it into the next block.
-from firmware import log, timeutil
+#
+# Over the ~400 lines of a module: the interface classes share the producers and writers above;
+# the load profile and the default object set are in profile.py.
+from firmware import log, timeutil, units
 from firmware.compat import const
 from firmware.cosem import axdr
 from firmware.cosem import xdlms as x
@@ -27,30 +30,6 @@ CLASS_ASSOCIATION_LN = const(15)
 CLASS_SAP_ASSIGNMENT = const(17)
 
 UNIT_WH = const(30)
-# ECHONET unit code of a cumulative energy value (kWh times 10^k) -> power-of-ten scaler for Wh
-ECHONET_UNIT_SCALER = {
-    0x00: 3,
-    0x01: 2,
-    0x02: 1,
-    0x03: 0,
-    0x04: -1,
-    0x0A: 4,
-    0x0B: 5,
-    0x0C: 6,
-    0x0D: 7,
-}
-
-DEFAULT_OBIS = {
-    "association": "0.0.40.0.0.255",
-    "sap_assignment": "0.0.41.0.0.255",
-    "ldn": "0.0.42.0.0.255",
-    "device_id": "0.0.96.1.0.255",
-    "clock": "0.0.1.0.0.255",
-    "import": "1.0.1.8.0.255",
-    "export": "1.0.2.8.0.255",
-    "profile_status": "0.0.96.10.1.255",
-    "profile": "1.0.99.1.0.255",
-}
 
 
 def obis(text):
@@ -248,7 +227,7 @@ class DataObject(CosemObject):
         return Value(_w_u8, v)
 
 
-def _latest_status(view):
+def latest_status(view):
     row = view.latest()
     return None if row is None else row[3]
 
@@ -271,7 +250,7 @@ class RegisterObject(CosemObject):
             return Value(_w_u32, row[self._col])
         if attr == 3:
             unit = self._view.unit_code
-            scaler = ECHONET_UNIT_SCALER.get(unit) if unit is not None else None
+            scaler = units.wh_scaler(unit) if unit is not None else None
             if scaler is None:
                 if unit is not None:
                     log.warn("cosem", "ECHONET unit code 0x%02x has no scaler" % unit)
@@ -476,70 +455,3 @@ class ObjectTable:
 
     def find(self, ln):
         return self._by_ln.get(ln)
-
-
-def default_table(view, config=None):
-    """The default object set over one meter data view, or over a list of views (1:N meters).
-    config keys (all optional): 'obis' (dict overriding DEFAULT_OBIS), 'server_sap', 'ldn',
-    'device_id', 'profile_entries', 'public_clock_write'.
-
-    With several views, meter k's +A, -A, profile status and profile use OBIS channel B = k + 1
-    (e.g. 1.2.1.8.0.255 for the second meter); the association, clock and identity objects are
-    shared. SPEC: the IoT-route object list is not public; channel numbering is a choice."""
-    from firmware.cosem.profile import ProfileObject
-
-    cfg = config or {}
-    codes = dict(DEFAULT_OBIS)
-    codes.update(cfg.get("obis") or {})
-    ln = {}
-    for k in codes:
-        ln[k] = obis(codes[k])
-    ldn = _as_bytes(cfg.get("ldn", "XXX0000000000001"))
-    objs = [
-        AssociationObject(ln["association"]),
-        SapAssignmentObject(ln["sap_assignment"], cfg.get("server_sap", 1), ldn),
-        DataObject(ln["ldn"], ldn),
-        DataObject(ln["device_id"], _as_bytes(cfg.get("device_id", "000000000000"))),
-        ClockObject(ln["clock"], cfg.get("public_clock_write", True)),
-    ]
-    views = view if isinstance(view, (list, tuple)) else [view]
-    for k in range(len(views)):
-        v = views[k]
-        ch = None if len(views) == 1 else k + 1
-        imp = _channel(ln["import"], ch)
-        exp = _channel(ln["export"], ch)
-        st = _channel(ln["profile_status"], ch)
-        objs.append(RegisterObject(imp, v, 1))
-        objs.append(RegisterObject(exp, v, 2))
-        objs.append(DataObject(st, _status_fn(v)))
-        objs.append(
-            ProfileObject(
-                _channel(ln["profile"], ch),
-                v,
-                (
-                    (CLASS_CLOCK, ln["clock"]),
-                    (CLASS_REGISTER, imp),
-                    (CLASS_REGISTER, exp),
-                    (CLASS_DATA, st),
-                ),
-                cfg.get("profile_entries", 2160),
-            )
-        )
-    return ObjectTable(objs)
-
-
-def _status_fn(view):
-    return lambda env: _latest_status(view)
-
-
-def _channel(ln, ch):
-    """The logical name with OBIS group B (channel) replaced; None keeps it."""
-    if ch is None:
-        return ln
-    b = bytearray(ln)
-    b[1] = ch
-    return bytes(b)
-
-
-def _as_bytes(v):
-    return v.encode() if isinstance(v, str) else bytes(v)

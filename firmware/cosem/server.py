@@ -4,6 +4,10 @@
 # Long GET: rows are serialised until the block is full, the partial row is rolled back and goes
 # into the next block. Only the last block is kept (bytes) so that a GET-Next repeating the
 # previous block number (our response was lost on the radio) gets it again.
+#
+# Over the ~400 lines of a module: the association, the service dispatch and the block transfer
+# share one per-association state and one PDU buffer; each further module costs heap at import
+# (docs/memory.md), and none of the parts is used without the others.
 from firmware import log
 from firmware.compat import const
 from firmware.cosem import acse, axdr, wrapper
@@ -117,7 +121,7 @@ def _ct_equal(a, b):
 class CosemServer:
     """handle_wpdu(data) -> bytes|None and handle_apdu(apdu, client_sap) -> bytes|None.
 
-    objects: ObjectTable (objects.default_table), clock: now_t2k()/set_t2k()/is_set(),
+    objects: ObjectTable (profile.default_table), clock: now_t2k()/set_t2k()/is_set(),
     config: the 'dlms' configuration section (missing keys take DEFAULTS).
     """
 
@@ -380,8 +384,9 @@ class CosemServer:
         log.warn(_TAG, "client %d used %s without negotiating it" % (client_sap, what))
         return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_NOT_SUPPORTED)
 
-    def _lookup(self, desc, need):
-        """(object, None) or (None, DataAccessResult) for a descriptor and needed access bit."""
+    def _lookup(self, desc):
+        """(object, None) or (None, DataAccessResult) for a descriptor (access rights are
+        checked by the caller)."""
         cls, ln, ident = desc
         obj = self.table.find(ln)
         if obj is None:
@@ -391,7 +396,7 @@ class CosemServer:
         return obj, None
 
     def _producer(self, a, mv, desc, selector, sel_pos):
-        obj, err = self._lookup(desc, READ)
+        obj, err = self._lookup(desc)
         if err is not None:
             return err
         attr = desc[2]
@@ -558,7 +563,7 @@ class CosemServer:
         return x.get_block_error(req.invoke, req.block, x.DATA_BLOCK_NUMBER_INVALID)
 
     def _set(self, a, req):
-        obj, err = self._lookup(req.desc, WRITE)
+        obj, err = self._lookup(req.desc)
         if err is not None:
             return err
         attr = req.desc[2]
@@ -570,7 +575,7 @@ class CosemServer:
         return obj.set(self, a, attr, axdr.Reader(req.mv, req.value_pos))
 
     def _action(self, a, req):
-        obj, err = self._lookup(req.desc, 0)
+        obj, err = self._lookup(req.desc)
         if err is not None:
             return err
         m = req.desc[2]

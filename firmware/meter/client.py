@@ -1,64 +1,32 @@
-# The terminal's ECHONET Lite controller (0x05FF01) for one meter object, plus the minimal node the
-# terminal must be on the LAN (node profile 0x0EF001 and the controller answer Gets).
-#
-# One receive task (run()) owns the socket. Requests are serialised by a lock: exactly one is
-# outstanding per meter, each attempt gets a fresh TID, and only a reply from the meter's IP, the
-# meter object and the pending TID completes it. Anything else is counted and dropped; a
-# malformed datagram costs one log line, never the task.
+# The meter reader: the terminal's ECHONET Lite controller (0x05FF01) for one meter object, on top
+# of the request transport (firmware/meter/transport.py: TIDs, one outstanding request, timeouts).
 #
 # Reads are driven by the meter's Get property map (0x9F) and a per-class profile
 # (firmware/meter/profiles.py). read() learns what the meter can take: a smaller per-Get EPC
 # capacity (short answers or silence on large batches) and "poison" EPCs that make the meter drop
-# any Get containing them (found by bisection, then never asked again for poison_hold_ms).
+# any Get containing them (found by bisection, then never asked again for poison_hold_ms); a
+# timeout is followed by liveness probes before the meter is declared silent. Identity and
+# scaling (unit, coefficient, digits) are read once per meter generation and checked against
+# every value returned: counters that fall flag a meter reset, a moved unit raises UnitChanged.
+#
+# Over the ~400 lines of a module (about 450): every read shares the learned state (capacity,
+# poison, probe, identity, scaling) of one meter object; splitting the reads from the learner
+# would cost a second object per meter or a module's import heap for no reuse.
 import asyncio
 
 from firmware import log, timeutil
-from firmware.compat import (
-    const,
-    sleep_ms,
-    ticks_add,
-    ticks_diff,
-    ticks_ms,
-    wait_ms,
-)
+from firmware.compat import const, ticks_diff, ticks_ms
 from firmware.meter import drmeter, echonet, profiles
+from firmware.meter.drmeter import MeterError, MeterTimeout, UnitChanged
 from firmware.meter.echonet import EchonetError
+from firmware.meter.transport import STATS, Transport
 from firmware.store.record import FLAG_METER_RESET
 
 _PROBES = const(2)  # liveness probes after a timeout, each costing a time-out if unanswered
 _PROBE_EPCS = (0x9F, 0x80, 0x82, 0x8A)  # in every object: Get map, status, version, maker
-_TX_LEN = const(256)  # our requests and node-profile answers are small
-_LOG_BURST = const(5)  # malformed-frame log lines per window before suppressing
-_LOG_WINDOW_MS = const(10000)
-_MAX_TIMEOUT_MS = const(20000)  # the longest status-reflection wait in the AIF specs
 _DEFAULT_BATCH = const(16)  # EPCs per Get until the meter shows it takes fewer
 _EPC_GET_MAP = const(0x9F)
-_NP_INSTANCE_LIST = const(0xD5)  # node profile INF: a (re)started node announces itself
-
-# Node profile / controller property values the terminal reports
-_ON = b"\x30"
-_NP_VERSION = b"\x01\x0e\x01\x00"  # node profile: spec 1.14, Format 1 supported
-_DEV_RELEASE = b"\x00\x00R\x00"  # device object: APPENDIX Release R
-_NO_FAULT = b"\x42"
-_LOCATION_UNSET = b"\x00"
-_NP_INF_MAP = (0x80, 0xD5)
-_NP_GET = (0x80, 0x82, 0x83, 0x8A, 0x9D, 0x9E, 0x9F, 0xD3, 0xD4, 0xD6, 0xD7)
-_CT_INF_MAP = (0x80, 0x81, 0x88)
-_CT_GET = (0x80, 0x81, 0x82, 0x83, 0x88, 0x8A, 0x9D, 0x9E, 0x9F)
-
-
-class MeterTimeout(Exception):
-    pass
-
-
-class MeterError(ValueError):
-    """The meter answered, but not with what the read needs (refused, missing, inconsistent)."""
-
-
-class UnitChanged(MeterError):
-    """The meter's unit/coefficient changed since read_unit() (meter rebooted or replaced):
-    call read_unit() again before storing values read from now on."""
-
+_STATS = STATS + ("splits", "poisoned", "day_races", "wraps", "resets", "rediscoveries")
 
 def _unique(seq):
     out = []
@@ -68,68 +36,23 @@ def _unique(seq):
     return out
 
 
-class _Pending:
-    def __init__(self, tid, esvs, deoj):
-        self.tid = tid
-        self.esvs = esvs  # acceptable reply ESVs
-        self.deoj = deoj  # the object asked: the reply's SEOJ
-        self.esv = None
-        self.props = None  # copied [(epc, bytes)]
-        self.event = asyncio.Event()
-
-
-class MeterClient:
-    def __init__(self, endpoint, meter_addr, config=None, identity=None, first_tid=None,
+class MeterClient(Transport):
+    def __init__(self, endpoint, meter_addr, config=None, responder=None, first_tid=None,
                  tag="echonet"):
-        """endpoint: UDP endpoint (recvfrom/sendto); meter_addr: (ip, port).
+        """endpoint: UDP endpoint (recv/sendto); meter_addr: (ip, port).
         config: the "meter" config section (timeout_ms 1..20000, retries, eoj, tz_offset_min,
         max_batch, history_retries, poison_hold_ms).
-        identity: (maker_code, unique13) for the terminal's 0x83/0x8A; default unregistered."""
+        responder: the terminal's NodeResponder (one for every meter), or None."""
         cfg = config or {}
-        self.ep = endpoint
-        self.addr = (meter_addr[0], meter_addr[1])
-        self.tag = tag
-        t = cfg.get("timeout_ms", 5000)
-        if not 1 <= t <= _MAX_TIMEOUT_MS:
-            log.warn(tag, "timeout_ms %d outside 1..%d: clamped" % (t, _MAX_TIMEOUT_MS))
-            t = min(max(t, 1), _MAX_TIMEOUT_MS)
-        self.timeout_ms = t
-        self.retries = cfg.get("retries", 3)
-        self.deoj = cfg.get("eoj", echonet.EOJ_DR_METER)
+        Transport.__init__(self, endpoint, meter_addr, cfg.get("eoj", echonet.EOJ_DR_METER),
+                           cfg.get("timeout_ms", 5000), cfg.get("retries", 3), first_tid, tag,
+                           responder, _STATS)
         # None for a class without a profile (e.g. a node profile queried with get()).
         self.profile = profiles.PROFILES.get(self.deoj >> 8)
         self.tz = cfg.get("tz_offset_min", 540)
-        self.seoj = echonet.EOJ_CONTROLLER
         self.max_batch = max(1, cfg.get("max_batch", _DEFAULT_BATCH))
         self.history_retries = cfg.get("history_retries", 3)
         self.poison_hold_ms = cfg.get("poison_hold_ms", 3600000)
-        # Seams for the network side: rate_limiter.allow(addr) -> bool is asked before a datagram
-        # is parsed; listener.on_frame(frame, addr) gets every valid frame that is not the reply
-        # to our pending request (INF, INFC, discovery answers, foreign replies).
-        self.rate_limiter = None
-        self.listener = None
-        maker, unique = identity or (0xFFFFFF, bytes(13))
-        if len(unique) != 13:
-            raise ValueError("identity: unique part must be 13 bytes")
-        maker3 = bytes(((maker >> 16) & 0xFF, (maker >> 8) & 0xFF, maker & 0xFF))
-        # Our node's property tables are built on the first request to our node: in the
-        # terminal only meter 0's client answers (MeterBus), so the others never carry them.
-        self._maker3 = maker3
-        self._unique = bytes(unique)
-        self._np = self._ct = None
-        self._tx = bytearray(_TX_LEN)
-        self._ans = None  # answers to requests to our node: allocated with the node tables
-        self._tid = (ticks_ms() if first_tid is None else first_tid) & 0xFFFF
-        self._lock = asyncio.Lock()
-        self._pending = None
-        self._log_t0 = ticks_ms()
-        self._log_n = 0
-        self.stats = {
-            "requests": 0, "attempts": 0, "replies": 0, "timeouts": 0, "retries": 0, "sna": 0,
-            "stale": 0, "foreign": 0, "malformed": 0, "answered": 0, "dropped": 0, "errors": 0,
-            "limited": 0, "splits": 0, "poisoned": 0, "day_races": 0, "wraps": 0, "resets": 0,
-            "rediscoveries": 0,
-        }
         self._flags = 0
         self._announced_unit = None  # what read_unit() last returned
         self._hist_lock = asyncio.Lock()  # SetC day + Get history belong together
@@ -149,132 +72,6 @@ class MeterClient:
         self.coefficient = 1
         self.digits = self.profile.fixed_digits if self.profile else None
         self.store_unit_code = None  # unit code of (raw, unit) as stored, coefficient folded in
-
-    # --- node / controller property tables -------------------------------------------------
-
-    @staticmethod
-    def _node_profile_props(maker3, ident):
-        return {
-            0x80: _ON,
-            0x82: _NP_VERSION,
-            0x83: ident,
-            0x8A: maker3,
-            0x9D: echonet.encode_propmap(_NP_INF_MAP),
-            0x9E: echonet.encode_propmap(()),
-            0x9F: echonet.encode_propmap(_NP_GET),
-            0xD3: b"\x00\x00\x01",  # one instance besides the node profile
-            0xD4: b"\x00\x02",  # two classes including the node profile
-            0xD6: b"\x01\x05\xff\x01",
-            0xD7: b"\x01\x05\xff",
-        }
-
-    @staticmethod
-    def _controller_props(maker3, ident):
-        return {
-            0x80: _ON,
-            0x81: _LOCATION_UNSET,
-            0x82: _DEV_RELEASE,
-            0x83: ident,
-            0x88: _NO_FAULT,
-            0x8A: maker3,
-            0x9D: echonet.encode_propmap(_CT_INF_MAP),
-            0x9E: echonet.encode_propmap(()),
-            0x9F: echonet.encode_propmap(_CT_GET),
-        }
-
-    # --- requests ------------------------------------------------------------------------------
-
-    def _next_tid(self):
-        self._tid = (self._tid + 1) & 0xFFFF
-        return self._tid
-
-    async def _request(self, esv, props, reply_esvs, what, deoj=None):
-        """Send a request and wait for its reply; returns (esv, [(epc, bytes)])."""
-        if deoj is None:
-            deoj = self.deoj
-        async with self._lock:
-            self.stats["requests"] += 1
-            attempts = 1 + self.retries
-            for attempt in range(attempts):
-                tid = self._next_tid()
-                p = _Pending(tid, reply_esvs, deoj)
-                n = echonet.encode_into(self._tx, tid, self.seoj, deoj, esv, props)
-                self._pending = p
-                self.stats["attempts"] += 1
-                if attempt:
-                    self.stats["retries"] += 1
-                try:
-                    self.ep.sendto(memoryview(self._tx)[:n], self.addr)
-                except OSError as e:  # e.g. no route while the LAN is down: counts as a timeout
-                    log.warn(self.tag, "send %s to %s failed: %s" % (what, self.addr[0], e))
-                deadline = ticks_add(ticks_ms(), self.timeout_ms)
-                try:
-                    while p.esv is None:
-                        left = ticks_diff(deadline, ticks_ms())
-                        if left <= 0:
-                            break
-                        try:
-                            await wait_ms(p.event.wait(), left)
-                        except asyncio.TimeoutError:
-                            break
-                finally:
-                    self._pending = None
-                if p.esv is not None:
-                    self.stats["replies"] += 1
-                    return p.esv, p.props
-                log.info(self.tag, "%s: no reply from %s (TID 0x%04X, attempt %d/%d)"
-                         % (what, self.addr[0], tid, attempt + 1, attempts))
-            self.stats["timeouts"] += 1
-            raise MeterTimeout("%s: no reply from %s after %d attempts"
-                               % (what, self.addr[0], attempts))
-
-    async def _get_once(self, epcs, deoj=None):
-        """One Get (with retries): (esv, [(epc, bytes)]); MeterTimeout if never answered."""
-        what = "Get " + ",".join("%02X" % e for e in epcs)
-        esv, props = await self._request(echonet.GET, [(e, None) for e in epcs],
-                                         (echonet.GET_RES, echonet.GET_SNA), what, deoj)
-        if esv == echonet.GET_SNA:
-            self.stats["sna"] += 1
-            missing = [e for e in epcs if not any(p == e and len(d) for p, d in props)]
-            log.info(self.tag, "%s: Get_SNA, unavailable %s"
-                     % (what, ",".join("%02X" % e for e in missing)))
-        return esv, props
-
-    @staticmethod
-    def _fill(out, props):
-        """Copy EDTs of wanted EPCs into out (first non-empty wins); EPCs present in props."""
-        present = []
-        for e, edt in props:
-            if e in out:
-                present.append(e)
-                if len(edt) and out[e] is None:
-                    out[e] = edt
-        return present
-
-    async def get(self, epcs, deoj=None):
-        """One Get of the meter object (or of `deoj` on the meter's node): {epc: bytes, or None
-        if unavailable}. Get_SNA is not an error: unreadable EPCs (PDC 0 or omitted) are None."""
-        _, props = await self._get_once(epcs, deoj)
-        out = {}
-        for e in epcs:
-            out[e] = None
-        self._fill(out, props)
-        return out
-
-    async def set_c(self, epc, edt):
-        """SetC one property; True if the meter accepted it (Set_Res with PDC 0)."""
-        what = "SetC %02X" % epc
-        esv, props = await self._request(echonet.SETC, [(epc, edt)],
-                                         (echonet.SET_RES, echonet.SETC_SNA), what)
-        if esv == echonet.SET_RES:
-            for e, d in props:
-                if e == epc and len(d) == 0:
-                    return True
-            log.warn(self.tag, "%s: Set_Res without the property" % what)
-            return False
-        self.stats["sna"] += 1
-        log.info(self.tag, "%s: refused (SetC_SNA)" % what)
-        return False
 
     # --- learned meter behaviour: property map, batch capacity, poison EPCs -----------------
 
@@ -497,32 +294,40 @@ class MeterClient:
         self._flags = 0
         return f
 
-    async def find_instance(self, device_type=None, metered_id=None):
-        """EOJ of the meter object of our class on the meter's node whose 0xD0 (device type,
-        3 bytes) / 0xD6 (metered-device ID) equal the given ones (None = any), from the node
-        profile's instance list (0xD6). Selects it for every later read (learned state is
-        dropped). MeterError if none or several match."""
+    async def candidates(self):
+        """[(eoj, device_type, metered_id)] of every object of our class on the meter's node: the
+        node profile's instance list (0xD6), then each object's 0xD0 (device type, 3 bytes) and
+        0xD6 (metered-device ID), None where not given. MeterError if the list is unusable."""
         vals = await self.get((0xD6,), echonet.EOJ_NODE_PROFILE)
-        lst = vals[0xD6]
-        if lst is None or len(lst) < 1 or len(lst) != 1 + 3 * lst[0]:
-            raise MeterError("meter node gave no usable instance list (0xD6)")
-        found = []
-        for i in range(lst[0]):
-            eoj = (lst[1 + 3 * i] << 16) | (lst[2 + 3 * i] << 8) | lst[3 + 3 * i]
-            if eoj >> 8 != self.deoj >> 8:
-                continue
-            v = await self.get((0xD0, 0xD6), eoj)
-            if ((device_type is None or v[0xD0] == bytes(device_type))
-                    and (metered_id is None or v[0xD6] == bytes(metered_id))):
-                found.append(eoj)
+        try:
+            eojs = echonet.parse_instance_list(vals[0xD6] or b"")
+        except EchonetError as e:
+            raise MeterError("meter node gave no usable instance list (0xD6): %s" % e)
+        out = []
+        for eoj in eojs:
+            if eoj >> 8 == self.deoj >> 8:
+                v = await self.get((0xD0, 0xD6), eoj)
+                out.append((eoj, v[0xD0], v[0xD6]))
+        return out
+
+    async def find_instance(self, device_type=None, metered_id=None):
+        """EOJ of the one candidate() whose 0xD0 / 0xD6 equal the given ones (None = any),
+        selected for every later read. MeterError if none or several match."""
+        found = [c[0] for c in await self.candidates()
+                 if (device_type is None or c[1] == bytes(device_type))
+                 and (metered_id is None or c[2] == bytes(metered_id))]
         if len(found) != 1:
             raise MeterError("%d meter objects of class 0x%04X match device type %s / metered "
                              "ID %s" % (len(found), self.deoj >> 8, device_type, metered_id))
-        if found[0] != self.deoj:
-            log.info(self.tag, "meter object 0x%06X selected" % found[0])
-            self.deoj = found[0]
-            self._forget_meter()
+        self.select(found[0])
         return found[0]
+
+    def select(self, eoj):
+        """Read meter object `eoj` from now on (what was learned about another is dropped)."""
+        if eoj != self.deoj:
+            log.info(self.tag, "meter object 0x%06X selected" % eoj)
+            self.deoj = eoj
+            self._forget_meter()
 
     # --- the reads the terminal makes ------------------------------------------------------
 
@@ -587,8 +392,8 @@ class MeterClient:
                 sr, rev = drmeter.decode_fixed_time(er, self.tz, True, "0x%02X" % p.fixed_rev, mx)
                 if ef is not None and sr != stamp:
                     raise MeterError("0x%02X and 0x%02X stamped differently (%s vs %s)"
-                                     % (p.fixed_fwd, p.fixed_rev, timeutil.iso(stamp),
-                                        timeutil.iso(sr)))
+                                     % (p.fixed_fwd, p.fixed_rev, timeutil.iso(stamp, self.tz),
+                                        timeutil.iso(sr, self.tz)))
                 stamp = sr
         except drmeter.MeterDataError as e:
             log.warn(self.tag, "fixed-time value rejected: %s" % e)
@@ -599,18 +404,6 @@ class MeterClient:
             # (UnitChanged if the unit moved with the meter).
             await self._ensure()
         return stamp, fwd, rev
-
-    async def read_cumulative(self):
-        """(fwd_raw|None, rev_raw|None): the current cumulative values."""
-        await self._ensure()
-        p = self.profile
-        vals = await self.read((p.cum_fwd, p.cum_rev))
-        mx = self._max_raw()
-        out = []
-        for e in (p.cum_fwd, p.cum_rev):
-            out.append(None if vals[e] is None
-                       else drmeter.decode_cumulative(vals[e], "0x%02X" % e, mx))
-        return out[0], out[1]
 
     async def read_history(self, day):
         """(forward[48], reverse[48]) raw|None for history day `day` (0 = meter's today).
@@ -658,192 +451,3 @@ class MeterClient:
             return drmeter.MAX_DAY
         edt = (await self.read((p.retention,)))[p.retention]
         return None if edt is None else drmeter.decode_retention(edt)
-
-    async def read_identity(self):
-        """Identity and trust metadata of the meter object; unavailable items are None."""
-        await self._prepare()
-        p = self.profile
-        extra = (0xD0, 0xD1, 0xD2) if p.retention is not None else ()
-        epcs = (0x8A, 0x83, 0x82) + extra + p.identity + p.scaling_epcs()
-        if p.retention is not None:
-            epcs += (p.retention,)
-        vals = await self.read(tuple(_unique(epcs)))
-        maker = vals[0x8A]
-        ident = {
-            "maker": (maker[0] << 16) | (maker[1] << 8) | maker[2] if maker and len(maker) == 3
-            else None,
-            "ident": vals[0x83],
-            "release": vals[0x82],
-            "device_type": vals.get(0xD0),
-            "device_id": vals.get(0xD1),
-            "metered_id": vals.get(0xD6),
-            "tolerance": None,
-            "retention": None,
-            "unit": None,
-            "coefficient": None,
-            "digits": self.profile.fixed_digits,
-        }
-        t = vals.get(0xD2)
-        if t is not None and len(t) == 1:
-            ident["tolerance"] = t[0]
-        if p.retention is not None and vals[p.retention] is not None:
-            ident["retention"] = drmeter.decode_retention(vals[p.retention])
-        if vals[p.unit] is not None:
-            ident["unit"] = drmeter.decode_unit(vals[p.unit])
-        if p.coefficient is not None and vals[p.coefficient] is not None:
-            ident["coefficient"] = profiles.decode_coefficient(vals[p.coefficient])
-        if p.digits is not None and vals[p.digits] is not None:
-            ident["digits"] = profiles.decode_digits(vals[p.digits])
-        return ident
-
-    async def read_clock(self):
-        """(meter clock as UTC t2k, sync status or None): 0x98 date + 0xDA (0x028E, hh mm ss)
-        or 0x97 (hh mm) time, 0xDB sync status where the class has it."""
-        await self._prepare()
-        p = self.profile
-        epcs = (p.date, p.time) + ((p.sync,) if p.sync is not None else ())
-        vals = await self.read(epcs)
-        if vals[p.date] is None or vals[p.time] is None:
-            raise MeterError("clock: meter did not return 0x%02X and 0x%02X" % (p.date, p.time))
-        tm = vals[p.time]
-        if p.time_len == 2:
-            if len(tm) != 2:
-                raise drmeter.MeterDataError("0x97 time: EDT of %d bytes, expected 2" % len(tm))
-            tm = tm + b"\x00"
-        t = drmeter.meter_clock_t2k(vals[p.date], tm, self.tz)
-        s = vals[p.sync] if p.sync is not None else None
-        return t, (s[0] if s is not None and len(s) == 1 else None)
-
-    # --- receive path --------------------------------------------------------------------------
-
-    async def run(self):
-        """Receive task: owns the endpoint, never returns while the endpoint works. (In the
-        terminal the shared MeterBus owns the socket instead.)"""
-        while True:
-            try:
-                data, addr = await self.ep.recv()  # the socket's own bytes: no buffer here
-            except OSError as e:
-                self.stats["errors"] += 1
-                log.warn(self.tag, "receive failed: %s" % e)
-                await sleep_ms(100)
-                continue
-            self.handle(data, len(data), addr)
-
-    def handle_joined(self, buf, n, addr):
-        """Process buf[:n] that may hold several datagrams back to back (a meter's own socket,
-        read with readinto): each frame on its own (echonet.each_frame)."""
-        echonet.each_frame(buf, n, self.handle, addr)
-
-    def handle(self, buf, n, addr):
-        """Process one datagram; never raises (bad input is logged and dropped)."""
-        if self.rate_limiter is not None and not self.rate_limiter.allow(addr):
-            self.stats["limited"] += 1
-            return
-        try:
-            f = echonet.decode(buf, n)
-        except EchonetError as e:
-            self.stats["malformed"] += 1
-            self._log_malformed(addr, e)
-            return
-        try:
-            if echonet.is_request(f.esv) or f.esv == echonet.INFC:
-                self._answer(f, addr)
-            if not echonet.is_request(f.esv) and not self._on_reply(f, addr):
-                self._on_other(f, addr)
-        except Exception as e:  # a bug must not kill the receive task; it is logged loudly
-            self.stats["errors"] += 1
-            log.exc(self.tag, "handling %r from %s" % (f, addr[0]), e)
-
-    def _log_malformed(self, addr, e):
-        now = ticks_ms()
-        if ticks_diff(now, self._log_t0) > _LOG_WINDOW_MS:
-            if self._log_n > _LOG_BURST:
-                log.warn(self.tag, "%d more malformed datagrams suppressed"
-                         % (self._log_n - _LOG_BURST))
-            self._log_t0 = now
-            self._log_n = 0
-        self._log_n += 1
-        if self._log_n <= _LOG_BURST:
-            log.warn(self.tag, "dropped malformed datagram from %s:%d: %s"
-                     % (addr[0], addr[1], e))
-
-    def _on_reply(self, f, addr):
-        """True if f completed the pending request (or was a late reply to an earlier one)."""
-        p = self._pending
-        if (p is None or addr[0] != self.addr[0] or f.seoj != p.deoj
-                or f.esv not in p.esvs):
-            return False
-        if f.tid != p.tid:
-            self.stats["stale"] += 1
-            log.info(self.tag, "ignored late reply TID 0x%04X (waiting for 0x%04X)"
-                     % (f.tid, p.tid))
-            return True
-        # Copy now: the receive buffer is reused for the next datagram.
-        p.props = [(e, bytes(d)) for e, d in f.props]
-        p.esv = f.esv
-        self._pending = None  # duplicates of this reply are now "foreign"
-        p.event.set()
-        return True
-
-    def _on_other(self, f, addr):
-        """Notifications and replies that are not ours to complete."""
-        if (f.esv in (echonet.INF, echonet.INFC) and addr[0] == self.addr[0]
-                and f.seoj >> 8 == echonet.EOJ_NODE_PROFILE >> 8
-                and f.edt(_NP_INSTANCE_LIST) is not None):
-            # The meter's node (re)started: its unit, identity or property map may be new.
-            self.invalidate("instance list notification (INF 0xD5) from %s" % addr[0])
-        elif f.esv not in (echonet.INF, echonet.INFC):
-            self.stats["foreign"] += 1
-            log.debug(self.tag, "ignored %r from %s" % (f, addr[0]))
-        if self.listener is not None:
-            self.listener.on_frame(f, addr)
-
-    def _answer(self, f, addr):
-        """Answer a request addressed to the terminal's node profile or controller."""
-        if self._np is None:
-            self._ans = bytearray(_TX_LEN)
-            ident = b"\xfe" + self._maker3 + self._unique
-            self._np = self._node_profile_props(self._maker3, ident)
-            self._ct = self._controller_props(self._maker3, ident)
-        if echonet.eoj_matches(f.deoj, echonet.EOJ_NODE_PROFILE):
-            own, table = echonet.EOJ_NODE_PROFILE, self._np
-        elif echonet.eoj_matches(f.deoj, echonet.EOJ_CONTROLLER):
-            own, table = echonet.EOJ_CONTROLLER, self._ct
-        else:
-            self.stats["dropped"] += 1  # not an object of ours: no response (spec practice)
-            return
-        esv = f.esv
-        get_props = None
-        if esv == echonet.GET or esv == echonet.INF_REQ:
-            props = []
-            ok = True
-            for e, _ in f.props:
-                v = table.get(e)
-                ok = ok and v is not None
-                props.append((e, v))
-            if esv == echonet.GET:
-                resp = echonet.GET_RES if ok else echonet.GET_SNA
-            else:
-                resp = echonet.INF if ok else echonet.INF_SNA
-        elif esv == echonet.SETC or esv == echonet.SETI:
-            # Nothing on the terminal is writable over the LAN: refuse, echoing the EDTs.
-            props = f.props
-            resp = echonet.SETC_SNA if esv == echonet.SETC else echonet.SETI_SNA
-        elif esv == echonet.SETGET:
-            props = f.props
-            get_props = [(e, table.get(e)) for e, _ in f.get_props]
-            resp = echonet.SETGET_SNA
-        elif esv == echonet.INFC:
-            props = [(e, None) for e, _ in f.props]
-            resp = echonet.INFC_RES
-        else:
-            self.stats["dropped"] += 1
-            return
-        try:
-            n = echonet.encode_into(self._ans, f.tid, own, f.seoj, resp, props, get_props)
-        except EchonetError as e:  # e.g. a huge SetC to echo: drop rather than answer wrongly
-            self.stats["dropped"] += 1
-            log.warn(self.tag, "no answer to %r from %s: %s" % (f, addr[0], e))
-            return
-        self.ep.sendto(memoryview(self._ans)[:n], addr)
-        self.stats["answered"] += 1

@@ -1,7 +1,8 @@
 # ECHONET Lite discovery for the terminal (see docs/discovery.md).
 #
-# Pure part: frame builders (search, INF_REQ, start-up announcement, unicast check), the instance
-# list parser and select() (which 0x028E object is the billing meter). Driver part: Discovery keeps
+# Pure part: frame builders (search, INF_REQ, start-up announcement, unicast check) and the
+# instance list parser (which meter object bills is chosen by the client's find_instance() on
+# 0xD0/0xD6, see docs/echonet.md). Driver part: Discovery keeps
 # a small table of nodes fed by handle(frame, addr) -- the client's receive path hands over every
 # frame that is not the reply to its own request -- and run() sends the announcement, periodic
 # multicast searches, periodic re-joins of the group and a periodic unicast Get 0xD6 to the meter
@@ -9,18 +10,21 @@
 # The meter address is the discovered node if exactly one node offers the meter class, else the
 # configured static address. Events (meter chosen, reboot, lost, back, ambiguous) are appended to
 # `events` (bounded) and passed to `on_event` if set.
+#
+# Over the ~400 lines of a module: the frame builders are used only by the driver below; apart
+# they would cost a module's import heap for no reuse.
 import asyncio
 
 from firmware import log
 from firmware.compat import const, ticks_add, ticks_diff, ticks_ms, wait_ms
 from firmware.meter import echonet
+from firmware.meter.echonet import EchonetError
 
 PORT = const(3610)
 GROUP = "224.0.23.0"
 EPC_INF_LIST = const(0xD5)  # node profile: instance list notification
 EPC_GET_LIST = const(0xD6)  # node profile: self-node instance list S
 METER_CLASS = const(0x028E)
-MAX_INSTANCES = const(84)  # list capacity of 0xD5/0xD6 (253-byte EDT)
 
 # Events
 EV_METER = "meter"  # (EV_METER, ip): the meter address is now ip (first choice or a change)
@@ -56,7 +60,7 @@ def build_inf_req(buf, tid):
 
 
 def encode_instance_list(eojs):
-    if not 1 <= len(eojs) <= MAX_INSTANCES:
+    if not 1 <= len(eojs) <= echonet.MAX_INSTANCES:
         raise DiscoveryError("instance list of %d objects (1..84)" % len(eojs))
     out = bytearray(1 + 3 * len(eojs))
     out[0] = len(eojs)
@@ -76,23 +80,6 @@ def build_announce(buf, tid, eojs=(echonet.EOJ_CONTROLLER,)):
                                echonet.INF, [(EPC_INF_LIST, encode_instance_list(eojs))])
 
 
-def parse_instance_list(edt):
-    """[EOJ] of a 0xD5/0xD6 EDT: count (1 byte) + count x 3-byte EOJ, nothing else."""
-    n = len(edt)
-    if n < 1:
-        raise DiscoveryError("instance list: empty EDT")
-    count = edt[0]
-    if count > MAX_INSTANCES:
-        raise DiscoveryError("instance list: count %d above %d" % (count, MAX_INSTANCES))
-    if n != 1 + 3 * count:
-        raise DiscoveryError("instance list: count %d needs %d bytes, EDT has %d"
-                             % (count, 1 + 3 * count, n))
-    out = []
-    for i in range(1, n, 3):
-        out.append((edt[i] << 16) | (edt[i + 1] << 8) | edt[i + 2])
-    return out
-
-
 def instance_list_of(frame):
     """(epc, [EOJ]) if `frame` is a node profile's instance list (Get_Res/Get_SNA 0xD6,
     INF/INFC 0xD5), (epc, None) if it carries the EPC without data, None if it is not one."""
@@ -109,38 +96,7 @@ def instance_list_of(frame):
         return None
     if len(edt) == 0:
         return epc, None
-    return epc, parse_instance_list(edt)
-
-
-def _as_bytes(v):
-    if v is None or isinstance(v, (bytes, bytearray, memoryview)):
-        return None if v is None else bytes(v)
-    if isinstance(v, int):  # 0x027E00 (3 bytes) or 0x027E (class only)
-        return bytes(((v >> 16) & 0xFF, (v >> 8) & 0xFF, v & 0xFF)) if v > 0xFFFF \
-            else bytes(((v >> 8) & 0xFF, v & 0xFF))
-    raise TypeError("device type / metered ID: bytes or int, not %s" % type(v).__name__)
-
-
-def select(candidates, want_device_type=None, want_metered_id=None):
-    """The billing meter among meter objects, or None if there is no unambiguous choice.
-
-    candidates: iterable of (ip, eoj, device_type, metered_id) with the 0xD0 (3 bytes) and 0xD6
-    (17 bytes) values the client read (None where the meter did not give them).
-    want_device_type: 0xD0 to match (3 bytes; 2 bytes or an int <= 0xFFFF match the class only,
-    any grid type); want_metered_id: 0xD6 to match exactly.
-    Returns (ip, eoj). Several matches, or several candidates with nothing configured, give
-    None: picking one of two meters by chance would bill the wrong device."""
-    want_dt = _as_bytes(want_device_type)
-    want_id = _as_bytes(want_metered_id)
-    found = []
-    for ip, eoj, dt, mid in candidates:
-        if want_id is not None and (mid is None or bytes(mid) != want_id):
-            continue
-        if want_dt is not None and (dt is None or bytes(dt)[:len(want_dt)] != want_dt):
-            continue
-        if (ip, eoj) not in found:
-            found.append((ip, eoj))
-    return found[0] if len(found) == 1 else None
+    return epc, echonet.parse_instance_list(edt)
 
 
 # --- driver -----------------------------------------------------------------------------------
@@ -223,17 +179,8 @@ class Discovery:
             return (self._chosen, self.port)
         return self.static
 
-    def meter_candidates(self):
-        """[(ip, eoj)] of every meter-class object in the node table (input for the client's
-        0xD0/0xD6 reads and select())."""
-        out = []
-        for ip in sorted(self.nodes):
-            for e in self.nodes[ip].meters(self.meter_class):
-                out.append((ip, e))
-        return out
-
     def set_meter(self, ip):
-        """Pin the meter to ip (the integrator's select() result); None unpins."""
+        """Pin the meter to ip (the integrator's choice); None unpins."""
         self._pinned = ip is not None
         self._choose(ip)
 
@@ -251,7 +198,7 @@ class Discovery:
             return False
         try:
             got = instance_list_of(frame)
-        except DiscoveryError as e:
+        except EchonetError as e:
             self.stats["bad"] += 1
             self._log_bad(ip, e)
             return True
@@ -325,7 +272,7 @@ class Discovery:
             if static is None or self._lost or self._chosen is not None:
                 self._choose(ips[0])
         elif len(ips) > 1 and self._chosen not in ips:
-            # Which of several meters bills is decided by select() on 0xD0/0xD6, not here.
+            # Which of several meter nodes bills is not guessed here: a static address decides.
             self._event(EV_AMBIGUOUS, ",".join(ips))
             self._choose(None)
 
@@ -353,11 +300,6 @@ class Discovery:
                 self.on_event(kind, ip)
             except Exception as e:  # a consumer's bug must not stop discovery
                 log.exc(self.tag, "event handler for %s %s" % (kind, ip), e)
-
-    def take_events(self):
-        ev = self.events
-        self.events = []
-        return ev
 
     def _log_bad(self, ip, e):
         now = self._clock()

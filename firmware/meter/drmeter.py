@@ -6,7 +6,7 @@
 # offset (minutes, local minus UTC; JST = +540).
 import struct
 
-from firmware import timeutil
+from firmware import timeutil, units
 from firmware.compat import const
 
 NO_DATA = 0xFFFFFFFE  # above 2^30: a long int on the ESP32, so not a const()
@@ -33,19 +33,29 @@ EPC_HISTORY_DAY = const(0xD5)
 EPC_METERED_ID = const(0xD6)
 EPC_TIME = const(0xDA)
 EPC_TIME_SYNC = const(0xDB)
-EPC_CUM_IN = const(0xE0)
 EPC_HIST_IN = const(0xE1)
-EPC_CUM_OUT = const(0xE2)
 EPC_HIST_OUT = const(0xE3)
 EPC_FIXED_IN = const(0xE6)
 EPC_FIXED_OUT = const(0xE7)
 
-# 0xD4 unit code -> power of ten of kWh per raw unit
-UNIT_EXP = {0x00: 0, 0x01: -1, 0x02: -2, 0x03: -3, 0x04: -4, 0x0A: 1, 0x0B: 2, 0x0C: 3, 0x0D: 4}
-
-
 class MeterDataError(ValueError):
     pass
+
+
+# The other errors of a meter request or read (transport and reader raise them), here with
+# MeterDataError so that the loops that catch them (app/metering, app/backfill) import only this
+# small module.
+class MeterTimeout(Exception):
+    pass
+
+
+class MeterError(ValueError):
+    """The meter answered, but not with what the read needs (refused, missing, inconsistent)."""
+
+
+class UnitChanged(MeterError):
+    """The meter's unit/coefficient changed since read_unit() (meter rebooted or replaced):
+    call read_unit() again before storing values read from now on."""
 
 
 def _need_len(edt, n, what):
@@ -55,7 +65,7 @@ def _need_len(edt, n, what):
 
 def unit_exponent(code):
     """Power of ten of kWh for a unit code; MeterDataError for a code not in the table."""
-    e = UNIT_EXP.get(code)
+    e = units.exponent(code)
     if e is None:
         raise MeterDataError("unknown unit code 0x%02X" % code)
     return e
@@ -76,11 +86,6 @@ def check_raw(raw, what="value", max_raw=MAX_RAW):
         raise MeterDataError("%s 0x%08X exceeds the meter's %d digits"
                              % (what, raw, len(str(max_raw))))
     return raw
-
-
-def decode_cumulative(edt, what="0xE0/0xE2", max_raw=MAX_RAW):
-    _need_len(edt, 4, what)
-    return check_raw(struct.unpack_from(">I", edt, 0)[0], what, max_raw)
 
 
 def local_to_t2k(y, mo, d, h, mi, s, tz_offset_min, what="timestamp"):

@@ -36,6 +36,7 @@ _SETGET_FAMILY = (SETGET, SETGET_RES, SETGET_SNA)
 # Objects (EOJ as 24-bit ints: class group << 16 | class << 8 | instance)
 EOJ_NODE_PROFILE = const(0x0EF001)
 EOJ_CONTROLLER = const(0x05FF01)
+MAX_INSTANCES = const(84)  # capacity of a 0xD5/0xD6 instance list (253-byte EDT)
 EOJ_DR_METER = const(0x028E01)  # distributed generator's electric energy meter, instance 1
 
 
@@ -249,6 +250,24 @@ def decode_propmap(edt):
     if len(out) != count:
         raise EchonetError("property map: count %d but bitmap holds %d" % (count, len(out)))
     out.sort()
+    return out
+
+
+def parse_instance_list(edt):
+    """[EOJ] of a node profile's instance list (0xD5/0xD6 EDT): count (1 byte) + count x 3-byte
+    EOJ, nothing else; EchonetError otherwise. Used by discovery and by the meter object choice."""
+    n = len(edt)
+    if n < 1:
+        raise EchonetError("instance list: empty EDT")
+    count = edt[0]
+    if count > MAX_INSTANCES:
+        raise EchonetError("instance list: count %d above %d" % (count, MAX_INSTANCES))
+    if n != 1 + 3 * count:
+        raise EchonetError("instance list: count %d needs %d bytes, EDT has %d"
+                           % (count, 1 + 3 * count, n))
+    out = []
+    for i in range(1, n, 3):
+        out.append((edt[i] << 16) | (edt[i + 1] << 8) | edt[i + 2])
     return out
 
 

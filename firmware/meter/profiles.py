@@ -1,6 +1,7 @@
 # Per-class profiles: which EPC carries what on each supported meter class, so the client code
 # is class-independent; plus exact decimal scaling (integers only) and the conversion of
 # (raw, unit, coefficient) into the store's (raw, unit_code). See docs/echonet.md.
+from firmware import units
 from firmware.compat import const
 from firmware.meter import drmeter
 from firmware.meter.drmeter import MeterDataError
@@ -10,9 +11,6 @@ CLASS_LV_SMART = const(0x0288)  # low-voltage smart electric energy meter
 CLASS_SUB_METER = const(0x028D)  # smart electric energy sub-meter
 
 _MAX_COEFFICIENT = const(999999)
-# Store unit codes by power of ten (kWh per raw unit), -4..4.
-_CODE_FOR_EXP = {-4: 0x04, -3: 0x03, -2: 0x02, -1: 0x01, 0: 0x00, 1: 0x0A, 2: 0x0B, 3: 0x0C,
-                 4: 0x0D}
 
 
 class CoefficientError(MeterDataError):
@@ -22,15 +20,14 @@ class CoefficientError(MeterDataError):
 class Profile:
     """EPC roles of one meter class. None = the class has no such property."""
 
-    def __init__(self, cls, name, unit, coefficient, digits, fixed_digits, cum, fixed, hist,
+    def __init__(self, cls, name, unit, coefficient, digits, fixed_digits, fixed, hist,
                  day, day_width, retention, time_epc, time_len, sync, identity):
         self.cls = cls
         self.name = name
-        self.unit = unit  # unit code EPC (1 byte, drmeter.UNIT_EXP table)
+        self.unit = unit  # unit code EPC (1 byte, firmware.units table)
         self.coefficient = coefficient  # coefficient EPC (u32, absent = 1)
         self.digits = digits  # effective-digits EPC (1 byte, 1..8)
         self.fixed_digits = fixed_digits  # digit count when the class has no digits EPC
-        self.cum_fwd, self.cum_rev = cum
         self.fixed_fwd, self.fixed_rev = fixed
         self.hist_fwd, self.hist_rev = hist
         self.day = day  # history day selector EPC
@@ -48,23 +45,15 @@ class Profile:
 
 PROFILES = {
     CLASS_DR_METER: Profile(
-        CLASS_DR_METER, "0x028E DR meter", 0xD4, None, None, 9, (0xE0, 0xE2), (0xE6, 0xE7),
+        CLASS_DR_METER, "0x028E DR meter", 0xD4, None, None, 9, (0xE6, 0xE7),
         (0xE1, 0xE3), 0xD5, 2, 0xD3, 0xDA, 3, 0xDB, (0x83, 0xD0, 0xD1, 0xD6)),
     CLASS_LV_SMART: Profile(
-        CLASS_LV_SMART, "0x0288 LV smart meter", 0xE1, 0xD3, 0xD7, None, (0xE0, 0xE3),
-        (0xEA, 0xEB), (0xE2, 0xE4), 0xE5, 1, None, 0x97, 2, None, (0x83, 0x8D)),
+        CLASS_LV_SMART, "0x0288 LV smart meter", 0xE1, 0xD3, 0xD7, None, (0xEA, 0xEB),
+        (0xE2, 0xE4), 0xE5, 1, None, 0x97, 2, None, (0x83, 0x8D)),
     CLASS_SUB_METER: Profile(
-        CLASS_SUB_METER, "0x028D sub-meter", 0xD4, 0xD3, 0xD7, None, (0xE1, 0xE3), (0xEA, 0xEB),
+        CLASS_SUB_METER, "0x028D sub-meter", 0xD4, 0xD3, 0xD7, None, (0xEA, 0xEB),
         (0xE2, 0xE4), 0xE0, 1, None, 0x97, 2, None, (0x83, 0x8D)),
 }
-
-
-def profile_for(eoj):
-    """Profile of the class of a 24-bit EOJ; MeterDataError for an unsupported class."""
-    p = PROFILES.get(eoj >> 8)
-    if p is None:
-        raise MeterDataError("meter class 0x%04X is not supported" % (eoj >> 8))
-    return p
 
 
 def decode_coefficient(edt):
@@ -84,22 +73,6 @@ def decode_digits(edt):
     if not 1 <= edt[0] <= 8:
         raise MeterDataError("effective digits %d outside 1..8" % edt[0])
     return edt[0]
-
-
-def kwh_decimal(raw, unit_code, coefficient=1):
-    """Exact energy as (mantissa, exp10): kWh = mantissa x 10^exp10. No floats."""
-    return raw * coefficient, drmeter.unit_exponent(unit_code)
-
-
-def format_kwh(raw, unit_code, coefficient=1):
-    """Decimal string of the exact kWh value (for logs and docs), e.g. '12345.6'."""
-    m, e = kwh_decimal(raw, unit_code, coefficient)
-    if e >= 0:
-        return str(m * 10 ** e)
-    s = str(m)
-    if len(s) <= -e:
-        s = "0" * (-e - len(s) + 1) + s
-    return s[:e] + "." + s[e:]
 
 
 def power_of_ten(n):
@@ -122,13 +95,9 @@ def store_unit(unit_code, coefficient=1):
     if k is None:
         raise CoefficientError("coefficient %d is not a power of ten: the store keeps one unit "
                                "code per record and cannot represent it" % coefficient)
-    code = _CODE_FOR_EXP.get(e + k)
+    code = units.code_for(e + k)
     if code is None:
         raise CoefficientError("coefficient %d x unit 0x%02X = 10^%d kWh: beyond the largest "
                                "unit code (10^4 kWh)" % (coefficient, unit_code, e + k))
     return code
 
-
-def to_store(raw, unit_code, coefficient=1):
-    """(raw, store unit code) for one reading; see store_unit()."""
-    return raw, store_unit(unit_code, coefficient)

@@ -3,6 +3,9 @@
 # Frame (big-endian): unique code (4) | command (2) | length = 4 + len(data) (2) |
 # header checksum = sum(bytes 0..7) (2) | data checksum = sum(data) (2) | data (<= 1349).
 # Requests carry D0EA83FC, responses and notifications D0F9EE5D. See docs/j11.md.
+#
+# Over the ~400 lines of a module: codec, reassembler and payload decoders are one wire format,
+# imported together by the driver and the emulator; a split would add a module's import heap.
 import struct
 
 from firmware import log
@@ -211,24 +214,6 @@ class Reassembler:
     def pending(self):
         """Bytes held waiting for the rest of a frame."""
         return self._end - self._start
-
-    def partial_age(self, now=None):
-        """ms since the last byte arrived while a partial frame is pending, else -1."""
-        if self._end == self._start:
-            return -1
-        return ticks_diff(ticks_ms() if now is None else now, self._last_rx)
-
-    def partial_cmd(self):
-        """Command code of the pending partial frame, or -1 when its header is incomplete."""
-        if self._end - self._start >= 6 and self._at_unique(self._start):
-            return struct.unpack_from(">H", self._buf, self._start + 4)[0]
-        return -1
-
-    def drop_partial(self):
-        """Discard a pending partial frame (e.g. after the 1 s frame timeout)."""
-        if self._end > self._start:
-            self._drop_stale()
-        self.flush()
 
     # -- output -------------------------------------------------------------------------------
 

@@ -4,6 +4,9 @@
 # if it comes from a better source (or replaces an unavailable value), or adds status flags; a
 # repeat of the stored value writes nothing. Reads resolve windows of slots against only the
 # sectors whose slot range overlaps, so memory stays bounded for any range (docs/flash-log.md §6).
+#
+# Over the ~400 lines of a module: the slot index, the write rule and the windowed reads keep one
+# state consistent across a power cut; one module keeps that reasoning in one place.
 import struct
 from array import array
 

@@ -207,8 +207,9 @@ def role_terminal(argv):
     from firmware.compat import sleep_ms, ticks_diff, ticks_ms
     from firmware.hal.udp import UdpEndpoint
     from firmware.meter import discovery
-    from firmware.meter.client import MeterClient
+    from firmware.meter.node import NodeResponder
     from firmware.meter.ratelimit import RateLimiter
+    from tools.meter_inspect import InspectingClient
 
     o = _opts(argv)
     ip = o.get("ip", IP_TERMINAL)
@@ -221,8 +222,8 @@ def role_terminal(argv):
     ep = UdpEndpoint("0.0.0.0", PORT)
     disc = discovery.Discovery(ep, cfg)
     eoj = int(o.get("eoj", "0x028E01"), 16)
-    client = MeterClient(ep, (o.get("static", "0.0.0.0"), PORT),
-                         {"timeout_ms": 1000, "retries": 1, "eoj": eoj})
+    client = InspectingClient(ep, (o.get("static", "0.0.0.0"), PORT),
+                              {"timeout_ms": 1000, "retries": 1, "eoj": eoj}, NodeResponder())
     limiter = RateLimiter()
     client.listener = disc
     client.rate_limiter = limiter

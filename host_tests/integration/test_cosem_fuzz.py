@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware import log, timeutil
-from firmware.cosem import acse, axdr, objects, wrapper
+from firmware.cosem import acse, axdr, wrapper
 from firmware.cosem import xdlms as x
+from firmware.cosem.profile import default_table
 from firmware.cosem.server import CosemServer
 
 T0 = timeutil.t2k_from_fields(2024, 4, 1, 0, 0, 0)
@@ -49,7 +50,7 @@ SEEDS = [
 
 def make_server(pdu=128):
     rows = [(SLOT0 + i, 1000 + i, i, i & 0xFF) for i in range(300) if i % 17]
-    table = objects.default_table(FakeView(rows))
+    table = default_table(FakeView(rows))
     return CosemServer(table, FakeClock(T0), {"lls_password": "12345678", "max_pdu": pdu})
 
 

@@ -15,7 +15,7 @@ from gurux_dlms.objects import (
 )
 
 from firmware import timeutil
-from firmware.cosem import objects
+from firmware.cosem.profile import default_table
 from firmware.cosem.server import CosemServer
 
 JST = datetime.timezone(datetime.timedelta(hours=9))
@@ -78,7 +78,7 @@ class Session:
 def env():
     clock = FakeClock(T0 + 3600)
     view = FakeView(make_rows(48, skip=(5, 6)))
-    table = objects.default_table(view, {"ldn": "XXX0000000000001"})
+    table = default_table(view, {"ldn": "XXX0000000000001"})
     server = CosemServer(table, clock, {"lls_password": "12345678"})
     return server, clock, view
 
@@ -222,7 +222,7 @@ def test_read_list(env):
 
 def test_clock_unset_reports_invalid_status():
     clock = FakeClock(None)
-    server = CosemServer(objects.default_table(FakeView([])), clock, {})
+    server = CosemServer(default_table(FakeView([])), clock, {})
     s = Session(server)
     s.associate()
     clk = GXDLMSClock("0.0.1.0.0.255")
@@ -242,7 +242,7 @@ def test_clock_unset_reports_invalid_status():
 def test_45_day_profile_through_512_byte_blocks():
     n = 2160
     view = FakeView(make_rows(n))
-    server = CosemServer(objects.default_table(view), FakeClock(T0), {})
+    server = CosemServer(default_table(view), FakeClock(T0), {})
     s = Session(server, pdu=512)
     s.associate()
     pg = GXDLMSProfileGeneric("1.0.99.1.0.255")
@@ -257,7 +257,7 @@ def test_45_day_profile_through_512_byte_blocks():
 
 def test_public_clock_write_can_be_disabled():
     clock = FakeClock(T0)
-    table = objects.default_table(FakeView([]), {"public_clock_write": False})
+    table = default_table(FakeView([]), {"public_clock_write": False})
     server = CosemServer(table, clock, {})
     s = Session(server)
     s.associate()

@@ -12,7 +12,7 @@ from gurux_dlms.enums import InterfaceType
 from gurux_dlms.objects import GXDLMSProfileGeneric
 
 from firmware import log, timeutil
-from firmware.cosem import objects
+from firmware.cosem.profile import default_table
 from firmware.cosem.server import CosemServer
 from tools.dlms_client import (
     AssociationRejected,
@@ -69,7 +69,7 @@ def udp():
     clock = FakeClock(T0 + 7200)
     view = FakeView(ROWS)
     server = CosemServer(
-        objects.default_table(view), clock, {"lls_password": "s3cret-pw", "max_pdu": 512}
+        default_table(view), clock, {"lls_password": "s3cret-pw", "max_pdu": 512}
     )
     u = UdpServer(server)
     yield u, clock, view
@@ -207,7 +207,7 @@ def test_gurux_over_udp(udp):
 
 def test_sans_io_reassembly_matches_server():
     view = FakeView(ROWS)
-    server = CosemServer(objects.default_table(view), FakeClock(T0), {})
+    server = CosemServer(default_table(view), FakeClock(T0), {})
     cl = DlmsClient(max_pdu=100)
     cl.parse_aare(server.handle_wpdu(cl.build_aarq()))
     req = cl.build_get(7, "1.0.99.1.0.255", 2, DlmsClient.entry_access(5, 9))

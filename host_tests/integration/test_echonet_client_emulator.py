@@ -12,7 +12,9 @@ from firmware.hal.udp import UdpEndpoint
 from firmware.meter import echonet
 from firmware.meter.client import MeterClient, MeterError, MeterTimeout
 from firmware.meter.drmeter import MeterDataError
+from firmware.meter.node import NodeResponder
 from tools.meter_emulator import AsyncUdpEndpoint, MeterEmulator
+from tools.meter_inspect import InspectingClient
 from tools.meter_model import MeterModel
 from tools.simclock import SimClock
 
@@ -54,7 +56,7 @@ def run(scenario, timeout_ms=200, retries=2, faults=None, clock=None, endpoint="
             ep = await AsyncUdpEndpoint.open(("127.0.0.41", 0))
         conf = {"timeout_ms": timeout_ms, "retries": retries, "tz_offset_min": JST}
         conf.update(cfg or {})
-        c = MeterClient(ep, emu.addr, conf)
+        c = InspectingClient(ep, emu.addr, conf, NodeResponder())
         task = asyncio.create_task(c.run())
         try:
             if prepare:

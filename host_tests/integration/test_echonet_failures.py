@@ -13,10 +13,12 @@ import pytest
 
 from firmware import timeutil
 from firmware.meter import echonet
-from firmware.meter.client import MeterClient, MeterError, MeterTimeout, UnitChanged
+from firmware.meter.client import MeterError, MeterTimeout, UnitChanged
+from firmware.meter.node import NodeResponder
 from firmware.meter.profiles import CoefficientError
 from firmware.store.record import FLAG_METER_RESET
 from tools.meter_emulator import AsyncUdpEndpoint, MeterEmulator
+from tools.meter_inspect import InspectingClient
 from tools.meter_model import MeterModel
 
 JST = 540
@@ -46,7 +48,7 @@ def run(scenario, cfg=None, clock=None, limit_s=30, **emu_kw):
         ep = await AsyncUdpEndpoint.open((TERMINAL_IP, 0))
         conf = {"timeout_ms": 150, "retries": 2, "tz_offset_min": JST}
         conf.update(cfg or {})
-        c = MeterClient(ep, emu.addr, conf)
+        c = InspectingClient(ep, emu.addr, conf, NodeResponder())
         task = asyncio.create_task(c.run())
         try:
             return await asyncio.wait_for(scenario(c, emu, ep, clock), limit_s)
@@ -103,7 +105,7 @@ def test_concurrent_reads_are_serialised():
         await c.read_unit()
         emu.requests.clear()
         emu.faults["delay_ms"] = 30
-        res = await asyncio.gather(c.read_fixed_time(), c.read_cumulative(),
+        res = await asyncio.gather(c.read_fixed_time(), c.read_identity(),
                                    c.read_history(1), c.read_fixed_time())
         assert res[0] == expect_fixed(emu, B0) == res[3]
         reqs = list(emu.requests)
@@ -261,7 +263,6 @@ def test_other_classes_with_coefficient(cls, eoj, coef, unit, stored):
         assert await c.read_unit() == stored
         assert (c.unit_code, c.coefficient, c.digits) == (unit, coef, 6)
         assert await c.read_fixed_time() == expect_fixed(emu, B0)
-        assert await c.read_cumulative() == emu.model.at_t2k(B0)
         fwd, rev = await c.read_history(2)
         day2 = timeutil.t2k_from_fields(2025, 3, 29, 15, 0, 0)
         assert list(zip(fwd, rev)) == [emu.model.at_t2k(day2 + i * SLOT) for i in range(48)]

@@ -1,6 +1,7 @@
 # Shared fakes for the cosem unit tests (no tests here): calendar clock, meter data views, helpers.
 from firmware import timeutil
-from firmware.cosem import objects, wrapper
+from firmware.cosem import wrapper
+from firmware.cosem.profile import default_table
 from firmware.cosem.server import CosemServer
 
 T0 = timeutil.t2k_from_fields(2024, 4, 1, 0, 0, 0)  # 2024-04-01T00:00Z = 09:00 JST
@@ -102,7 +103,7 @@ def make_server(view=None, clock=None, config=None, table_config=None):
     cfg = {"lls_password": "12345678"}
     if config:
         cfg.update(config)
-    return CosemServer(objects.default_table(view, table_config), clock, cfg), clock, view
+    return CosemServer(default_table(view, table_config), clock, cfg), clock, view
 
 
 def aarq_with_pdu(pdu):

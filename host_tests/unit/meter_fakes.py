@@ -2,10 +2,11 @@
 # power-cut scenario: values from tools.meter_model.MeterModel, time from a callable (its clock
 # may be offset from ours), the same reader API as firmware.meter.client.MeterClient.
 from firmware import timeutil
+from firmware.meter.drmeter import MeterTimeout
 from tools.meter_model import MeterModel
 
 
-class MeterSilent(Exception):
+class MeterSilent(MeterTimeout):
     pass
 
 

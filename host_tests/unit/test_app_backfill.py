@@ -128,6 +128,24 @@ class BackfillTest(unittest.TestCase):
         self.assertEqual(run(self.p.run_once()), 0)
         self.assertEqual(self.p.stats["errors"], 1)
 
+    def test_a_bug_is_logged_with_its_traceback_counted_and_survived(self):
+        def broken(day):
+            raise KeyError(day)
+        real = self.meter.read_history
+        self.meter.read_history = broken
+        self.assertEqual(run(self.p.run_once()), 0)
+        self.assertEqual((self.p.stats["errors"], self.p.stats["unexpected"]), (1, 1))
+        self.assertTrue(any(ln.startswith("ERROR") and "KeyError" in ln for ln in self.lines))
+        self.assertTrue(any("test_app_backfill" in ln for ln in self.lines))  # the traceback
+        self.meter.read_history = real
+        self.assertGreater(run(self.p.run_once()), 0)  # the next pass fills the gaps
+
+    def test_meter_errors_are_expected_ones(self):
+        self.meter.silent = True
+        run(self.p.run_once())
+        self.assertEqual((self.p.stats["errors"], self.p.stats["unexpected"]), (1, 0))
+        self.assertFalse(any(ln.startswith("ERROR") for ln in self.lines))
+
     def test_meter_without_history(self):
         self.meter.retention = 0xFFFF
         self.assertEqual(run(self.p.run_once()), 0)

@@ -5,6 +5,7 @@ from firmware import log, timeutil
 from firmware.app.config import DEFAULTS
 from firmware.app.metering import SlotPoller
 from firmware.hal.clock import CalendarClock
+from firmware.meter.drmeter import MeterTimeout, UnitChanged
 
 
 class FakeTicks:
@@ -100,6 +101,44 @@ class SlotPollerTest(unittest.TestCase):
         run(self.p.step())
         self.assertEqual(self.p.stats["errors"], 1)
         self.assertEqual(self.sink.rows, {})
+
+    def test_unit_changed_reads_the_unit_again(self):
+        self.clock.set_t2k(T0 + 61)
+        self.p.unit_code = 0x02
+        self.reader.answers.append(UnitChanged("stored unit changed"))
+        run(self.p.step())
+        self.assertIsNone(self.p.unit_code)  # read_unit() again before the next value
+        self.assertEqual((self.p.stats["errors"], self.p.stats["unexpected"]), (1, 0))
+
+    def test_a_bug_is_logged_with_its_traceback_counted_and_survived(self):
+        lines = []
+        log.set_sink(lines.append)
+        self.clock.set_t2k(T0 + 61)
+        self.reader.answers.append(TypeError("unsupported operand"))
+        self.reader.answers.append((T0, 10, 20))
+        self.assertGreater(run(self.p.step()), 0)  # the pass ends normally
+        self.assertEqual((self.p.stats["errors"], self.p.stats["unexpected"]), (1, 1))
+        self.assertEqual(self.p.unit_code, 0x01)  # a bug is not a unit change
+        self.assertTrue(any(ln.startswith("ERROR") and "TypeError" in ln for ln in lines))
+        self.assertTrue(any("test_app_metering" in ln for ln in lines))  # the traceback
+        self.clock.set_t2k(T0 + 61 + self.cfg["retry_every_s"])
+        run(self.p.step())  # the next pass reads again and stores
+        self.assertEqual(self.sink.rows[(0, timeutil.slot_of_t2k(T0))][:2], (10, 20))
+
+    def test_read_lines_give_slot_times_in_the_meters_time_zone(self):
+        lines = []
+        log.set_sink(lines.append)
+        self.clock.set_t2k(T0 + 61)
+        self.reader.answers.append(MeterTimeout("no reply"))
+        run(self.p.step())
+        self.clock.set_t2k(T0 + 61 + self.cfg["retry_every_s"])
+        self.reader.answers.append((T0 - 1800, 10, 20))
+        run(self.p.step())
+        text = "\n".join(lines)
+        self.assertIn("read for 2024-04-01T12:00:00+09:00 failed: MeterTimeout", text)
+        self.assertIn("stamped 2024-04-01T11:30:00+09:00, want 2024-04-01T12:00:00+09:00", text)
+        self.assertNotIn("Z ", text)
+        self.assertNotIn("Z:", text)
 
     def test_gives_up_after_limit(self):
         self.clock.set_t2k(T0 + self.cfg["give_up_after_s"] + 1)

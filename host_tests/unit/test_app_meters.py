@@ -5,12 +5,29 @@ from firmware import log
 from firmware.app.config import merge
 from firmware.app.meters import MeterChannel, meter_configs
 
+DT_V2H = bytes.fromhex("027E00")
+ID_A = bytes.fromhex("FEFFFFFF") + b"V2H-PCS-00001"
+ID_B = bytes.fromhex("FEFFFFFF") + b"V2H-PCS-00002"
+
 
 class FakeClient:
-    def __init__(self, fail=0):
+    def __init__(self, fail=0, nodes=None):
         self.addr = ("10.0.0.5", 3610)
+        self.deoj = 0x028E01
         self.fail = fail
         self.calls = []
+        self.nodes = nodes or []  # what candidates() answers, one list per call (last repeats)
+        self.selected = []
+        self.channel = None
+        self.ambiguous_seen = []
+
+    async def candidates(self):
+        if self.channel is not None:
+            self.ambiguous_seen.append(self.channel.ambiguous)
+        return self.nodes.pop(0) if len(self.nodes) > 1 else self.nodes[0]
+
+    def select(self, eoj):
+        self.selected.append(eoj)
 
     async def find_instance(self, device_type=None, metered_id=None):
         self.calls.append((device_type, metered_id))
@@ -53,11 +70,54 @@ class MetersConfigTest(unittest.TestCase):
         self.assertEqual(client.calls, [(bytes.fromhex("027E00"), bytes.fromhex("FE000077"))] * 2)
         self.assertIn("meter object selection", "\n".join(self.lines))
 
-    def test_no_selection_configured(self):
+    def test_no_selection_configured_one_meter_object(self):
         cfg = meter_configs(merge({})["meter"])[0]
-        client = FakeClient()
-        asyncio.run(MeterChannel(0, client, None, None, cfg).select_instance())
+        client = FakeClient(nodes=[[(0x028E02, DT_V2H, ID_A)]])
+        ch = MeterChannel(0, client, None, None, cfg)
+        asyncio.run(ch.select_instance())
         self.assertEqual(client.calls, [])
+        self.assertEqual(client.selected, [0x028E02])  # the node's only meter object
+        self.assertIsNone(ch.ambiguous)
+        self.assertNotIn("ERROR", "\n".join(self.lines))
+
+    def test_two_meter_objects_and_no_selector_refuse_to_meter(self):
+        # A V2H PCS with two 0x028E objects: nothing is read until one of them is chosen (here
+        # the node drops one after three refusals); each refusal is an ERROR naming both
+        # candidates and the keys to set, and the channel shows it.
+        two = [(0x028E01, DT_V2H, ID_A), (0x028E02, DT_V2H, ID_B)]
+        cfg = meter_configs(merge({})["meter"])[0]
+        client = FakeClient(nodes=[two, two, two, two[1:]])
+        ch = MeterChannel(0, client, None, None, cfg)
+        ch.ambiguous_repeat_ms = 1
+        client.channel = ch
+        asyncio.run(ch.select_instance())
+        self.assertEqual(client.ambiguous_seen, [None, "0x028E01,0x028E02",
+                                                 "0x028E01,0x028E02", "0x028E01,0x028E02"])
+        errors = [ln for ln in self.lines if ln.startswith("ERROR")]
+        self.assertEqual(len(errors), 3)
+        for e in errors:
+            self.assertIn("NOT METERING", e)
+            self.assertIn("meter.device_type", e)
+            self.assertIn("meter.metered_id", e)
+            self.assertIn('0x028E02 device_type="027e00" metered_id="feffffff5632482d5043532d'
+                          '3030303032"', e)
+        self.assertEqual(client.selected, [0x028E02])
+        self.assertIsNone(ch.ambiguous)
+
+    def test_an_eoj_chosen_per_meter_is_a_selector(self):
+        two = [(0x028E01, DT_V2H, ID_A), (0x028E02, DT_V2H, ID_B)]
+        cfgs = meter_configs(merge({"meter": {"list": [{"eoj": 0x028E01},
+                                                       {"eoj": 0x028E02}]}})["meter"])
+        for cfg in cfgs:
+            client = FakeClient(nodes=[two])
+            ch = MeterChannel(0, client, None, None, cfg)
+            asyncio.run(ch.select_instance())
+            self.assertEqual(client.selected, [])  # the configured object is read as it is
+            self.assertIsNone(ch.ambiguous)
+        self.assertNotIn("ERROR", "\n".join(self.lines))
+        cfg = meter_configs(merge({"meter": {"eoj": 0x028E02}})["meter"])[0]
+        self.assertTrue(cfg["eoj_chosen"])  # an instance other than 1 is a choice too
+        self.assertFalse(meter_configs(merge({})["meter"])[0]["eoj_chosen"])
 
 
 class MeterListTypesTest(unittest.TestCase):

@@ -1,8 +1,8 @@
 import unittest
 
-from firmware import timeutil
+from firmware import timeutil, units
 from firmware.cosem import axdr, wrapper
-from firmware.cosem.objects import ECHONET_UNIT_SCALER, capture_descriptor, obis
+from firmware.cosem.objects import capture_descriptor, obis
 
 H = bytes.fromhex
 
@@ -64,10 +64,11 @@ class WriterTest(unittest.TestCase):
             w.octets(b"abc")
 
     def test_scaler_unit_and_descriptors(self):
-        su = bytes((0x02, 0x02, 0x0F, ECHONET_UNIT_SCALER[0x03] & 0xFF, 0x16, 30))
+        su = bytes((0x02, 0x02, 0x0F, units.wh_scaler(0x03) & 0xFF, 0x16, 30))
         self.assertEqual(su, H("02020f00161e"))
-        self.assertEqual(ECHONET_UNIT_SCALER[0x04], -1)
-        self.assertEqual(ECHONET_UNIT_SCALER[0x0D], 7)
+        self.assertEqual(units.wh_scaler(0x04), -1)
+        self.assertEqual(units.wh_scaler(0x0D), 7)
+        self.assertIsNone(units.wh_scaler(0x05))
         # capture_objects {clock.2, +A.2, -A.2, status.2} (reference 2.5)
         got = bytes((1, 4)) + b"".join(
             [

@@ -3,6 +3,7 @@ import unittest
 from cosem_fakes import AARQ_PUBLIC, SLOT0, T0, FakeClock, ListView
 
 from firmware.cosem import objects
+from firmware.cosem.profile import default_table
 from firmware.cosem.server import CosemServer
 
 
@@ -17,7 +18,7 @@ class MultiMeterTableTest(unittest.TestCase):
         self.views = [
             ListView([(SLOT0, 1000 + k, 20 + k, 0)], unit_code=0x01) for k in range(4)
         ]
-        table = objects.default_table(self.views)
+        table = default_table(self.views)
         self.srv = CosemServer(table, FakeClock(T0 + 3600), {})
         self.assertEqual(self.srv.handle_apdu(AARQ_PUBLIC, 16)[:1], b"\x61")
 
@@ -44,6 +45,6 @@ class MultiMeterTableTest(unittest.TestCase):
         self.assertEqual(names.count("0.0.1.0.0.255"), 1)
 
     def test_single_meter_keeps_channel_zero(self):
-        names = [objects.obis_text(o.ln) for o in objects.default_table(self.views[0]).objects]
+        names = [objects.obis_text(o.ln) for o in default_table(self.views[0]).objects]
         self.assertIn("1.0.1.8.0.255", names)
         self.assertIn("1.0.99.1.0.255", names)

@@ -4,6 +4,7 @@ import unittest
 from firmware.hal import udp
 from firmware.meter import discovery, echonet
 from firmware.meter.discovery import DiscoveryError
+from firmware.meter.echonet import EchonetError
 
 
 def h(text):
@@ -88,11 +89,11 @@ class ParseTest(unittest.TestCase):
         for edt in (h("02 02 8E 01"), h("01 02 8E"), h("01 02 8E 01 00"), h("55") + bytes(255),
                     h("00 01")):
             with self.subTest(edt=edt):
-                with self.assertRaises(DiscoveryError):
-                    discovery.parse_instance_list(edt)
-        with self.assertRaises(DiscoveryError):
-            discovery.parse_instance_list(b"")
-        self.assertEqual(discovery.parse_instance_list(b"\x00"), [])
+                with self.assertRaises(EchonetError):
+                    echonet.parse_instance_list(edt)
+        with self.assertRaises(EchonetError):
+            echonet.parse_instance_list(b"")
+        self.assertEqual(echonet.parse_instance_list(b"\x00"), [])
 
     def test_fuzz_parser(self):
         rng = Rng(4)
@@ -103,8 +104,8 @@ class ParseTest(unittest.TestCase):
             if n and rng.below(2):
                 edt = bytes(((n - 1) // 3,)) + edt[1:]
             try:
-                eojs = discovery.parse_instance_list(edt)
-            except DiscoveryError:
+                eojs = echonet.parse_instance_list(edt)
+            except EchonetError:
                 bad += 1
                 continue
             ok += 1
@@ -113,54 +114,6 @@ class ParseTest(unittest.TestCase):
                 self.assertEqual(discovery.encode_instance_list(eojs), edt)
         self.assertGreater(ok, 100)
         self.assertGreater(bad, 100)
-
-
-DT_V2H = h("02 7E 00")
-DT_EVC = h("02 A1 00")
-ID_A = h("FE FF FF FF") + b"EV-PCS-000001"
-ID_B = h("FE FF FF FF") + b"EV-PCS-000002"
-
-
-class SelectTest(unittest.TestCase):
-    def cands(self):
-        return [("10.99.0.2", 0x028E01, DT_V2H, ID_A), ("10.99.0.2", 0x028E02, DT_EVC, ID_B)]
-
-    def test_single_candidate_needs_no_config(self):
-        self.assertEqual(discovery.select([("10.0.0.5", 0x028E01, None, None)]),
-                         ("10.0.0.5", 0x028E01))
-
-    def test_ambiguous_without_config(self):
-        self.assertIsNone(discovery.select(self.cands()))
-        self.assertIsNone(discovery.select([]))
-
-    def test_by_device_type(self):
-        self.assertEqual(discovery.select(self.cands(), want_device_type=DT_EVC),
-                         ("10.99.0.2", 0x028E02))
-        self.assertEqual(discovery.select(self.cands(), want_device_type=0x027E00),
-                         ("10.99.0.2", 0x028E01))
-        self.assertEqual(discovery.select(self.cands(), want_device_type=0x02A1),
-                         ("10.99.0.2", 0x028E02))  # class only: any grid type
-
-    def test_by_metered_id(self):
-        self.assertEqual(discovery.select(self.cands(), want_metered_id=ID_B),
-                         ("10.99.0.2", 0x028E02))
-        self.assertIsNone(discovery.select(self.cands(), want_metered_id=ID_B[:-1] + b"9"))
-
-    def test_both_must_match(self):
-        self.assertIsNone(discovery.select(self.cands(), DT_V2H, ID_B))
-        self.assertEqual(discovery.select(self.cands(), DT_EVC, ID_B), ("10.99.0.2", 0x028E02))
-
-    def test_unknown_values_never_match_a_wanted_one(self):
-        c = [("a", 0x028E01, None, None), ("b", 0x028E01, DT_V2H, None)]
-        self.assertEqual(discovery.select(c, want_device_type=DT_V2H), ("b", 0x028E01))
-
-    def test_same_type_twice_is_ambiguous(self):
-        c = [("a", 0x028E01, DT_V2H, ID_A), ("b", 0x028E01, DT_V2H, ID_B)]
-        self.assertIsNone(discovery.select(c, want_device_type=DT_V2H))
-
-    def test_bad_type(self):
-        with self.assertRaises(TypeError):
-            discovery.select(self.cands(), want_device_type="027E00")
 
 
 class MreqTest(unittest.TestCase):

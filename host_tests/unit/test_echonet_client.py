@@ -6,8 +6,10 @@ import unittest
 
 from firmware import log, timeutil
 from firmware.meter import echonet
-from firmware.meter.client import MeterClient, MeterError, MeterTimeout
+from firmware.meter.client import MeterError, MeterTimeout
 from firmware.meter.drmeter import MeterDataError
+from firmware.meter.node import NodeResponder
+from tools.meter_inspect import InspectingClient
 
 METER = ("192.0.2.10", 3610)  # never touches a network: the endpoint is in memory
 OTHER = ("192.0.2.99", 3610)
@@ -130,7 +132,7 @@ def with_client(test, cfg=None, first_tid=100):
 
     async def main():
         ep = FakeEndpoint()
-        c = MeterClient(ep, METER, conf, first_tid=first_tid)
+        c = InspectingClient(ep, METER, conf, NodeResponder(), first_tid=first_tid)
         task = asyncio.create_task(c.run())
         try:
             return await test(c, ep)
@@ -510,10 +512,12 @@ class NodeTest(unittest.TestCase):
             self.assertEqual(await c.read_unit(), 1)
             return c.stats
         stats = with_client(t)
-        self.assertEqual(stats["malformed"], 4)
+        # The empty datagram is never parsed: receive() naps on it (a dead ESP32 socket reads
+        # empty for ever).
+        self.assertEqual(stats["malformed"], 3)
         warn = [line for line in self.lines if "malformed" in line]
-        self.assertEqual(len(warn), 4)
-        self.assertIn("EHD2 0x82", warn[2])
+        self.assertEqual(len(warn), 3)
+        self.assertIn("EHD2 0x82", warn[1])
 
     def test_malformed_flood_log_is_bounded(self):
         async def t(c, ep):

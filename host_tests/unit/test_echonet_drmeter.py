@@ -41,15 +41,6 @@ class ValueTest(unittest.TestCase):
                 with self.assertRaises(MeterDataError):
                     drmeter.check_raw(bad)
 
-    def test_cumulative(self):
-        self.assertEqual(drmeter.decode_cumulative(h("00 01 86 A0")), 100000)
-        self.assertEqual(drmeter.decode_cumulative(h("3B 9A C9 FF")), 999999999)
-        self.assertIsNone(drmeter.decode_cumulative(h("FF FF FF FE")))
-        with self.assertRaises(MeterDataError):
-            drmeter.decode_cumulative(h("3B 9A CA 00"))
-        with self.assertRaises(MeterDataError):
-            drmeter.decode_cumulative(h("00 01 86"))
-
 
 class FixedTimeTest(unittest.TestCase):
     def test_worked_example(self):

@@ -9,53 +9,33 @@ from firmware.meter.profiles import CoefficientError
 
 class ProfileTest(unittest.TestCase):
     def test_dr_meter(self):
-        p = profiles.profile_for(0x028E01)
+        p = profiles.PROFILES[0x028E]
         self.assertEqual((p.unit, p.coefficient, p.digits, p.fixed_digits), (0xD4, None, None, 9))
-        self.assertEqual((p.cum_fwd, p.cum_rev, p.fixed_fwd, p.fixed_rev),
-                         (0xE0, 0xE2, 0xE6, 0xE7))
+        self.assertEqual((p.fixed_fwd, p.fixed_rev), (0xE6, 0xE7))
         self.assertEqual((p.hist_fwd, p.hist_rev, p.day, p.day_width), (0xE1, 0xE3, 0xD5, 2))
         self.assertEqual((p.retention, p.time, p.sync), (0xD3, 0xDA, 0xDB))
         self.assertEqual(p.scaling_epcs(), (0xD4,))
 
     def test_low_voltage_smart_meter(self):
-        p = profiles.profile_for(0x028801)
+        p = profiles.PROFILES[0x0288]
         self.assertEqual((p.unit, p.coefficient, p.digits), (0xE1, 0xD3, 0xD7))
-        self.assertEqual((p.cum_fwd, p.cum_rev, p.fixed_fwd, p.fixed_rev),
-                         (0xE0, 0xE3, 0xEA, 0xEB))
+        self.assertEqual((p.fixed_fwd, p.fixed_rev), (0xEA, 0xEB))
         self.assertEqual((p.hist_fwd, p.hist_rev, p.day, p.day_width), (0xE2, 0xE4, 0xE5, 1))
         self.assertIsNone(p.retention)
 
     def test_sub_meter(self):
-        p = profiles.profile_for(0x028D02)
+        p = profiles.PROFILES[0x028D]
         self.assertEqual((p.unit, p.coefficient, p.digits), (0xD4, 0xD3, 0xD7))
-        self.assertEqual((p.cum_fwd, p.cum_rev, p.fixed_fwd, p.fixed_rev),
-                         (0xE1, 0xE3, 0xEA, 0xEB))
+        self.assertEqual((p.fixed_fwd, p.fixed_rev), (0xEA, 0xEB))
         self.assertEqual((p.hist_fwd, p.hist_rev, p.day, p.day_width), (0xE2, 0xE4, 0xE0, 1))
 
-    def test_unsupported_class(self):
-        with self.assertRaises(MeterDataError):
-            profiles.profile_for(0x027E01)
+
+def kwh_decimal(raw, unit_code, coefficient=1):
+    """Exact energy as (mantissa, exp10): the oracle the store unit is checked against."""
+    return raw * coefficient, drmeter.unit_exponent(unit_code)
 
 
 class ScalingTest(unittest.TestCase):
-    # (unit code, raw, exact kWh string) for every unit code of the table
-    GOLDEN = ((0x00, 123456789, "123456789"), (0x01, 123456789, "12345678.9"),
-              (0x02, 123456789, "1234567.89"), (0x03, 123456789, "123456.789"),
-              (0x04, 123456789, "12345.6789"), (0x0A, 123456789, "1234567890"),
-              (0x0B, 123456789, "12345678900"), (0x0C, 123456789, "123456789000"),
-              (0x0D, 123456789, "1234567890000"), (0x04, 7, "0.0007"), (0x01, 0, "0.0"),
-              (0x02, 999999999, "9999999.99"))
-
-    def test_every_unit_code_exact(self):
-        for code, raw, want in self.GOLDEN:
-            with self.subTest(code=code):
-                self.assertEqual(profiles.format_kwh(raw, code), want)
-
-    def test_coefficient_multiplies_exactly(self):
-        self.assertEqual(profiles.kwh_decimal(12345, 0x02, 40), (493800, -2))
-        self.assertEqual(profiles.format_kwh(12345, 0x02, 40), "4938.00")
-        self.assertEqual(profiles.format_kwh(99999999, 0x01, 999999), "9999989900000.1")
-
     def test_power_of_ten(self):
         for n, k in ((1, 0), (10, 1), (100000, 5), (20, None), (3, None), (101, None)):
             with self.subTest(n=n):
@@ -67,10 +47,9 @@ class ScalingTest(unittest.TestCase):
         for unit, coef, want in cases:
             with self.subTest(unit=unit, coef=coef):
                 self.assertEqual(profiles.store_unit(unit, coef), want)
-                m1, e1 = profiles.kwh_decimal(98765, unit, coef)
-                m2, e2 = profiles.kwh_decimal(98765, want)
+                m1, e1 = kwh_decimal(98765, unit, coef)
+                m2, e2 = kwh_decimal(98765, want)
                 self.assertEqual(m1 * 10 ** (e1 - min(e1, e2)), m2 * 10 ** (e2 - min(e1, e2)))
-        self.assertEqual(profiles.to_store(77, 0x02, 10), (77, 0x01))
 
     def test_unrepresentable_coefficients(self):
         for unit, coef in ((0x01, 3), (0x01, 40), (0x00, 999999), (0x0D, 10), (0x0C, 100)):

@@ -336,21 +336,11 @@ class ReassemblerTest(unittest.TestCase):
     def test_stale_partial_frame_dropped_when_next_bytes_come_late(self):
         r = j11.Reassembler(j11.UC_RESPONSE)
         self.assertEqual(self.feed_all(r, F21[:15], now=100), [])
-        self.assertEqual(r.partial_cmd(), 0x2008)
-        self.assertEqual(r.partial_age(now=600), 500)
+        self.assertEqual(r.pending(), 15)
         got = self.feed_all(r, F4, now=100 + j11.STALE_MS + 1)
         self.assertEqual(got, [(0x205F, b"\x01")])
         self.assertEqual(r.stats["truncated"], 1)
         self.assertIn("truncated frame", self.sink.lines[0])
-
-    def test_drop_partial(self):
-        r = j11.Reassembler()
-        self.feed_all(r, F18[:5])
-        self.assertEqual(r.partial_cmd(), -1)
-        r.drop_partial()
-        self.assertEqual(r.pending(), 0)
-        self.assertEqual(r.partial_age(), -1)
-        self.assertEqual(self.feed_all(r, F4), [(0x205F, b"\x01")])
 
     def test_max_frame_through_space_commit(self):
         frame = j11.encode(0x6018, bytes(range(256)) * 5 + bytes(69), j11.UC_RESPONSE)
