@@ -7,8 +7,9 @@
 # Test hooks: counters (bytes programmed, erases per block, ops), a power cut at the N-th
 # program/erase (`cut_after_ops`), optionally torn (a seeded random prefix of that op lands), weak
 # bits (`weak`: the bits a cut program left unfinished settle to their intended value at a later
-# power-up), and bit damage (`corrupt`). With `path` the contents live in a file (write-through, nothing cached),
-# so a host terminal keeps its data across restarts without holding the whole region in RAM.
+# power-up), and bit damage (`corrupt`). With `path` the contents live in a file (write-through,
+# nothing cached), so a host terminal keeps its data across restarts without holding the whole
+# region in RAM.
 import os
 
 

@@ -175,7 +175,7 @@ class FlashLog:
             self.head = head
             self._seal_tail(head)
             # Safe because of the seal: the only records that may carry a sequence number above
-            # max_seq are the ones a cut left unfinished in the head's tail, and they are zeros now.
+            # max_seq are the ones a cut left unfinished in the head's tail, all zeros now.
             self.next_seq = max_seq + 1
             self.order = []
             for k in range(2, self.n + 1):

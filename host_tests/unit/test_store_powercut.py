@@ -227,6 +227,14 @@ class PowerCutTest(unittest.TestCase):
         h.total = 1 << 30
         h.case(1 << 30, False)
 
+    def test_torn_append_whose_bits_settle_after_the_remount(self):
+        """The case a review found (cut 63 of workload(1), torn, seed 64): the torn record's
+        unfinished bits settle at the second power-up; unsealed, it came back valid with the
+        sequence number the remount had given to a new record."""
+        h = Harness(self, workload(1), 5, 256, 2)
+        h.total = h.total_ops()
+        h.case(63, True, 64)
+
     def test_cut_at_every_program_and_erase(self):
         ops = workload(1)
         h = Harness(self, ops, 5, 256, 2)
