@@ -229,6 +229,31 @@ class FlashLogTest(unittest.TestCase):
             self.assertFalse(r.is_tombstone(z, 0))
             z[i] = 0
 
+    def test_torn_open_of_a_new_head_is_sealed_or_erased(self):
+        """Cut at each op of the append that opens a new sector (header, erase of the sector
+        after it, the first record), clean or torn, its unfinished bits settling after the
+        remount: the fresh head with no valid record is sealed from slot 0, a torn header is
+        erased as the spare."""
+        for k in (1, 2, 3):
+            for tear in (False, True):
+                f = self.f = NorFlash(4, block_size=_BS)
+                lg = self.mount()
+                for i in range(30):
+                    lg.append(rec(0, i))  # wraps: the next append opens a sector and erases one
+                f.arm(k, tear=tear, seed=k + 7, weak=2)
+                with self.assertRaises(PowerCut):
+                    lg.append(rec(0, 30))
+                f.power_cycle()
+                lg2 = self.mount()
+                seq = lg2.append(rec(0, 31))
+                f.power_cycle()  # the cut op's bits settle now
+                got = all_records(self.mount())
+                seqs = [x[1] for x in got]
+                what = "cut at op %d, tear %s" % (k, tear)
+                self.assertEqual(seqs, sorted(set(seqs)), what)
+                self.assertEqual(got[-1][1:], (seq, 31), what)
+                self.assertEqual([x[2] for x in got][-3:-1], [28, 29], what)
+
     def test_cut_during_sealing_is_redone(self):
         for j in (1, 2):  # the first seal program (the weak slot), the second (the torn slot)
             for tear in (False, True):
