@@ -5,9 +5,11 @@
 # offset erases first, ioctl(4) block count, ioctl(5) block size, ioctl(6, block) erase.
 #
 # Test hooks: counters (bytes programmed, erases per block, ops), a power cut at the N-th
-# program/erase (`cut_after_ops`), optionally torn (a seeded random prefix of that op lands), and
-# bit damage (`corrupt`). With `path` the contents live in a file (write-through, nothing cached),
-# so a host terminal keeps its data across restarts without holding the whole region in RAM.
+# program/erase (`cut_after_ops`), optionally torn (a seeded random prefix of that op lands), weak
+# bits (`weak`: the bits a cut program left unfinished settle to their intended value at a later
+# power-up), and bit damage (`corrupt`). With `path` the contents live in a file (write-through,
+# nothing cached), so a host terminal keeps its data across restarts without holding the whole
+# region in RAM.
 import os
 
 
@@ -24,7 +26,7 @@ _FF = b"\xff" * _CHUNK
 
 class NorFlash:
     def __init__(self, n_blocks, block_size=4096, path=None, cut_after_ops=None, tear=False,
-                 seed=1):
+                 seed=1, weak=0):
         self.n_blocks = n_blocks
         self.block_size = block_size
         self.size = n_blocks * block_size
@@ -37,7 +39,10 @@ class NorFlash:
         self.tear = False
         self.dead = False
         self._rng = 1
-        self.arm(cut_after_ops, tear, seed)
+        self.weak = 0
+        self.power_ups = 0  # power_cycle() calls since creation
+        self._weak = []  # [power-up at which they settle, address, intended bytes] per cut program
+        self.arm(cut_after_ops, tear, seed, weak)
         self._chunk = bytearray(_CHUNK)
         self._file = None
         self._mem = None
@@ -84,16 +89,43 @@ class NorFlash:
             self._file.flush()
 
     # --- fault injection ----------------------------------------------------------------
-    def arm(self, cut_after_ops=None, tear=False, seed=1):
-        """Cut power at op number `cut_after_ops` counted from now (1 = the next op)."""
+    def arm(self, cut_after_ops=None, tear=False, seed=1, weak=0):
+        """Cut power at op number `cut_after_ops` counted from now (1 = the next op).
+
+        weak=N (N >= 1): a program cut by the power (clean or torn) leaves its unfinished bits
+        weak: they read as they are now, and at the N-th power-up after the cut they settle to
+        the value the program was writing (N=2: after the reboot that followed the cut, at the
+        next one). Models NOR cells left partly programmed, which read differently over time;
+        the worst case (every unfinished bit settles) is the one that can make a torn record
+        valid later. An erase of the block forgets them."""
         self.cut_after_ops = None if cut_after_ops is None else self.ops + cut_after_ops
         self.tear = tear
+        self.weak = weak
         self._rng = (seed & 0x7FFFFFFF) or 1
 
     def power_cycle(self):
-        """Power back on: the device works again and no cut is armed."""
+        """Power back on: the device works again and no cut is armed; weak bits due at this
+        power-up settle (ANDed with what their program was writing)."""
         self.dead = False
         self.cut_after_ops = None
+        self.power_ups += 1
+        keep = []
+        for w in self._weak:
+            if w[0] > self.power_ups:
+                keep.append(w)
+                continue
+            addr, data = w[1], w[2]
+            cur = bytearray(len(data))
+            self._read(addr, memoryview(cur))
+            for i in range(len(data)):
+                cur[i] &= data[i]
+            self._write(addr, cur)
+        self._weak = keep
+
+    def _forget_weak(self, addr, n):
+        """An erase of [addr, addr + n) resets the cells: their pending weak bits are gone."""
+        self._weak = [w for w in self._weak
+                      if w[1] + len(w[2]) <= addr or w[1] >= addr + n]
 
     def _rand(self, n):
         # xorshift32, masked to 30 bits so it stays a small int on the ESP32 as well
@@ -150,6 +182,8 @@ class NorFlash:
         n = len(mv)
         addr = self._addr(block, offset, n)
         cut = self._next_op_cuts()
+        if cut and self.weak:  # whatever this program does not finish may settle later
+            self._weak.append([self.power_ups + self.weak, addr, bytes(mv)])
         if cut and not self.tear:
             raise PowerCut("program %d@%d not done" % (block, offset))
         keep = n
@@ -190,6 +224,8 @@ class NorFlash:
             k = min(_CHUNK, n - pos)
             self._write(addr + pos, _FF[:k] if k < _CHUNK else _FF)
             pos += k
+        if self._weak:
+            self._forget_weak(addr, n)
         self.erases[block] += 1
         if cut:
             raise PowerCut("erase %d torn after %d bytes" % (block, n))

@@ -2,7 +2,10 @@
 #
 # One head sector takes appends; the sector after it is always erased (the spare) except in the
 # short window while a new head is being opened. Power may fail at any program or erase; mount()
-# finds the head by scanning and finishes whatever the cut interrupted. Nothing is re-programmed.
+# finds the head by scanning and finishes whatever the cut interrupted. A record slot is programmed
+# once, except that mount() seals the head's tail: it programs every slot after the head's last
+# valid record, up to and including the slot after the last programmed one, to all zeros (a
+# tombstone), so that no record a cut left unfinished can settle into a valid one later.
 from firmware import log
 from firmware.compat import const
 from firmware.store import record
@@ -52,7 +55,8 @@ class FlashLog:
         self.drop_listeners = []  # fn(sector), called before a sector holding data is erased
         self.mounted = False
         self.stats = {"bad_records": 0, "bad_headers": 0, "recovery_erases": 0,
-                      "formatted": 0, "rewrites": 0, "records": 0}
+                      "formatted": 0, "rewrites": 0, "records": 0,
+                      "tombstones": 0, "sealed": 0}
 
     # --- reading ------------------------------------------------------------------------
     def read(self, sector, first, count):
@@ -112,6 +116,7 @@ class FlashLog:
             gen = record.header_generation(hdr, 0)
             last = -1
             bad = 0
+            dead = 0
             i = 0
             while i < self.slots:  # the record slots, a chunk at a time
                 k = min(CHUNK, self.slots - i)
@@ -122,7 +127,10 @@ class FlashLog:
                         continue
                     last = i + j
                     if not record.is_valid(buf, off):
-                        bad += 1
+                        if record.is_tombstone(buf, off):
+                            dead += 1  # sealed by an earlier mount: expected, not logged
+                        else:
+                            bad += 1
                         continue
                     counts[s] += 1
                     seq = record.seq_of(buf, off)
@@ -147,6 +155,7 @@ class FlashLog:
                 self.max_gen = gen
             self._gen[s] = gen
             self._used[s] = last + 1
+            st["tombstones"] += dead
             if bad:
                 st["bad_records"] += bad
                 log.warn(self.tag, "sector %d: %d bad record slot(s) skipped" % (s, bad))
@@ -164,10 +173,9 @@ class FlashLog:
                     and self._gen[nxt] > self._gen[head]):
                 head = nxt  # power cut right after a new head was opened
             self.head = head
-            if self._used[head] < self.slots:
-                # The slot after the last programmed one may have been under program when power
-                # failed with no bit visibly changed (weak bits): never program it.
-                self._used[head] += 1
+            self._seal_tail(head)
+            # Safe because of the seal: the only records that may carry a sequence number above
+            # max_seq are the ones a cut left unfinished in the head's tail, all zeros now.
             self.next_seq = max_seq + 1
             self.order = []
             for k in range(2, self.n + 1):
@@ -190,6 +198,44 @@ class FlashLog:
         log.info(self.tag, "mounted: %d records, head sector %d, next seq %d"
                  % (st["records"], self.head, self.next_seq))
         return st
+
+    def _seal_tail(self, s):
+        """Program to zeros every slot of sector s after its last valid record, up to and
+        including the slot after the last programmed one (docs/flash-log.md §4), and count them
+        as used. The last one may have been under program when power failed with no bit visibly
+        changed (weak bits), the others are torn records; either could settle into a valid record
+        carrying a sequence number the log hands out again. A cut while sealing leaves the same
+        situation one slot further on, and the next mount seals it again. Reads slot by slot
+        through the 24-byte read-back buffer, from the end: usually the weak slot, one tombstone
+        of the previous mount and the last valid record (3 reads, 1 program)."""
+        end = self._used[s]
+        if end < self.slots:
+            end += 1  # the weak slot
+        rb = self._rb
+        i = end - 1
+        while i >= 0:
+            off = HEADER_SIZE + i * RECORD_SIZE
+            self.bdev.readblocks(self.first + s, rb, off)
+            if record.is_valid(rb, 0):
+                break
+            if not record.is_tombstone(rb, 0):
+                self._seal(s, off)
+            i -= 1
+        self._used[s] = end
+
+    def _seal(self, s, off):
+        rb = self._rb
+        for _ in range(_TRIES):
+            for k in range(RECORD_SIZE):
+                rb[k] = 0
+            self.bdev.writeblocks(self.first + s, rb, off)
+            self.bdev.readblocks(self.first + s, rb, off)
+            if record.is_tombstone(rb, 0):
+                self.stats["sealed"] += 1
+                return
+        # A cell that will not program: nothing more to do without erasing live data. The slot
+        # stays bad (reported at every mount) and could, in theory, still settle.
+        log.warn(self.tag, "sector %d offset %d: seal did not program" % (s, off))
 
     def _format(self):
         log.info(self.tag, "no log found: formatting %d sectors" % self.n)

@@ -129,6 +129,8 @@ def seal(buf, off):
 
 
 def is_valid(buf, off):
+    # An all-zero slot (a tombstone, is_tombstone) is never valid: the CRC-32 of 20 zero bytes is
+    # 0x0fd59b8d, not 0 (checked in test_store_record.py).
     return crc32(memoryview(buf)[off:off + _BODY]) == struct.unpack_from(">I", buf, off + _BODY)[0]
 
 
@@ -138,6 +140,18 @@ def is_blank(buf, off, n=RECORD_SIZE):
         return False  # the common cases (programmed record) decided without a loop
     for i in range(off + 1, off + n - 1):
         if buf[i] != 0xFF:
+            return False
+    return True
+
+
+def is_tombstone(buf, off):
+    """True if buf[off:off+24] is all zeros: a slot sealed at mount (docs/flash-log.md §4). NOR
+    programming only clears bits, so such a slot reads zero, and never valid, whatever happens to
+    the cells of a program it covered."""
+    if buf[off] or buf[off + RECORD_SIZE - 1]:
+        return False
+    for i in range(off + 1, off + RECORD_SIZE - 1):
+        if buf[i]:
             return False
     return True
 

@@ -36,7 +36,10 @@ put_op = hs.tuples(
 )
 remount_op = hs.tuples(hs.just("remount"))
 index_op = hs.tuples(hs.just("index"), hs.integers(0, 2), hs.integers(1, 80), hs.integers(0, 40))
-cut_op = hs.tuples(hs.just("cut"), hs.integers(1, 4), hs.booleans(), hs.integers(1, 10**6))
+# (cut, after n ops, torn, seed, weak: 0 = unfinished bits stay, 2 = they settle at the second
+# power-up after the cut)
+cut_op = hs.tuples(hs.just("cut"), hs.integers(1, 4), hs.booleans(), hs.integers(1, 10**6),
+                   hs.sampled_from((0, 2)))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -62,7 +65,7 @@ def test_random_sequences_match_model(ops):
             assert list(st.rows_by_index(m, first, first + n)) == want
             continue
         if op[0] == "cut":
-            f.arm(op[1], tear=op[2], seed=op[3])
+            f.arm(op[1], tear=op[2], seed=op[3], weak=op[4])
             continue
         _, m, off, v, src, flags = op
         fwd, rev = (v * 1000 + off, v)

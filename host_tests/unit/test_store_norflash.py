@@ -86,6 +86,65 @@ class NorSemanticsTest(unittest.TestCase):
                 self.assertEqual(b[k + 1:], bytearray(b"\xff" * (63 - k)))
         self.assertGreater(len(seen), 10)
 
+    def test_weak_bits_settle_at_the_nth_power_up(self):
+        data = bytes(range(64))
+        for tear in (False, True):
+            for weak in (1, 2, 3):
+                f = NorFlash(1, block_size=256)
+                f.arm(1, tear=tear, seed=5, weak=weak)
+                with self.assertRaises(PowerCut):
+                    f.writeblocks(0, data, 0)
+                b = bytearray(64)
+                for n in range(1, weak + 1):
+                    f.power_cycle()
+                    f.readblocks(0, b, 0)
+                    if n < weak:  # unfinished: still what the cut left
+                        self.assertNotEqual(b, bytearray(data))
+                self.assertEqual(b, bytearray(data))  # settled to the intended value
+                f.power_cycle()
+                f.readblocks(0, b, 0)
+                self.assertEqual(b, bytearray(data))
+
+    def test_weak_bits_are_off_by_default_and_forgotten_by_an_erase(self):
+        data = bytes(64)
+        f = NorFlash(1, block_size=256)
+        f.arm(1)
+        with self.assertRaises(PowerCut):
+            f.writeblocks(0, data, 0)
+        f.power_cycle()
+        f.power_cycle()
+        b = bytearray(64)
+        f.readblocks(0, b, 0)
+        self.assertEqual(b, bytearray(b"\xff" * 64))  # never settles
+        f.arm(1, weak=2)
+        with self.assertRaises(PowerCut):
+            f.writeblocks(0, data, 0)
+        f.power_cycle()
+        f.erase(0)
+        f.power_cycle()
+        f.readblocks(0, b, 0)
+        self.assertEqual(b, bytearray(b"\xff" * 64))
+
+    def test_weak_bits_only_clear_bits(self):
+        f = NorFlash(1, block_size=256)
+        f.arm(1, weak=1)
+        with self.assertRaises(PowerCut):
+            f.writeblocks(0, b"\x0f" * 8, 0)
+        f.power_cycle()  # cut before anything visible; settles now
+        f.writeblocks(0, b"\x00" * 4, 0)  # a later program, e.g. a seal
+        b = bytearray(8)
+        f.readblocks(0, b, 0)
+        self.assertEqual(b, bytearray(b"\x00" * 4 + b"\x0f" * 4))
+        f2 = NorFlash(1, block_size=256)
+        f2.arm(1, weak=2)
+        with self.assertRaises(PowerCut):
+            f2.writeblocks(0, b"\x0f" * 8, 0)
+        f2.power_cycle()
+        f2.writeblocks(0, b"\x00" * 4, 0)  # sealed before the weak bits settle
+        f2.power_cycle()
+        f2.readblocks(0, b, 0)
+        self.assertEqual(b, bytearray(b"\x00" * 4 + b"\x0f" * 4))
+
     def test_torn_erase_leaves_a_prefix(self):
         self.f.writeblocks(1, b"\x00" * 256, 0)
         self.f.arm(1, tear=True, seed=7)
