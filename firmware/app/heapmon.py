@@ -53,6 +53,24 @@ def modules():
         log.info("heap", "modules: %s" % ",".join(names[i:i + 8]))
 
 
+_last_day = -1  # the calendar day (t2k // 86400) of the last daily sample
+
+
+def daily(now_t2k):
+    """Log the live heap once per calendar day ("heap day <n>: N used, N free"), for the soak's
+    growth trend (tools/soak.py). Called every second by housekeeping; a sample costs one
+    gc.collect() per simulated day and nothing on other calls."""
+    global _last_day
+    if not enabled or now_t2k is None or not hasattr(gc, "mem_alloc"):
+        return
+    day = now_t2k // 86400
+    if day == _last_day:
+        return
+    _last_day = day
+    gc.collect()
+    log.info("heap", "day %d: %d used, %d free" % (day, gc.mem_alloc(), gc.mem_free()))
+
+
 def slot_done():
     """Log the bytes allocated since start at a slot boundary (micropython.mem_total, where the
     build keeps allocation statistics): the bench's alloc_bytes_per_slot is its step."""
