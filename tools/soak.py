@@ -21,10 +21,11 @@ slot after its boundary; settled = at least 6 simulated hours (soak_oracle.MIN_W
 window in which the meter answered, the terminal ran and its clock was true. Slots the meter held
 only outside settled moments are judged for value and status if delivered, but not required.
 
-The live heap is sampled once per simulated day by the terminal (`heap day N: U used`,
-firmware/app/heapmon.daily); `soak.heap_growth_kb_per_30d` is the least-squares slope over those
-samples (one slope, one intercept per boot) and must stay below HEAP_GROWTH_MAX_KB_PER_30D in
-runs of at least HEAP_TREND_MIN_DAYS days.
+The live heap is sampled once per simulated hour by the terminal, which logs each day's lowest
+sample (`heap day N: L used, H highest, S samples`, firmware/app/heapmon.daily);
+`soak.heap_growth_kb_per_30d` is the least-squares slope of those daily floors over whole days
+(one slope, one intercept per boot) and must stay below HEAP_GROWTH_MAX_KB_PER_30D in runs of at
+least HEAP_TREND_MIN_DAYS days.
 
 The seed is printed first; `--seed N` replays the same fault schedule (the twin's timing is not
 deterministic: a failure that depends on a race may need a few runs). Figures go to --out as a
@@ -460,17 +461,21 @@ class Soak:
         return total
 
 
+FULL_DAY_SAMPLES = 20  # hourly samples of a whole day (a boot day or a stepped day has fewer)
+
+
 def heap_samples(log_text):
-    """(boot, day, used bytes) from the terminal's `heap day N: U used` lines; boots are counted
-    by the start-up line."""
+    """(boot, day, lowest used bytes) from the terminal's `heap day N: L used, H highest, S
+    samples` lines (firmware/app/heapmon.daily: the day's floor over hourly samples), for days
+    with at least FULL_DAY_SAMPLES samples; boots are counted by the start-up line."""
     out = []
     boot = 0
     for line in log_text.splitlines():
         if "IoT-route wireless terminal starting" in line:
             boot += 1
             continue
-        m = re.search(r"INFO heap: day (\d+): (\d+) used", line)
-        if m:
+        m = re.search(r"INFO heap: day (\d+): (\d+) used, \d+ highest, (\d+) samples", line)
+        if m and int(m.group(3)) >= FULL_DAY_SAMPLES:
             out.append((boot, int(m.group(1)), int(m.group(2))))
     return out
 

@@ -53,22 +53,38 @@ def modules():
         log.info("heap", "modules: %s" % ",".join(names[i:i + 8]))
 
 
-_last_day = -1  # the calendar day (t2k // 86400) of the last daily sample
+# The daily heap floor (live heap after a collection, sampled once per calendar hour): what a
+# leak raises, while a single sample may land on a reply block or a day of history in flight.
+_hour = -1
+_day = -1
+_low = 0
+_high = 0
+_n = 0
 
 
 def daily(now_t2k):
-    """Log the live heap once per calendar day ("heap day <n>: N used, N free"), for the soak's
-    growth trend (tools/soak.py). Called every second by housekeeping; a sample costs one
-    gc.collect() per simulated day and nothing on other calls."""
-    global _last_day
+    """Sample the live heap once per calendar hour; at the first sample of a new calendar day,
+    log the day before ("heap day <n>: L used, H highest, S samples": its lowest and highest
+    sample), for the soak's growth trend (tools/soak.py). Called every second by housekeeping:
+    one gc.collect() per calendar hour, nothing on other calls; five ints of state."""
+    global _hour, _day, _low, _high, _n
     if not enabled or now_t2k is None or not hasattr(gc, "mem_alloc"):
         return
-    day = now_t2k // 86400
-    if day == _last_day:
+    hour = now_t2k // 3600
+    if hour == _hour:
         return
-    _last_day = day
+    _hour = hour
     gc.collect()
-    log.info("heap", "day %d: %d used, %d free" % (day, gc.mem_alloc(), gc.mem_free()))
+    a = gc.mem_alloc()
+    day = now_t2k // 86400
+    if day != _day:
+        if _n:
+            log.info("heap", "day %d: %d used, %d highest, %d samples" % (_day, _low, _high, _n))
+        _day, _low, _high, _n = day, a, a, 1
+        return
+    _low = min(_low, a)
+    _high = max(_high, a)
+    _n += 1
 
 
 def slot_done():
