@@ -11,7 +11,9 @@ Kinds (docs/soak.md says what status each must produce):
   radio_loss     the smart meter is out of radio reach (minutes to 3 days)
   clock_step     the head-end sets the terminal's clock wrong by step_s (±1 min to ±1 day),
                  and back to true time after duration_s                         params: step_s
-  power_cut      the terminal process is killed (flash image kept); it is off for duration_s
+  power_cut      the terminal process is killed (flash image kept); it is off for duration_s.
+                 Only in the first half of the fault period: the second half is one boot, long
+                 enough for the heap trend (tools/soak_oracle.heap_growth_kb_per_30d)
   bad_3610       malformed datagrams to the terminal's ECHONET port, and junk/truncated replies
                  from the meter itself                                           params: meter, n
   bad_uart       frames from the module with bad header/data checksums and noise   params: n
@@ -41,7 +43,7 @@ PER_30_DAYS = {
     "counter_reset": 3,
     "radio_loss": 6,
     "clock_step": 10,
-    "power_cut": 12,
+    "power_cut": 8,
     "bad_3610": 6,
     "bad_uart": 6,
     "bad_4059": 6,
@@ -102,7 +104,7 @@ def schedule(seed, days, meters=1, start_t2k=0, warmup_s=12 * HOUR_S, settle_s=N
                 out.append(Fault(at, kind, hold, {"step_s": step}))
             elif kind == "power_cut":
                 dur = _log_uniform(rng, 2 * MIN_S, 6 * HOUR_S)
-                at = rng.randrange(lo, hi - dur)
+                at = rng.randrange(lo, max(lo + 1, (lo + hi) // 2 - dur))
                 out.append(Fault(at, kind, dur, {}))
             elif kind in ("meter_reboot", "counter_reset"):
                 out.append(Fault(rng.randrange(lo, hi), kind, 0,

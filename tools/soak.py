@@ -89,7 +89,7 @@ def soak_config(rate):
 
 
 class Soak:
-    def __init__(self, days, seed, rate=3600, meters=1, heap=None, out=print):
+    def __init__(self, days, seed, rate=3600, meters=1, heap=None, out=print, only=None):
         self.days = days
         self.seed = seed
         self.rate = rate
@@ -100,6 +100,8 @@ class Soak:
         self.start = self.sim.start_t2k
         self.end = self.start + int(days * timeutil.DAY_S)
         self.faults = chaos.schedule(seed, days, meters, start_t2k=self.start)
+        if only is not None:  # diagnosis: the seed's faults of these kinds only
+            self.faults = [f for f in self.faults if f.kind in only]
         self.truth = []
         for m in self.dep.meters:
             m.retention = RETENTION_DAYS
@@ -370,6 +372,7 @@ class Soak:
         log_text = dep.terminal_log()
         samples = heap_samples(log_text)
         growth = soak_oracle.heap_growth_kb_per_30d(samples)
+        warmup = soak_oracle.heap_warmup_kb(samples)
         fig = {
             "soak.days": self.days,
             "soak.seed": self.seed,
@@ -389,6 +392,8 @@ class Soak:
         }
         if growth is not None:
             fig["soak.heap_growth_kb_per_30d"] = growth
+        if samples:
+            fig["soak.heap_warmup_kb"] = warmup
         problems = []
         for key in ("slots_missing_recoverable", "duplicates", "invented", "status_wrong"):
             if fig["soak." + key] != 0:
@@ -596,8 +601,8 @@ async def _flood_4059(dep, n, max_s=3.0):
     return sent
 
 
-async def run_soak(days, seed, rate=3600, meters=1, heap=None, out=print):
-    soak = Soak(days, seed, rate=rate, meters=meters, heap=heap, out=out)
+async def run_soak(days, seed, rate=3600, meters=1, heap=None, out=print, only=None):
+    soak = Soak(days, seed, rate=rate, meters=meters, heap=heap, out=out, only=only)
     return await soak.run()
 
 
@@ -609,10 +614,14 @@ def main(argv=None):
     ap.add_argument("--meters", type=int, default=1)
     ap.add_argument("--heap", default=None, help="default: tools.deployment.default_heap()")
     ap.add_argument("--out", default=os.path.join("bench", "soak.json"))
+    ap.add_argument("--only", default=None,
+                    help="diagnosis: keep only these fault kinds (comma-separated; '' = none)")
     a = ap.parse_args(argv)
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1, 10 ** 6)
     print("soak: seed %d (replay with --seed %d)" % (seed, seed), flush=True)
-    fig, problems, workdir = asyncio.run(run_soak(a.days, seed, a.rate, a.meters, a.heap))
+    only = None if a.only is None else {k for k in a.only.split(",") if k}
+    fig, problems, workdir = asyncio.run(run_soak(a.days, seed, a.rate, a.meters, a.heap,
+                                                  only=only))
     if a.out:
         os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
         with open(a.out, "w") as f:

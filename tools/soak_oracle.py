@@ -232,17 +232,23 @@ def _check_status(rows, tl, k, r, say, tz_min):
             say("ERR at %s with no counter reset before it" % timeutil.iso(t, tz_min))
 
 
-def heap_growth_kb_per_30d(samples):
+WARMUP_DAYS = 2  # whole days after a boot left out of the heap trend
+
+
+def heap_growth_kb_per_30d(samples, warmup_days=WARMUP_DAYS):
     """Least-squares slope of the live heap over simulated days, in KB per 30 days, from
-    samples (boot, day, used_bytes): one slope shared by every boot (each boot its own
-    intercept: a power cut restarts the heap), so a restart is not read as a trend.
-    None with fewer than 3 samples in the longest boot."""
+    samples (boot, day, used_bytes) of whole days: one slope shared by every boot (each boot its
+    own intercept: a power cut restarts the heap, which is not a trend), leaving out each boot's
+    first `warmup_days` whole days, in which bounded tables fill (the rate limiter's sources,
+    discovery's last events, learned meter quirks: a step of a few hundred bytes each, measured
+    by heap_warmup_kb). None with fewer than 3 samples in the longest boot."""
     by_boot = {}
     for boot, day, used in samples:
         by_boot.setdefault(boot, []).append((day, used))
     sxy = sxx = 0.0
     n_max = 0
     for pts in by_boot.values():
+        pts = pts[warmup_days:]
         n = len(pts)
         n_max = max(n_max, n)
         if n < 2:
@@ -254,3 +260,14 @@ def heap_growth_kb_per_30d(samples):
     if n_max < 3 or sxx == 0:
         return None
     return round(sxy / sxx * 30 / 1024, 2)
+
+
+def heap_warmup_kb(samples):
+    """Largest rise of the daily floor within one boot over its first whole day (KB): the
+    bounded growth the trend leaves out."""
+    first = {}
+    rise = 0
+    for boot, _day, used in samples:
+        first.setdefault(boot, used)
+        rise = max(rise, used - first[boot])
+    return round(rise / 1024, 1)
