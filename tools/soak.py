@@ -56,11 +56,10 @@ JST = 540
 RETENTION_DAYS = 45
 # Live-heap growth allowed over 30 days (KB). The firmware runs at the bench's minimum heap plus
 # HEAP_MARGIN_KB (32 KB, tools/deployment.py); a leak must not eat that margin within a year of
-# field life (32 KB / 12 = 2.7 KB per 30 days). The daily samples are taken wherever the tasks
-# happen to be (a DLMS block or a day of history may be referenced), which scatters them by a few
-# KB; over 30 samples that gives the slope an uncertainty of about 1 KB / 30 days. 4 KB / 30 days
-# is above that noise and still far below a leak of one small object per slot (48 x 30 x 32 B =
-# 45 KB).
+# field life (32 KB / 12 = 2.7 KB per 30 days). The trend is fitted to each whole day's floor (the
+# lowest of 24 hourly samples: a single sample may land on a DLMS block or a day of history in
+# flight, +3..4 KB) after each boot's warm-up (soak_oracle.heap_growth_kb_per_30d); a leak of one
+# small object per slot (48 x 30 x 32 B) would show as 45 KB per 30 days.
 HEAP_GROWTH_MAX_KB_PER_30D = 4.0
 HEAP_TREND_MIN_DAYS = 10  # fewer daily samples cannot tell a trend from the noise
 SECOND_PEER_MAC = "001D129099999999"
