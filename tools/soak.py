@@ -73,7 +73,10 @@ def soak_config(rate):
         "terminal": {"heap_log": True},
         # A silent meter costs (1 + retries) x timeout of real time per read: 4 s (4 calendar
         # hours at x3600) instead of 20 s (20 hours).
-        "meter": {"timeout_ms": max(300, int(3_600_000 // rate))},
+        "meter": {"timeout_ms": max(300, int(3_600_000 // rate)),
+                  # an EPC that seemed to silence the meter is held back 1 calendar hour, as
+                  # on the device, not 3600 real s (150 calendar days)
+                  "poison_hold_ms": max(1000, int(3_600_000_000 // rate // 1000))},
         # The radio back-off tops out at 2 calendar hours instead of 5 real minutes; a module
         # that loses its start-up notification (a UART fault) is reset again after 2 hours, not
         # 10 (its 10 s timeout).
