@@ -129,9 +129,12 @@ class Soak:
 
     # -- the head-end ------------------------------------------------------------------------
 
-    async def _set_clock(self, t2k):
+    async def _set_clock(self, offset_s=0):
+        """Set the terminal's clock to true time + offset_s. The time is taken once the lock is
+        held: a read that waits out its timeouts holds it for hours of calendar (seed 512432
+        set a clock 8.5 hours stale and took it for true time)."""
         async with self.lock:
-            await self.head.client.set_clock(t2k)
+            await self.head.client.set_clock(self.sim.now_t2k() + offset_s)
 
     async def ensure_clock(self):
         """After a boot: associate and set the terminal's clock (not a step: it had none)."""
@@ -318,7 +321,7 @@ class Soak:
         self.tl.unusable.append((t, None))
         self.clock_wrong_since = t
         try:
-            await self._set_clock(self.sim.now_t2k() + step)
+            await self._set_clock(step)
             self.tl.clock_sets.append((self.sim.now_t2k(), True))
             certain = True
         except Exception as e:  # noqa: BLE001 - it may or may not have arrived
@@ -336,7 +339,7 @@ class Soak:
                 return  # the terminal rebooted meanwhile: ensure_clock set true time
             if self.down_since is None and not self.radio_down:
                 try:
-                    await self._set_clock(self.sim.now_t2k())
+                    await self._set_clock()
                     now = self.sim.now_t2k()
                     self.tl.clock_sets.append((now, certain))
                     self._clock_true()
