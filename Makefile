@@ -55,11 +55,14 @@ bench-check: $(STAMP)
 	$(BIN)/python -m tools.bench_report --check
 
 # Long campaigns: the power-cut matrix over 7 simulated days, the ECHONET fuzz at 1M frames per
-# test, then the demo over 14 simulated days.
+# test, the demo over 14 simulated days, then the seeded chaos soak of the whole twin over 30
+# simulated days (docs/soak.md; figures in bench/soak.json; SOAK_SEED=N replays a seed).
+SOAK_DAYS ?= 30
 soak: $(STAMP)
 	POWERCUT_DAYS=7 $(BIN)/pytest -q -s host_tests/integration/test_app_powercut_matrix.py
 	FUZZ_FRAMES=1000000 $(BIN)/pytest -q host_tests/integration/test_echonet_fuzz.py
 	$(BIN)/python -m tools.demo --days 14
+	$(BIN)/python -m tools.soak --days $(SOAK_DAYS) $(if $(SOAK_SEED),--seed $(SOAK_SEED)) --out bench/soak.json
 
 # Put the terminal on an ESP32 (README "Putting it on an ESP32"): mpremote, plus esptool with IMAGE=.
 #   make deploy BOARD=wt32-eth01 PORT=/dev/ttyUSB0 CONFIG=my-config.json [IMAGE=firmware.bin] [DEPLOY_FLAGS=--dry-run]
@@ -67,4 +70,4 @@ deploy: $(STAMP)
 	$(BIN)/python tools/deploy.py --board "$(BOARD)" --port "$(PORT)" --config "$(CONFIG)" $(if $(IMAGE),--image "$(IMAGE)") $(DEPLOY_FLAGS)
 
 clean:
-	rm -rf $(VENV) build bench/results.json
+	rm -rf $(VENV) build bench/results.json bench/soak.json

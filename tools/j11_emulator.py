@@ -48,6 +48,9 @@ FAULTS = {
     "pana_result_count": 0,  # ... this many times
     "silent_scans": 0,  # next N active scans hear no beacon
     "truncate_requests": 0,  # next N requests lose their tail on the wire -> 0x13 after 1 s
+    # the smart meter is out of reach (radio loss): scans hear no beacon, PANA gets no answer
+    # (result 3), transmits are not acknowledged (tx result 5), nothing arrives from the air
+    "air_down": False,
 }
 
 _RESULT_OK = 0x01
@@ -335,6 +338,7 @@ class J11Emulator:
         silent = self.faults["silent_scans"] > 0
         if silent:
             self.faults["silent_scans"] -= 1
+        silent = silent or self.faults["air_down"]
         self.stats["scans"] += 1
         for ch in range(4, 18):
             if not mask & (1 << ch):
@@ -380,7 +384,8 @@ class J11Emulator:
         if self.faults["pana_result_count"] > 0 and self.faults["pana_result"]:
             self.faults["pana_result_count"] -= 1
             result = self.faults["pana_result"]
-        elif self.channel != self.sm_channel or self.han_peer != self.sm_mac:
+        elif (self.channel != self.sm_channel or self.han_peer != self.sm_mac
+              or self.faults["air_down"]):
             result = 3  # nobody answers on that channel / address
         elif self.password != self.pana_password:
             result = 2
@@ -410,6 +415,9 @@ class J11Emulator:
             return self._result(cmd, _RESULT_INVALID_PARAM)
         if not self.authenticated:
             return self._result(cmd, _RESULT_NOT_STARTED)
+        if self.faults["air_down"]:
+            self.stats["tx_air_down"] += 1
+            return self._result(cmd, _RESULT_OK, b"\x05")
         if self.faults["tx_no_ack"] > 0:
             self.faults["tx_no_ack"] -= 1
             self.stats["tx_no_ack"] += 1
@@ -434,6 +442,9 @@ class J11Emulator:
             self.stats["air_unknown_peer"] += 1
             return
         port = self.app_port
+        if self.faults["air_down"]:
+            self.stats["air_down_dropped"] += 1
+            return
         if not self.authenticated or port not in self.open_ports:
             self.stats["air_dropped"] += 1
             return

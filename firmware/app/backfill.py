@@ -35,6 +35,7 @@ class BackfillPlanner:
         self.unit_code = None  # set by the caller from the live meter (records need it)
         self.stats = {"runs": 0, "filled": 0, "unavailable": 0, "errors": 0, "date_moved": 0,
                       "unexpected": 0}
+        self._no_history_said = False  # the missing 0xD3 is logged once, not every pass
 
     def forget_meter(self):
         """After a meter swap or reboot: re-read its retention before the next pass."""
@@ -87,12 +88,20 @@ class BackfillPlanner:
 
     async def _pass(self, now, horizon_days):
         if self.retention is None:
-            self.retention = await self._read_retention()
-            if self.retention is None:
-                log.warn(self.tag, "meter keeps no history (0xD3): gaps cannot be backfilled")
-                self.retention = -1
-        if self.retention < 0:
-            return 0
+            days = await self._read_retention()
+            if days is None:
+                # No usable 0xD3 now: a meter without history, or one whose client holds 0xD3
+                # back after a silence it took for "drops Gets with 0xD3". Asked again next pass
+                # (counted as an error, so the caller keeps the whole window due): caching "no
+                # history" here switched backfill off for the rest of the meter session.
+                self.stats["errors"] += 1
+                if not self._no_history_said:
+                    self._no_history_said = True
+                    log.warn(self.tag, "meter gives no history depth (0xD3): gaps cannot be "
+                             "backfilled until it does")
+                return 0
+            self.retention = days
+            self._no_history_said = False
         days = self.retention + 1 if horizon_days is None else min(horizon_days,
                                                                    self.retention + 1)
         first, last = self.window(now, days)

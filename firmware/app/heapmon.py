@@ -53,6 +53,40 @@ def modules():
         log.info("heap", "modules: %s" % ",".join(names[i:i + 8]))
 
 
+# The daily heap floor (live heap after a collection, sampled once per calendar hour): what a
+# leak raises, while a single sample may land on a reply block or a day of history in flight.
+_hour = -1
+_day = -1
+_low = 0
+_high = 0
+_n = 0
+
+
+def daily(now_t2k):
+    """Sample the live heap once per calendar hour; at the first sample of a new calendar day,
+    log the day before ("heap day <n>: L used, H highest, S samples": its lowest and highest
+    sample), for the soak's growth trend (tools/soak.py). Called every second by housekeeping:
+    one gc.collect() per calendar hour, nothing on other calls; five ints of state."""
+    global _hour, _day, _low, _high, _n
+    if not enabled or now_t2k is None or not hasattr(gc, "mem_alloc"):
+        return
+    hour = now_t2k // 3600
+    if hour == _hour:
+        return
+    _hour = hour
+    gc.collect()
+    a = gc.mem_alloc()
+    day = now_t2k // 86400
+    if day != _day:
+        if _n:
+            log.info("heap", "day %d: %d used, %d highest, %d samples" % (_day, _low, _high, _n))
+        _day, _low, _high, _n = day, a, a, 1
+        return
+    _low = min(_low, a)
+    _high = max(_high, a)
+    _n += 1
+
+
 def slot_done():
     """Log the bytes allocated since start at a slot boundary (micropython.mem_total, where the
     build keeps allocation statistics): the bench's alloc_bytes_per_slot is its step."""

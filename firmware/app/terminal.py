@@ -230,6 +230,7 @@ class Terminal:
                     for ch in self.channels:
                         ch.on_event("recovered")  # radio back: check for gaps at once
             was_ready = ready
+            heapmon.daily(self.clock.now_t2k())
             if n % 60 == 0:
                 gc.collect()
                 self._log_status()

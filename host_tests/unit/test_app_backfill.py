@@ -149,4 +149,17 @@ class BackfillTest(unittest.TestCase):
     def test_meter_without_history(self):
         self.meter.retention = 0xFFFF
         self.assertEqual(run(self.p.run_once()), 0)
-        self.assertIn("keeps no history", "\n".join(self.lines))
+        self.assertEqual(run(self.p.run_once()), 0)
+        self.assertEqual(sum("no history depth" in x for x in self.lines), 1)  # said once
+        self.assertEqual(self.p.stats["errors"], 2)  # the caller keeps the whole window due
+
+    def test_history_depth_missing_once_does_not_switch_backfill_off(self):
+        # The soak (seed 49149): after a 2-day silence the client held 0xD3 back as "poison";
+        # the planner cached "no history" and never backfilled that meter again (144 slots).
+        days = self.meter.retention
+        self.meter.retention = 0xFFFF  # 0xD3 not available for now
+        self.assertEqual(run(self.p.run_once()), 0)
+        self.meter.retention = days
+        filled = run(self.p.run_once())
+        first, last = self.window()
+        self.assertEqual(filled, last - first + 1)
