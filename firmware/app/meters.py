@@ -15,6 +15,7 @@ from firmware.meter.drmeter import MeterTimeout
 _PEER_CHECK_MS = const(60000)  # a meter's own socket: look at the addresses this often
 _PEER_RETRY_MS = const(600000)  # the stack refused one: try again after this long
 _AMBIGUOUS_REPEAT_MS = const(600000)  # the refusal to meter is said again this often
+_LIST_TRIES = const(3)  # unreadable instance lists before reading the configured object
 _DRAIN_READS = const(4)  # reads of a meter's socket per wake-up
 _PEER_RX = const(1280)  # one read can hold several replies back to back (MicroPython readinto)
 
@@ -94,18 +95,36 @@ class MeterChannel:
         mid = self.cfg["metered_id"]
         tag = "meter%d" % self.index
         delay = 1000
+        failed = 0
         while True:
             try:
                 if dt or mid:
                     await self.client.find_instance(bytes.fromhex(dt) if dt else None,
                                                     bytes.fromhex(mid) if mid else None)
                     return
-                cands = await self.client.candidates()
+                # The objects' own 0xD0/0xD6 are asked only to name several candidates: a meter
+                # that drops Gets of an EPC it lacks must not stall a single-object node here.
+                cands = await self.client.candidates(ids=False)
             except (MeterTimeout, ValueError, OSError) as e:  # no answer, no unique match
                 log.warn(tag, "meter object selection: %s(%s)" % (type(e).__name__, e))
+                failed += 1
+                if not (dt or mid) and failed >= _LIST_TRIES:
+                    # Nothing chosen and the node's list cannot be read (no 0xD6, a malformed
+                    # one, or no answer): read the configured object as before the check
+                    # existed, rather than never metering an ordinary meter.
+                    log.warn(tag, "node instance list unreadable after %d tries: reading the "
+                             "configured 0x%06X (a second meter object would go unnoticed)"
+                             % (failed, self.client.deoj))
+                    self.ambiguous = None
+                    return
                 await sleep_ms(delay)
                 delay = min(delay * 2, 60000)
                 continue
+            if len(cands) > 1 and not self.cfg["eoj_chosen"]:
+                try:  # their 0xD0/0xD6 make the ERROR below say what to configure
+                    cands = await self.client.candidates()
+                except (MeterTimeout, ValueError, OSError) as e:
+                    log.warn(tag, "meter objects' 0xD0/0xD6: %s(%s)" % (type(e).__name__, e))
             if len(cands) == 1 and not self.cfg["eoj_chosen"]:
                 self.client.select(cands[0][0])
             if len(cands) < 2 or self.cfg["eoj_chosen"]:

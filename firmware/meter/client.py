@@ -294,10 +294,11 @@ class MeterClient(Transport):
         self._flags = 0
         return f
 
-    async def candidates(self):
+    async def candidates(self, ids=True):
         """[(eoj, device_type, metered_id)] of every object of our class on the meter's node: the
-        node profile's instance list (0xD6), then each object's 0xD0 (device type, 3 bytes) and
-        0xD6 (metered-device ID), None where not given. MeterError if the list is unusable."""
+        node profile's instance list (0xD6), then (ids=True) each object's 0xD0 (device type,
+        3 bytes) and 0xD6 (metered-device ID), None where not given or (ids=False) not asked.
+        MeterError if the list is unusable."""
         vals = await self.get((0xD6,), echonet.EOJ_NODE_PROFILE)
         try:
             eojs = echonet.parse_instance_list(vals[0xD6] or b"")
@@ -306,8 +307,11 @@ class MeterClient(Transport):
         out = []
         for eoj in eojs:
             if eoj >> 8 == self.deoj >> 8:
-                v = await self.get((0xD0, 0xD6), eoj)
-                out.append((eoj, v[0xD0], v[0xD6]))
+                if ids:
+                    v = await self.get((0xD0, 0xD6), eoj)
+                    out.append((eoj, v[0xD0], v[0xD6]))
+                else:
+                    out.append((eoj, None, None))
         return out
 
     async def find_instance(self, device_type=None, metered_id=None):

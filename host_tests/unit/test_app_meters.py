@@ -4,6 +4,7 @@ import unittest
 from firmware import log
 from firmware.app.config import merge
 from firmware.app.meters import MeterChannel, meter_configs
+from firmware.meter.drmeter import MeterError, MeterTimeout
 
 DT_V2H = bytes.fromhex("027E00")
 ID_A = bytes.fromhex("FEFFFFFF") + b"V2H-PCS-00001"
@@ -11,8 +12,10 @@ ID_B = bytes.fromhex("FEFFFFFF") + b"V2H-PCS-00002"
 
 
 class FakeClient:
-    def __init__(self, fail=0, nodes=None):
+    def __init__(self, fail=0, nodes=None, list_error=None):
         self.addr = ("10.0.0.5", 3610)
+        self.list_error = list_error  # what candidates() raises, if anything
+        self.asked_ids = []
         self.deoj = 0x028E01
         self.fail = fail
         self.calls = []
@@ -21,10 +24,16 @@ class FakeClient:
         self.channel = None
         self.ambiguous_seen = []
 
-    async def candidates(self):
+    async def candidates(self, ids=True):
+        if self.list_error is not None:
+            raise self.list_error
+        self.asked_ids.append(ids)
+        if ids:  # the objects' 0xD0/0xD6, after the list (below) showed several
+            return self.last
         if self.channel is not None:
             self.ambiguous_seen.append(self.channel.ambiguous)
-        return self.nodes.pop(0) if len(self.nodes) > 1 else self.nodes[0]
+        self.last = self.nodes.pop(0) if len(self.nodes) > 1 else self.nodes[0]
+        return [(c[0], None, None) for c in self.last]
 
     def select(self, eoj):
         self.selected.append(eoj)
@@ -79,6 +88,30 @@ class MetersConfigTest(unittest.TestCase):
         self.assertEqual(client.selected, [0x028E02])  # the node's only meter object
         self.assertIsNone(ch.ambiguous)
         self.assertNotIn("ERROR", "\n".join(self.lines))
+
+    def test_unreadable_instance_list_reads_the_configured_object(self):
+        # Found in review: a node whose 0xD6 list is missing, malformed or unanswered kept
+        # select_instance waiting for ever, so an ordinary meter was never metered.
+        for err in (MeterError("no usable instance list"), MeterTimeout("no reply")):
+            self.lines.clear()
+            cfg = meter_configs(merge({})["meter"])[0]
+            client = FakeClient(list_error=err)
+            ch = MeterChannel(0, client, None, None, cfg)
+            asyncio.run(asyncio.wait_for(ch.select_instance(), 30))
+            self.assertEqual(client.selected, [])  # the configured 0x028E01 is read
+            self.assertIsNone(ch.ambiguous)
+            text = "\n".join(self.lines)
+            self.assertIn("unreadable after 3 tries", text)
+            self.assertIn("0x028E01", text)
+
+    def test_one_object_is_not_asked_for_its_ids(self):
+        # A meter that drops Gets of 0xD0/0xD6 on its object must not stall selection: they
+        # are asked only when several objects must be named.
+        cfg = meter_configs(merge({})["meter"])[0]
+        client = FakeClient(nodes=[[(0x028E01, DT_V2H, ID_A)]])
+        ch = MeterChannel(0, client, None, None, cfg)
+        asyncio.run(ch.select_instance())
+        self.assertEqual(client.asked_ids, [False])
 
     def test_two_meter_objects_and_no_selector_refuse_to_meter(self):
         # A V2H PCS with two 0x028E objects: nothing is read until one of them is chosen (here
