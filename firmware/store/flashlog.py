@@ -98,7 +98,8 @@ class FlashLog:
                 i += k
 
     def capacity(self):
-        """Records always retained: every sector but the spare and the freshly opened head."""
+        """Slots always retained: every sector but the spare and the freshly opened head. Each
+        mount seals one of them (docs/flash-log.md §7), so records = this minus mounts since."""
         return (self.n - 2) * self.slots
 
     # --- mount --------------------------------------------------------------------------
