@@ -263,8 +263,9 @@ def heap_growth_kb_per_30d(samples, warmup_days=WARMUP_DAYS):
 
 
 def heap_warmup_kb(samples):
-    """Largest rise of the daily floor within one boot over its first whole day (KB): the
-    bounded growth the trend leaves out."""
+    """Largest rise of the daily floor within one boot above that boot's first whole day (KB),
+    over the whole boot: the bounded warm-up the trend leaves out, but also any leak (which the
+    slope judges); a figure to read beside the slope, not a goal."""
     first = {}
     rise = 0
     for boot, _day, used in samples:
