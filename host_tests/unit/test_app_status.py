@@ -15,8 +15,8 @@ class TwoObjectsClient:
     addr = ("10.0.0.5", 3610)
     deoj = 0x028E01
 
-    async def candidates(self):
-        return TWO
+    async def candidates(self, ids=True):
+        return TWO if ids else [(c[0], None, None) for c in TWO]
 
 
 class Box:
