@@ -17,10 +17,16 @@ READ = const(1)
 WRITE = const(2)
 READ_WRITE = const(3)
 
-# (public client, management client) access per attribute / method
-_R = (READ, READ)
-_NONE = (NO_ACCESS, NO_ACCESS)
-_MGMT_ONLY = (NO_ACCESS, 1)
+# Client roles (docs/dlms.md "Roles"): which SAP and mechanism has which role is configuration;
+# the rights of each role live in the object table, one entry per role in each access tuple.
+ROLE_PUBLIC = const(0)  # no authentication: reads only
+ROLE_READER = const(1)  # LLS or HLS: reads
+ROLE_MGMT = const(2)  # HLS-GMAC: may also set the clock, call its methods, configure push
+
+# (public, reader, management) access per attribute / method
+_R = (READ, READ, READ)
+_NONE = (NO_ACCESS, NO_ACCESS, NO_ACCESS)
+_MGMT_ONLY = (NO_ACCESS, NO_ACCESS, 1)
 
 CLASS_DATA = const(1)
 CLASS_REGISTER = const(3)
@@ -157,24 +163,25 @@ class CosemObject:
         self._attrs = attrs
         self._methods = methods
 
-    def attr_access(self, attr, mgmt):
+    def attr_access(self, attr, role):
         if attr < 1 or attr > len(self._attrs):
             return None
-        return self._attrs[attr - 1][1 if mgmt else 0]
+        return self._attrs[attr - 1][role]
 
-    def method_access(self, method, mgmt):
+    def method_access(self, method, role):
         if method < 1 or method > len(self._methods):
             return None
-        return self._methods[method - 1][1 if mgmt else 0]
+        return self._methods[method - 1][role]
 
     def selectors(self, attr):
         return None
 
-    def write_access_rights(self, w, mgmt):
-        """access_rights structure of the object_list (Association LN version 1)."""
+    def write_access_rights(self, w, role):
+        """access_rights structure of the object_list (Association LN version 1), as `role`
+        has them."""
         w.structure(2)
         w.array(len(self._attrs))
-        k = 1 if mgmt else 0
+        k = role
         for i in range(len(self._attrs)):
             w.structure(3)
             w.i8(i + 1)
@@ -271,7 +278,7 @@ class ClockObject(CosemObject):
 
     def __init__(self, ln, public_write):
         pub_time = READ_WRITE if public_write else READ
-        attrs = (_R, (pub_time, READ_WRITE), _R, _R, _R, _R, _R, _R, _R)
+        attrs = (_R, (pub_time, READ, READ_WRITE), _R, _R, _R, _R, _R, _R, _R)
         # methods: 1 adjust_to_quarter, 2 adjust_to_measuring_period, 3 adjust_to_minute,
         # 4 adjust_to_preset_time, 5 preset_adjusting_time, 6 shift_time
         methods = (_MGMT_ONLY, _NONE, _MGMT_ONLY, _NONE, _NONE, _MGMT_ONLY)
@@ -399,7 +406,7 @@ class AssociationObject(CosemObject):
 
     def get(self, env, assoc, attr, selector, mv, sel_pos):
         if attr == 2:
-            return _ObjectList(env.table, assoc.mgmt)
+            return _ObjectList(env.table, assoc.role)
         if attr == 3:
             return Value(_w_partners, (assoc.client_sap, env.server_sap))
         if attr == 4:
@@ -432,10 +439,10 @@ def _w_context_info(w, arg):
 
 
 class _ObjectList(Elements):
-    def __init__(self, table, mgmt):
+    def __init__(self, table, role):
         Elements.__init__(self, len(table.objects), self._write)
         self._objs = table.objects
-        self._mgmt = mgmt
+        self._role = role
 
     def _write(self, w, i):
         o = self._objs[i]
@@ -443,7 +450,7 @@ class _ObjectList(Elements):
         w.u16(o.class_id)
         w.u8(o.version)
         w.octets(o.ln)
-        o.write_access_rights(w, self._mgmt)
+        o.write_access_rights(w, self._role)
 
 
 class ObjectTable:

@@ -33,8 +33,8 @@ from firmware.cosem.objects import (
     obis,
 )
 
-_R = (1, 1)
-_NONE = (0, 0)
+_R = (1, 1, 1)  # (public, reader, management): objects.ROLE_*
+_NONE = (0, 0, 0)
 _N_COLS = const(4)
 _SLOT_MAX = const(0x3FFFFFFF)  # "no upper bound" that stays a small int on the ESP32
 SELECTOR_RANGE = const(1)

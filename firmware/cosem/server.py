@@ -12,7 +12,7 @@ from firmware import log
 from firmware.compat import const
 from firmware.cosem import acse, axdr, wrapper
 from firmware.cosem import xdlms as x
-from firmware.cosem.objects import READ, WRITE, RowsGone
+from firmware.cosem.objects import READ, ROLE_MGMT, ROLE_PUBLIC, WRITE, RowsGone
 
 _TAG = "cosem"
 _DATA = const(12)  # offset of the A-XDR data in the output buffer (room for the block header)
@@ -46,9 +46,9 @@ DEFAULTS = {
 
 
 class Association:
-    def __init__(self, client_sap, mgmt, mechanism, conformance, client_pdu):
+    def __init__(self, client_sap, role, mechanism, conformance, client_pdu):
         self.client_sap = client_sap
-        self.mgmt = mgmt
+        self.role = role  # objects.ROLE_*: the rights of this association
         self.context = acse.CONTEXT_LN
         self.mechanism = mechanism
         self.conformance = conformance
@@ -306,7 +306,8 @@ class CosemServer:
                 user_info=acse.initiate_error(err),
             )
         pdu = min(init.max_pdu, self.max_pdu)
-        self._add_assoc(client_sap, Association(client_sap, mgmt, mech, conf, pdu))
+        role = ROLE_MGMT if mgmt else ROLE_PUBLIC
+        self._add_assoc(client_sap, Association(client_sap, role, mech, conf, pdu))
         log.info(
             _TAG,
             "client %d associated (%s, conformance %06x, pdu %d)"
@@ -400,7 +401,7 @@ class CosemServer:
         if err is not None:
             return err
         attr = desc[2]
-        mode = obj.attr_access(attr, a.mgmt)
+        mode = obj.attr_access(attr, a.role)
         if mode is None:
             return x.OBJECT_UNAVAILABLE
         if not mode & READ:
@@ -567,7 +568,7 @@ class CosemServer:
         if err is not None:
             return err
         attr = req.desc[2]
-        mode = obj.attr_access(attr, a.mgmt)
+        mode = obj.attr_access(attr, a.role)
         if mode is None:
             return x.OBJECT_UNAVAILABLE
         if not mode & WRITE or req.selector is not None:
@@ -579,7 +580,7 @@ class CosemServer:
         if err is not None:
             return err
         m = req.desc[2]
-        mode = obj.method_access(m, a.mgmt)
+        mode = obj.method_access(m, a.role)
         if mode is None:
             return x.OBJECT_UNAVAILABLE
         if not mode:

@@ -15,6 +15,7 @@ from gurux_dlms.objects import (
 )
 
 from firmware import timeutil
+from firmware.cosem.objects import ROLE_MGMT
 from firmware.cosem.profile import default_table
 from firmware.cosem.server import CosemServer
 
@@ -190,7 +191,7 @@ def test_object_list_and_lls(env):
     server, _, _ = env
     s = Session(server, client_sap=1, auth=Authentication.LOW, password=b"12345678", pdu=128)
     s.associate()
-    assert server.association(1).mgmt
+    assert server.association(1).role == ROLE_MGMT
     reply = s.exchange(s.c.getObjectsRequest())
     objs = s.c.parseObjects(reply.data, True)
     lns = sorted(o.logicalName for o in objs)

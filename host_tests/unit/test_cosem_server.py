@@ -14,6 +14,7 @@ from cosem_fakes import (
 
 from firmware import log, timeutil
 from firmware.cosem import axdr
+from firmware.cosem.objects import ROLE_MGMT, ROLE_PUBLIC
 
 H = bytes.fromhex
 GET_CLOCK = H("c001c100080000010000ff0200")
@@ -73,7 +74,7 @@ class AssociationTest(Base):
     def test_public_golden(self):
         self.assertEqual(self.srv.handle_apdu(AARQ_PUBLIC, 16), AARE_PUBLIC)
         a = self.srv.association(16)
-        self.assertEqual((a.conformance, a.client_pdu, a.mgmt), (0x121D, 512, False))
+        self.assertEqual((a.conformance, a.client_pdu, a.role), (0x121D, 512, ROLE_PUBLIC))
 
     def test_client_pdu_honoured(self):
         self.srv.handle_apdu(aarq_with_pdu(200), 16)
@@ -90,7 +91,7 @@ class AssociationTest(Base):
         r = self.srv.handle_apdu(AARQ_LLS, 1)
         self.assertIn(H("A203020100"), r)
         self.assertIn(H("8907608574050802" + "01"), r)
-        self.assertTrue(self.srv.association(1).mgmt)
+        self.assertEqual(self.srv.association(1).role, ROLE_MGMT)
 
     def test_bad_password(self):
         bad = AARQ_LLS.replace(b"12345678", b"12345679")
