@@ -15,6 +15,12 @@ class StoreSink:
     def store(self, meter, slot, fwd, rev, unit_code, source, flags):
         return self.s.put(meter, slot, fwd, rev, unit_code, source, flags)
 
+    def last_unit(self, meter):
+        """The unit code of the meter's newest record, or None."""
+        last = self.s.last_slot(meter)
+        rec = None if last is None else self.s.get(meter, last)
+        return None if rec is None else rec[2]
+
 
 class MeterView:
     """The meter data view of docs/architecture.md over IntervalStore, for one meter.
