@@ -112,3 +112,30 @@ class MeterModel:
         """(fwd, rev) raw energy during `slot` (from its boundary to the next), before wrap."""
         return (self._fwd.value(slot + 1, self.origin) - self._fwd.value(slot, self.origin),
                 self._rev.value(slot + 1, self.origin) - self._rev.value(slot, self.origin))
+
+
+class UnitChangingModel:
+    """A meter whose unit can change (set unit_code, e.g. through MeterEmulator.reboot) while its
+    energy goes on: every counter it reports, live or history, is the base model's energy in
+    the unit it has now (a finer unit: the counters gain digits). served_at_slot is the truth
+    the terminal must serve whatever unit each slot was stored in. Quacks like MeterModel."""
+
+    def __init__(self, base):
+        self.base = base
+        self.unit_code = base.unit_code
+        self.modulus = base.modulus
+
+    def at_slot(self, slot):
+        k = units.exponent(self.base.unit_code) - units.exponent(self.unit_code)
+        if k < 0:
+            raise ValueError("unit 0x%02X is coarser than the model's" % self.unit_code)
+        f, r = self.base.at_slot(slot)
+        return (f * 10**k, r * 10**k)
+
+    def at_t2k(self, boundary_t2k):
+        if boundary_t2k % timeutil.SLOT_S:
+            raise ValueError("%d is not a :00/:30 boundary" % boundary_t2k)
+        return self.at_slot(timeutil.slot_of_t2k(boundary_t2k))
+
+    def served_at_slot(self, slot, scaler=0):
+        return self.base.served_at_slot(slot, scaler)
