@@ -510,6 +510,7 @@ class _ObjectList(Elements):
 class ObjectTable:
     def __init__(self, objects):
         self.objects = objects
+        self.energy = None  # the EnergyFormat of +A/-A (set by profile.default_table)
         self._by_ln = {}
         for o in objects:
             self._by_ln[o.ln] = o

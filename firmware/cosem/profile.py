@@ -310,7 +310,9 @@ def default_table(view, config=None):
                 fmt,
             )
         )
-    return ObjectTable(objs)
+    table = ObjectTable(objs)
+    table.energy = fmt  # the one EnergyFormat, for whatever else sends +A/-A (push)
+    return table
 
 
 def _status_fn(view, fmt):

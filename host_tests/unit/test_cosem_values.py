@@ -156,6 +156,7 @@ class UnitChangeTest(StoreBacked):
         run = ((0x0A, 5, 0, 50, 0), (0x00, 51, 1, 51, 1), (0x01, 520, 10, 52, 1))
         self.put_run(run)
         srv = self.server({"energy_scaler": 3})
+        self.assertEqual(srv.table.energy.scaler, 3)  # the format a push would use too
         self.assertEqual(srv.handle_apdu(GET_SCALER, 16), H("c401c100 02020f03161e"))
         rows = self.rows(srv)
         self.assertEqual([r[1:] for r in rows], [[50, 0, 0], [51, 1, 0], [52, 1, 0]])
