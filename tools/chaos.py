@@ -167,6 +167,9 @@ class EpochModel:
     def at_slot(self, slot):
         return self.model_for(slot).at_slot(slot)
 
+    def served_at_slot(self, slot, scaler=0):
+        return self.model_for(slot).served_at_slot(slot, scaler)
+
     def at_t2k(self, boundary_t2k):
         if boundary_t2k % timeutil.SLOT_S:
             raise ValueError("%d is not a :00/:30 boundary" % boundary_t2k)

@@ -61,10 +61,10 @@ async def run_demo(days, rate, heap, runtime, seed, verbose, out=print):
             if got is None:
                 result["missing"] += 1
                 out("MISSING %s" % timeutil.iso(b, JST))
-            elif (got[0], got[1]) != model.at_slot(slot):
+            elif (got[0], got[1]) != model.served_at_slot(slot):
                 result["mismatched"] += 1
                 out("MISMATCH %s got %r want %r" % (timeutil.iso(b, JST), got[:2],
-                                                    model.at_slot(slot)))
+                                                    model.served_at_slot(slot)))
             else:
                 result["delivered"] += 1
         await head.client.release()

@@ -163,6 +163,9 @@ class Deployment:
                       "pana_password": PANA_PASSWORD},
             "store": {"path": os.path.join(self.workdir, "flash.bin"),
                       "state_path": os.path.join(self.workdir, "state.json")},
+            # until the head-end associates as the management client with HLS-GMAC: it sets
+            # the clock as the public client (the firmware's default refuses that)
+            "dlms": {"public_clock_write": True},
         }
         if len(self.meters) > 1:
             cfg["meter"]["list"] = [{"ip": m.bind_addr[0]} for m in self.meters]

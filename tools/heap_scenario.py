@@ -125,7 +125,7 @@ async def run_scenario(heap, meters=1, days=2.0, rate=3600, outage_days=1.0, see
                     result["missing"] += 1
                     if result["missing"] <= 20:
                         out("scenario: MISSING meter %d %s" % (k, timeutil.iso(b, JST)))
-                elif got[slot] != dep.models[k].at_slot(slot):
+                elif got[slot] != dep.models[k].served_at_slot(slot):
                     result["mismatched"] += 1
                 else:
                     result["delivered"] += 1

@@ -14,7 +14,7 @@ per-slot increment p + n(s+1) - n(s) stays within [p - p//2, p + p//2]: never ne
 0..19 and reverse 0..4 raw units (0.1 kWh with unit code 0x01).
 """
 
-from firmware import timeutil
+from firmware import timeutil, units
 
 # Raw units per 30 minutes by local slot of day (00:00, 00:30, ... 23:30).
 FWD_PROFILE = (
@@ -65,6 +65,15 @@ class _Channel:
         return self.cum(slot) - self.cum(origin) + self.noise(slot) - self.noise(origin)
 
 
+def served(raw, unit_code, scaler=0):
+    """(fwd, rev) raw counters of `unit_code` as the terminal serves them over DLMS: integers of
+    10^scaler Wh (the default configuration: Wh). Exact by construction for the model's units."""
+    k = units.exponent(unit_code) + 3 - scaler
+    if k < 0:
+        raise ValueError("unit 0x%02X is finer than 10^%d Wh" % (unit_code, scaler))
+    return (raw[0] * 10**k, raw[1] * 10**k)
+
+
 # Two models with the same profile, origin and start differ only by their noise, by at most this
 # many raw units on either channel (each n(s) - n(origin) is within +-max(profile)//2).
 NOISE_SPREAD = 2 * (max(max(FWD_PROFILE), max(REV_PROFILE)) // 2)
@@ -95,7 +104,38 @@ class MeterModel:
             raise ValueError("%d is not a :00/:30 boundary" % boundary_t2k)
         return self.at_slot(timeutil.slot_of_t2k(boundary_t2k))
 
+    def served_at_slot(self, slot, scaler=0):
+        """(fwd, rev) at the boundary that begins `slot` as the terminal serves them (Wh)."""
+        return served(self.at_slot(slot), self.unit_code, scaler)
+
     def increment(self, slot):
         """(fwd, rev) raw energy during `slot` (from its boundary to the next), before wrap."""
         return (self._fwd.value(slot + 1, self.origin) - self._fwd.value(slot, self.origin),
                 self._rev.value(slot + 1, self.origin) - self._rev.value(slot, self.origin))
+
+
+class UnitChangingModel:
+    """A meter whose unit can change (set unit_code, e.g. through MeterEmulator.reboot) while its
+    energy goes on: every counter it reports, live or history, is the base model's energy in
+    the unit it has now (a finer unit: the counters gain digits). served_at_slot is the truth
+    the terminal must serve whatever unit each slot was stored in. Quacks like MeterModel."""
+
+    def __init__(self, base):
+        self.base = base
+        self.unit_code = base.unit_code
+        self.modulus = base.modulus
+
+    def at_slot(self, slot):
+        k = units.exponent(self.base.unit_code) - units.exponent(self.unit_code)
+        if k < 0:
+            raise ValueError("unit 0x%02X is coarser than the model's" % self.unit_code)
+        f, r = self.base.at_slot(slot)
+        return (f * 10**k, r * 10**k)
+
+    def at_t2k(self, boundary_t2k):
+        if boundary_t2k % timeutil.SLOT_S:
+            raise ValueError("%d is not a :00/:30 boundary" % boundary_t2k)
+        return self.at_slot(timeutil.slot_of_t2k(boundary_t2k))
+
+    def served_at_slot(self, slot, scaler=0):
+        return self.base.served_at_slot(slot, scaler)

@@ -110,7 +110,8 @@ def recoverable(b, windows, retention_days, tz_min):
 
 def audit(rows, truth, tl, k, first_b, last_b, retention_days, tz_min, out=print):
     """Judge one meter's final read. rows: [(t2k, fwd, rev, status)] as read; truth: the
-    meter's model (at_slot); [first_b, last_b]: the boundaries the meter ever held up to the end.
+    meter's model (served_at_slot: the values as served, in Wh); [first_b, last_b]: the
+    boundaries the meter ever held up to the end.
     Returns counters (expected, delivered, missing_recoverable, duplicates, invented,
     status_wrong, resets, resets_flagged) and prints the first few problems."""
     r = dict.fromkeys(("expected", "delivered", "missing_recoverable", "duplicates",
@@ -136,7 +137,7 @@ def audit(rows, truth, tl, k, first_b, last_b, retention_days, tz_min, out=print
         got[t] = (fwd, rev, st)
     wins = tl.windows(k)
     for b in range(first_b, last_b + 1, SLOT_S):
-        want = truth.at_slot(timeutil.slot_of_t2k(b))
+        want = truth.served_at_slot(timeutil.slot_of_t2k(b))
         row = got.pop(b, None)
         rec = recoverable(b, wins, retention_days, tz_min)
         if rec:

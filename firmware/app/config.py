@@ -72,7 +72,14 @@ DEFAULTS = {
         "obis": {},
         "ldn": "XXX0000000000001",  # COSEM logical device name (FLAG id + 13 characters)
         "device_id": "000000000000",
-        "public_clock_write": True,  # SPEC: the smart meter (public client) sets our clock
+        # SPEC: the public client (no authentication) may set our clock. Off: only the
+        # management client may (issue 9); the simulation turns it on for its public head-end.
+        "public_clock_write": False,
+        # SPEC: +A/-A (registers and profile) in 10^energy_scaler Wh (-3..7; 0 = Wh, 3 = kWh),
+        # every record converted exactly from its own ECHONET unit; "u64" long64-unsigned or
+        # "u32" double-long-unsigned for every value (docs/dlms.md "Values and scaler")
+        "energy_scaler": 0,
+        "energy_type": "u64",
         "backfill_status_bit": 0x40,  # SPEC: profile status bit of values from meter history
     },
     "discovery": {

@@ -5,7 +5,7 @@
 # A value is stored only if the meter stamped it with exactly the expected boundary; otherwise the
 # read is retried, and after `give_up_after_s` the slot is left missing (visible, never invented)
 # for the backfill from the meter's own history.
-from firmware import health, log, timeutil
+from firmware import events, health, log, timeutil
 from firmware.compat import sleep_ms
 from firmware.meter.drmeter import MeterTimeout, UnitChanged
 
@@ -13,10 +13,16 @@ _MAX_NAP_MS = 500  # wake at least this often: the clock can be stepped by the s
 
 
 class SlotPoller:
-    def __init__(self, clock, reader, sink, meter_index, cfg, tag="meter"):
+    def __init__(self, clock, reader, sink, meter_index, cfg, tag="meter", event=events.ignore):
         """reader: .read_unit() and .read_fixed_time() -> (boundary_t2k, fwd|None, rev|None)
-        sink: .has(meter, slot) and .store(meter, slot, fwd, rev, unit_code, source, flags)"""
+        sink: .has(meter, slot) and .store(meter, slot, fwd, rev, unit_code, source, flags);
+        optionally .last_unit(meter): the unit of the newest stored record (a change while the
+        terminal was off is then seen too)
+        event: fn(code, detail) of the event log (firmware.events)"""
         self.clock = clock
+        self.event = event
+        self._seen_unit = None  # the unit last read from the meter (unit_code is reset to None
+        # when the client says the unit changed; this one is kept to tell a change)
         self.reader = reader
         self.sink = sink
         self.meter = meter_index
@@ -91,6 +97,7 @@ class SlotPoller:
             if self.unit_code is None:
                 self.unit_code = await self.reader.read_unit()
                 log.info(self.tag, "unit code 0x%02X" % self.unit_code)
+                self._check_unit(self.unit_code)
             stamp, fwd, rev = await self.reader.read_fixed_time()
         except (MeterTimeout, ValueError, OSError) as e:
             # Silence, refusals, malformed or inconsistent values (every codec error is a
@@ -138,6 +145,20 @@ class SlotPoller:
         self._notify("stored")
         log.info(self.tag, "slot %s +A=%d -A=%d (unit 0x%02X)" % (
             timeutil.iso(b, self.cfg["tz_offset_min"]), fwd, rev, self.unit_code))
+
+    def _check_unit(self, code):
+        """UNIT_CHANGE when the meter's unit differs from the one read before, or (first read
+        after boot) from the newest stored record's. Records keep their own unit, so the
+        values served stay exact (docs/dlms.md "Values and scaler"); the event says why the
+        raw counters jump."""
+        prev = self._seen_unit
+        if prev is None:
+            last_unit = getattr(self.sink, "last_unit", None)
+            prev = last_unit(self.meter) if last_unit is not None else None
+        self._seen_unit = code
+        if prev is not None and prev != code:
+            log.warn(self.tag, "meter unit changed: 0x%02X -> 0x%02X" % (prev, code))
+            self.event(events.UNIT_CHANGE, self.meter * 256 + code)
 
     async def run(self):
         while True:

@@ -3,7 +3,7 @@
 # discovery listener and the per-source rate limiter; per meter a capture loop and a backfill loop.
 import asyncio
 
-from firmware import log
+from firmware import events, log
 from firmware.app import heapmon
 from firmware.app.backfill import BackfillPlanner
 from firmware.app.config import same_type
@@ -51,16 +51,18 @@ def meter_configs(section):
 class MeterChannel:
     """One meter: its client, 30-minute capture loop and backfill from its history."""
 
-    def __init__(self, index, client, clock, store, cfg, backfill_lock=None):
+    def __init__(self, index, client, clock, store, cfg, backfill_lock=None,
+                 event=events.ignore):
         """backfill_lock: an asyncio.Lock shared by every meter's channel, so that one backfill
         pass runs at a time (its day of history, store reads and meter frames are what a pass
-        holds; N at once would cost N times the heap for no gain in time)."""
+        holds; N at once would cost N times the heap for no gain in time).
+        event: fn(code, detail) of the event log (firmware.events), e.g. UNIT_CHANGE."""
         self.index = index
         self.backfill_lock = backfill_lock or asyncio.Lock()
         self.client = client
         self.cfg = cfg
         self.poller = SlotPoller(clock, client, StoreSink(store), index, cfg,
-                                 tag="meter%d" % index)
+                                 tag="meter%d" % index, event=event)
         self.planner = BackfillPlanner(clock, client, store, index, cfg,
                                        tag="backfill%d" % index)
         self.clock = clock

@@ -159,8 +159,7 @@ class Terminal:
         d["profile_entries"] = self.flashlog.capacity()
         views = []
         for k in range(len(self.meter_cfgs)):
-            views.append(MeterView(self.store, k, unit_hint=self._unit_hint(k),
-                                   backfill_bit=d["backfill_status_bit"]))
+            views.append(MeterView(self.store, k, backfill_bit=d["backfill_status_bit"]))
         self.server = CosemServer(default_table(views if len(views) > 1 else views[0], d),
                                   self.clock, d)
         # frame buffers sized to the largest DLMS datagram (wrapper + PDU), not the module's 1232
@@ -182,10 +181,6 @@ class Terminal:
         s = self.session
         parked = (rs.ST_READY, rs.ST_BACKOFF, rs.ST_AUTH_FAILED)
         health.HEALTH.expect("radio", limit, parked=lambda: s.state in parked)
-
-    def _unit_hint(self, k):
-        """The live meter's unit for the COSEM scaler before its first record is stored."""
-        return lambda: self.channels[k].poller.unit_code if k < len(self.channels) else None
 
     async def dlms_link(self):
         s = self.session

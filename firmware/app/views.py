@@ -15,15 +15,22 @@ class StoreSink:
     def store(self, meter, slot, fwd, rev, unit_code, source, flags):
         return self.s.put(meter, slot, fwd, rev, unit_code, source, flags)
 
+    def last_unit(self, meter):
+        """The unit code of the meter's newest record, or None."""
+        last = self.s.last_slot(meter)
+        rec = None if last is None else self.s.get(meter, last)
+        return None if rec is None else rec[2]
+
 
 class MeterView:
     """The meter data view of docs/architecture.md over IntervalStore, for one meter.
-    Rows are (slot, fwd, rev, dlms_status); missing slots produce no row."""
+    Rows are (slot, fwd, rev, dlms_status, unit_code): raw counters with the ECHONET unit code
+    of their own record (the COSEM side converts each to the served scaler); missing slots
+    produce no row."""
 
-    def __init__(self, store, meter, unit_hint=None, backfill_bit=0x40):
+    def __init__(self, store, meter, backfill_bit=0x40):
         self.s = store
         self.meter = meter
-        self._unit_hint = unit_hint  # callable giving the live meter's unit before any record
         # SPEC: a value recovered from the meter's history is marked in the profile status with
         # this bit (0x40: reserved in the usual bit layout, free for the utility spec to assign).
         self.backfill_bit = backfill_bit
@@ -34,15 +41,6 @@ class MeterView:
             st |= self.backfill_bit
         return st
 
-    @property
-    def unit_code(self):
-        last = self.s.last_slot(self.meter)
-        if last is not None:
-            rec = self.s.get(self.meter, last)
-            if rec is not None:
-                return rec[2]
-        return self._unit_hint() if self._unit_hint else None
-
     def latest(self):
         last = self.s.last_slot(self.meter)
         if last is None:
@@ -50,17 +48,17 @@ class MeterView:
         rec = self.s.get(self.meter, last)
         if rec is None:
             return None
-        return (last, rec[0], rec[1], self._status(rec[3], rec[4]))
+        return (last, rec[0], rec[1], self._status(rec[3], rec[4]), rec[2])
 
     def count(self):
         return self.s.count(self.meter)
 
     def rows(self, from_slot, to_slot):
-        for slot, fwd, rev, _unit, src, flags in self.s.rows(self.meter, from_slot, to_slot):
-            yield (slot, fwd, rev, self._status(src, flags))
+        for slot, fwd, rev, unit, src, flags in self.s.rows(self.meter, from_slot, to_slot):
+            yield (slot, fwd, rev, self._status(src, flags), unit)
 
     def rows_by_index(self, first, last):
         # COSEM counts from 0 here; the store's entry numbers are 1-based (entry_descriptor).
-        for slot, fwd, rev, _unit, src, flags in self.s.rows_by_index(self.meter, first + 1,
-                                                                      last + 1):
-            yield (slot, fwd, rev, self._status(src, flags))
+        for slot, fwd, rev, unit, src, flags in self.s.rows_by_index(self.meter, first + 1,
+                                                                     last + 1):
+            yield (slot, fwd, rev, self._status(src, flags), unit)

@@ -159,6 +159,19 @@ class Writer:
     def visible(self, data):
         self.octets(data, VISIBLE_STRING)
 
+    def limbs(self, tag, limbs, n):
+        """An unsigned integer of n 16-bit limbs (least significant first) as `tag`: n = 2
+        double-long-unsigned, 4 long64-unsigned. Values past 2^30 never become a big int."""
+        self._need(1 + 2 * n)
+        b = self.buf
+        p = self.pos
+        b[p] = tag
+        for i in range(n):
+            v = limbs[n - 1 - i]
+            b[p + 1 + 2 * i] = v >> 8
+            b[p + 2 + 2 * i] = v & 0xFF
+        self.pos = p + 1 + 2 * n
+
     def bit_string(self, nbits, data):
         if (nbits + 7) // 8 != len(data):
             raise AxdrError("bit-string of %d bits needs %d bytes" % (nbits, (nbits + 7) // 8))

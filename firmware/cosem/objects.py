@@ -234,35 +234,89 @@ class DataObject(CosemObject):
         return Value(_w_u8, v)
 
 
-def latest_status(view):
+# Profile status bit "data not valid" (dlms-cosem.md 2.5; store.record.STATUS_DNV): also set on
+# a row whose value cannot be served exactly in the configured scaler and type.
+STATUS_DNV = const(0x04)
+ENERGY_TYPES = {"u64": axdr.LONG64_UNSIGNED, "u32": axdr.DOUBLE_LONG_UNSIGNED}
+
+
+class EnergyFormat:
+    """How +A/-A are served (registers and profile columns alike): one scaler (values in
+    10^scaler Wh) and one A-XDR type for every value, whatever ECHONET unit each record was
+    stored in, so a head-end sees one type and one scaler (docs/dlms.md "Values and scaler").
+
+    convert(raw, unit_code, limbs) is True when the value is exact in that scaler and fits the
+    type; otherwise the caller serves null-data (profile, with DNV in the row status) or
+    other-reason (register): a value is never rounded or cut silently."""
+
+    def __init__(self, scaler=0, value_type="u64"):
+        if not isinstance(scaler, int) or not units.SCALER_MIN <= scaler <= units.SCALER_MAX:
+            log.error("config", "dlms.energy_scaler %r not in %d..%d: using 0 (Wh)"
+                      % (scaler, units.SCALER_MIN, units.SCALER_MAX))
+            scaler = 0
+        if value_type not in ENERGY_TYPES:
+            log.error("config", "dlms.energy_type %r is not u64 or u32: using u64" % (value_type,))
+            value_type = "u64"
+        self.scaler = scaler
+        self.tag = ENERGY_TYPES[value_type]
+        self._n = 4 if value_type == "u64" else 2
+        self.scaler_unit = bytes((0x02, 0x02, 0x0F, scaler & 0xFF, 0x16, UNIT_WH))
+        # preallocated: the profile converts two values per row, the register one per GET
+        self.fwd = [0, 0, 0, 0]
+        self.rev = [0, 0, 0, 0]
+
+    def convert(self, raw, unit_code, limbs):
+        if not units.scale_into(raw, unit_code, self.scaler, limbs):
+            return False
+        return self._n == 4 or limbs[2] == limbs[3] == 0
+
+    def write(self, w, limbs):
+        w.limbs(self.tag, limbs, self._n)
+
+    def status(self, row):
+        """The row's status byte, with DNV if one of its values cannot be served exactly."""
+        ok = self.convert(row[1], row[4], self.fwd) & self.convert(row[2], row[4], self.rev)
+        return row[3] if ok else row[3] | STATUS_DNV
+
+
+def latest_status(view, fmt):
     row = view.latest()
-    return None if row is None else row[3]
+    return None if row is None else fmt.status(row)
+
+
+def _w_energy(w, arg):
+    fmt, raw, unit_code = arg
+    fmt.convert(raw, unit_code, fmt.fwd)  # checked exact by the GET that made this producer
+    fmt.write(w, fmt.fwd)
 
 
 class RegisterObject(CosemObject):
-    """IC 3 Register over the meter view: column 1 = forward (+A), 2 = reverse (-A)."""
+    """IC 3 Register over the meter view: column 1 = forward (+A), 2 = reverse (-A), served in
+    the configured EnergyFormat."""
 
     class_id = CLASS_REGISTER
 
-    def __init__(self, ln, view, column):
+    def __init__(self, ln, view, column, fmt):
         CosemObject.__init__(self, ln, (_R, _R, _R), (_NONE,))
         self._view = view
         self._col = column
+        self._fmt = fmt
 
     def get(self, env, assoc, attr, selector, mv, sel_pos):
         if attr == 2:
             row = self._view.latest()
             if row is None:
                 return x.TEMPORARY_FAILURE
-            return Value(_w_u32, row[self._col])
+            fmt = self._fmt
+            raw = row[self._col]
+            if not fmt.convert(raw, row[4], fmt.fwd):
+                log.warn("cosem", "register %s: %d in unit %r is not exact in 10^%d Wh as "
+                         "0x%02x: not served" % (obis_text(self.ln), raw, row[4], fmt.scaler,
+                                                 fmt.tag))
+                return x.OTHER_REASON
+            return Value(_w_energy, (fmt, raw, row[4]))
         if attr == 3:
-            unit = self._view.unit_code
-            scaler = units.wh_scaler(unit) if unit is not None else None
-            if scaler is None:
-                if unit is not None:
-                    log.warn("cosem", "ECHONET unit code 0x%02x has no scaler" % unit)
-                return x.TEMPORARY_FAILURE
-            return Value(_w_raw, bytes((0x02, 0x02, 0x0F, scaler & 0xFF, 0x16, UNIT_WH)))
+            return Value(_w_raw, self._fmt.scaler_unit)
         return CosemObject.get(self, env, assoc, attr, selector, mv, sel_pos)
 
 
@@ -456,6 +510,7 @@ class _ObjectList(Elements):
 class ObjectTable:
     def __init__(self, objects):
         self.objects = objects
+        self.energy = None  # the EnergyFormat of +A/-A (set by profile.default_table)
         self._by_ln = {}
         for o in objects:
             self._by_ln[o.ln] = o

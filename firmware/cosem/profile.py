@@ -15,10 +15,12 @@ from firmware.cosem.objects import (
     CLASS_DATA,
     CLASS_PROFILE,
     CLASS_REGISTER,
+    STATUS_DNV,
     AssociationObject,
     ClockObject,
     CosemObject,
     DataObject,
+    EnergyFormat,
     ObjectTable,
     Producer,
     RegisterObject,
@@ -50,10 +52,14 @@ class SelectionError(Exception):
 
 class Rows(Producer):
     """array(count) of buffer rows. The first block starts at index `first` (rows_by_index) or at
-    `from_slot` (rows); later blocks continue with rows(last_slot + 1, to_slot)."""
+    `from_slot` (rows); later blocks continue with rows(last_slot + 1, to_slot).
+    Values are served in `fmt` (EnergyFormat); one that is not exact in it is null-data, its
+    row's status has DNV, and the transfer logs it once."""
 
-    def __init__(self, env, view, cols, count, first, from_slot, to_slot):
+    def __init__(self, env, view, fmt, cols, count, first, from_slot, to_slot):
         self._env = env
+        self._fmt = fmt
+        self._warned = False
         self._view = view
         self._cols = cols
         self._count = count
@@ -90,14 +96,29 @@ class Rows(Producer):
         row = self._pending
         cols = self._cols
         env = self._env
+        fmt = self._fmt
+        # both values converted first: the status says DNV whichever columns are selected
+        ok_f = fmt.convert(row[1], row[4], fmt.fwd)
+        ok_r = fmt.convert(row[2], row[4], fmt.rev)
+        if not (ok_f and ok_r) and not self._warned:
+            self._warned = True
+            log.warn("cosem", "profile slot %d: %d/%d in unit %r not exact in 10^%d Wh: "
+                     "null-data, DNV" % (row[0], row[1], row[2], row[4], fmt.scaler))
         w.structure(len(cols))
         for c in cols:
             if c == 0:
                 w.datetime(timeutil.t2k_of_slot(row[0]), env.time_zone, env.offset_min, 0)
             elif c == 3:
-                w.u8(row[3])
+                w.u8(row[3] if ok_f and ok_r else row[3] | STATUS_DNV)
+            elif c == 1:
+                if ok_f:
+                    fmt.write(w, fmt.fwd)
+                else:
+                    w.null()
+            elif ok_r:
+                fmt.write(w, fmt.rev)
             else:
-                w.u32(row[c])
+                w.null()
         return True
 
     def advance(self):
@@ -110,10 +131,11 @@ class ProfileObject(CosemObject):
     class_id = CLASS_PROFILE
     version = 1
 
-    def __init__(self, ln, view, columns, profile_entries):
+    def __init__(self, ln, view, columns, profile_entries, fmt):
         # methods 1 reset and 2 capture are refused: the store is append-only billing data
         CosemObject.__init__(self, ln, (_R, _R, _R, _R, _R, _R, _R, _R), (_NONE, _NONE))
         self._view = view
+        self._fmt = fmt
         self._columns = columns  # ((class_id, ln), ...) in buffer column order
         self._descs = [capture_descriptor(c, ln_, 2) for c, ln_ in columns]
         self._entries = profile_entries
@@ -146,7 +168,7 @@ class ProfileObject(CosemObject):
         view = self._view
         if selector is None:
             n = view.count()
-            return Rows(env, view, _ALL_COLS, n, 0, None, _SLOT_MAX)
+            return Rows(env, view, self._fmt, _ALL_COLS, n, 0, None, _SLOT_MAX)
         r = axdr.Reader(mv, sel_pos)
         try:
             if selector == SELECTOR_RANGE:
@@ -202,7 +224,7 @@ class ProfileObject(CosemObject):
         if s_from <= s_to:
             for _ in self._view.rows(s_from, s_to):
                 count += 1
-        return Rows(env, self._view, cols, count, None, s_from, s_to)
+        return Rows(env, self._view, self._fmt, cols, count, None, s_from, s_to)
 
     def _entry(self, env, r):
         if r.container(axdr.STRUCTURE) != 4:
@@ -224,7 +246,7 @@ class ProfileObject(CosemObject):
             raise SelectionError(x.OTHER_REASON, "columns %d..%d" % (c_from, c_to))
         cols = _ALL_COLS[c_from - 1 : c_to]
         count = e_to - e_from + 1 if e_from <= e_to else 0
-        return Rows(env, self._view, cols, count, e_from - 1, None, _SLOT_MAX)
+        return Rows(env, self._view, self._fmt, cols, count, e_from - 1, None, _SLOT_MAX)
 
 
 DEFAULT_OBIS = {
@@ -243,7 +265,8 @@ DEFAULT_OBIS = {
 def default_table(view, config=None):
     """The default object set over one meter data view, or over a list of views (1:N meters).
     config keys (all optional): 'obis' (dict overriding DEFAULT_OBIS), 'server_sap', 'ldn',
-    'device_id', 'profile_entries', 'public_clock_write'.
+    'device_id', 'profile_entries', 'public_clock_write' (default False), 'energy_scaler'
+    (default 0: Wh) and 'energy_type' ("u64" long64-unsigned, default, or "u32").
 
     With several views, meter k's +A, -A, profile status and profile use OBIS channel B = k + 1
     (e.g. 1.2.1.8.0.255 for the second meter); the association, clock and identity objects are
@@ -260,8 +283,9 @@ def default_table(view, config=None):
         SapAssignmentObject(ln["sap_assignment"], cfg.get("server_sap", 1), ldn),
         DataObject(ln["ldn"], ldn),
         DataObject(ln["device_id"], _as_bytes(cfg.get("device_id", "000000000000"))),
-        ClockObject(ln["clock"], cfg.get("public_clock_write", True)),
+        ClockObject(ln["clock"], cfg.get("public_clock_write", False)),
     ]
+    fmt = EnergyFormat(cfg.get("energy_scaler", 0), cfg.get("energy_type", "u64"))
     views = view if isinstance(view, (list, tuple)) else [view]
     for k in range(len(views)):
         v = views[k]
@@ -269,9 +293,9 @@ def default_table(view, config=None):
         imp = _channel(ln["import"], ch)
         exp = _channel(ln["export"], ch)
         st = _channel(ln["profile_status"], ch)
-        objs.append(RegisterObject(imp, v, 1))
-        objs.append(RegisterObject(exp, v, 2))
-        objs.append(DataObject(st, _status_fn(v)))
+        objs.append(RegisterObject(imp, v, 1, fmt))
+        objs.append(RegisterObject(exp, v, 2, fmt))
+        objs.append(DataObject(st, _status_fn(v, fmt)))
         objs.append(
             ProfileObject(
                 _channel(ln["profile"], ch),
@@ -283,13 +307,16 @@ def default_table(view, config=None):
                     (CLASS_DATA, st),
                 ),
                 cfg.get("profile_entries", 2160),
+                fmt,
             )
         )
-    return ObjectTable(objs)
+    table = ObjectTable(objs)
+    table.energy = fmt  # the one EnergyFormat, for whatever else sends +A/-A (push)
+    return table
 
 
-def _status_fn(view):
-    return lambda env: latest_status(view)
+def _status_fn(view, fmt):
+    return lambda env: latest_status(view, fmt)
 
 
 def _channel(ln, ch):

@@ -102,8 +102,9 @@ def test_associate_public_and_read_clock(env):
 
 
 def test_set_clock(env):
+    # the management client (LLS here) may set the clock; the public client may not (below)
     server, clock, _ = env
-    s = Session(server)
+    s = Session(server, client_sap=1, auth=Authentication.LOW, password=b"12345678")
     s.associate()
     clk = GXDLMSClock("0.0.1.0.0.255")
     want = T0 + 86400 + 1234
@@ -122,8 +123,8 @@ def test_registers_value_and_scaler(env):
         s.read(reg, 3)
         s.read(reg, 2)
         assert reg.unit == 30
-        assert reg.scaler == 100  # Gurux returns the multiplier: unit 0x01 = 0.1 kWh -> 10^2 Wh
-        assert reg.value == view.latest()[col] * 100
+        assert reg.scaler == 1  # the default: Wh (Gurux returns the multiplier 10^scaler)
+        assert reg.value == view.latest()[col] * 100  # raw 0.1 kWh as long64-unsigned Wh
 
 
 def read_profile_columns(s, pg):
@@ -149,7 +150,7 @@ def test_full_profile_many_blocks(env):
     assert len(pg.buffer) == view.count()
     for got, want in zip(pg.buffer, rows):
         assert got[0].value == utc_dt(timeutil.t2k_of_slot(want[0]))
-        assert got[1:] == [want[1], want[2], want[3]]
+        assert got[1:] == [want[1] * 100, want[2] * 100, want[3]]
 
 
 def test_read_rows_by_range_inclusive_and_empty(env):
@@ -184,7 +185,7 @@ def test_read_rows_by_entry(env):
     reply = s.exchange(s.c.readRowsByEntry(pg, 3, 4))
     s.c.updateValue(pg, 2, reply.value)
     want = list(view.rows_by_index(2, 5))
-    assert [r[1] for r in pg.buffer] == [w[1] for w in want]
+    assert [r[1] for r in pg.buffer] == [w[1] * 100 for w in want]
 
 
 def test_object_list_and_lls(env):
@@ -216,7 +217,7 @@ def test_read_list(env):
     clk = GXDLMSClock("0.0.1.0.0.255")
     st = GXDLMSData("0.0.96.10.1.255")
     reply = s.exchange(s.c.readList([(imp, 2), (clk, 2), (st, 2)])[0])
-    assert reply.value[0] == view.latest()[1]
+    assert reply.value[0] == view.latest()[1] * 100
     assert bytes(reply.value[1]) == bytes.fromhex("07e8040101 0a000000 fde400".replace(" ", ""))
     assert reply.value[2] == view.latest()[3]
 
@@ -252,14 +253,31 @@ def test_45_day_profile_through_512_byte_blocks():
     s.read(pg, 2)
     assert len(pg.buffer) == n
     assert s.frames - before >= n * 28 // 500
-    assert [r[1] for r in pg.buffer] == [r[1] for r in make_rows(n)]
+    assert [r[1] for r in pg.buffer] == [r[1] * 100 for r in make_rows(n)]
     assert pg.buffer[-1][0].value == utc_dt(timeutil.t2k_of_slot(SLOT0 + n - 1))
 
 
-def test_public_clock_write_can_be_disabled():
+def test_unit_change_read_back_exactly():
+    # records in 0.1 kWh, then 0.01 kWh, then 10 kWh (a 9-digit counter past 32 bits in Wh)
+    rows = [(SLOT0, 1234, 5, 0, 0x01), (SLOT0 + 1, 12345, 51, 0, 0x02),
+            (SLOT0 + 2, 999999999, 1, 0, 0x0A)]
+    server = CosemServer(default_table(FakeView(rows)), FakeClock(T0), {})
+    s = Session(server, pdu=128)
+    s.associate()
+    pg = GXDLMSProfileGeneric("1.0.99.1.0.255")
+    read_profile_columns(s, pg)
+    s.read(pg, 2)
+    assert [r[1:] for r in pg.buffer] == [[123400, 500, 0], [123450, 510, 0],
+                                          [9999999990000, 10000, 0]]
+    reg = GXDLMSRegister("1.0.1.8.0.255")
+    s.read(reg, 3)
+    s.read(reg, 2)
+    assert (reg.scaler, reg.value) == (1, 9999999990000)
+
+
+def test_public_client_cannot_set_the_clock_by_default():
     clock = FakeClock(T0)
-    table = default_table(FakeView([]), {"public_clock_write": False})
-    server = CosemServer(table, clock, {})
+    server = CosemServer(default_table(FakeView([])), clock, {})
     s = Session(server)
     s.associate()
     clk = GXDLMSClock("0.0.1.0.0.255")

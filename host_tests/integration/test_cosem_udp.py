@@ -68,8 +68,10 @@ class UdpServer:
 def udp():
     clock = FakeClock(T0 + 7200)
     view = FakeView(ROWS)
+    # the public client sets the clock, as the simulation's head-end does (tools/deployment.py)
     server = CosemServer(
-        default_table(view), clock, {"lls_password": "s3cret-pw", "max_pdu": 512}
+        default_table(view, {"public_clock_write": True}), clock,
+        {"lls_password": "s3cret-pw", "max_pdu": 512},
     )
     u = UdpServer(server)
     yield u, clock, view
@@ -92,13 +94,13 @@ def test_client_end_to_end(udp):
             await c.set_clock(T0 + 99999)
             assert clock.t == T0 + 99999
             value, scaler = await c.get_register("1.0.1.8.0.255")
-            assert (value, scaler) == (ROWS[-1][1], 2)
+            assert (value, scaler) == (ROWS[-1][1] * 100, 0)  # 0.1 kWh counters in Wh
             rows = await c.get_profile(T0 + 1800, T0 + 10 * 1800)
             assert [r[0] for r in rows] == [T0 + i * 1800 for i in range(1, 11) if i != 7]
-            assert rows[2] == (T0 + 3 * 1800, 500033, 9, 0x20)
+            assert rows[2] == (T0 + 3 * 1800, 50003300, 900, 0x20)
             everything = await c.get_profile(T0 - 86400, T0 + 86400 * 30)
             assert len(everything) == len(ROWS)
-            assert [r[1:] for r in everything] == [r[1:] for r in ROWS]
+            assert [r[1:] for r in everything] == [(r[1] * 100, r[2] * 100, r[3]) for r in ROWS]
             assert await c.get_profile(T0 + 1, T0 + 1799) == []
             await c.release()
             with pytest.raises(ExceptionResponse):
@@ -199,7 +201,7 @@ def test_gurux_over_udp(udp):
         pg = GXDLMSProfileGeneric("1.0.99.1.0.255")
         c.updateValue(pg, 3, exchange(c.read(pg, 3)).value)
         c.updateValue(pg, 2, exchange(c.read(pg, 2)).value)
-        assert [r[1] for r in pg.buffer] == [r[1] for r in ROWS]
+        assert [r[1] for r in pg.buffer] == [r[1] * 100 for r in ROWS]  # Wh
         exchange(c.releaseRequest())
     finally:
         s.close()
@@ -220,4 +222,5 @@ def test_sans_io_reassembly_matches_server():
         req = payload
     assert blocks >= 1
     rows = cl.decode_profile(payload)
-    assert [(timeutil.slot_of_t2k(r[0]),) + r[1:] for r in rows] == ROWS[4:9]
+    assert [(timeutil.slot_of_t2k(r[0]),) + r[1:] for r in rows] == [
+        (r[0], r[1] * 100, r[2] * 100, r[3]) for r in ROWS[4:9]]  # 0.1 kWh counters in Wh

@@ -65,7 +65,7 @@ def test_values_delivered_equal_meter_values(dep):
         slot = timeutil.slot_of_t2k(b)
         assert slot in dep.head.received, "slot %s missing" % timeutil.iso(b, 540)
         fwd, rev, status = dep.head.received[slot]
-        assert (fwd, rev) == dep.model.at_slot(slot)
+        assert (fwd, rev) == dep.model.served_at_slot(slot)  # raw 0.1 kWh counters, in Wh
         assert status == 0
         checked += 1
         b += 1800
@@ -119,15 +119,15 @@ def test_gurux_reads_clock_registers_and_profile_through_the_radio(dep):
         for ln, col in (("1.0.1.8.0.255", 0), ("1.0.2.8.0.255", 1)):
             reg = GXDLMSRegister(ln)
             g.read(reg, 3)
-            assert reg.scaler == 100  # unit code 0x01 (0.1 kWh) = 10^2 Wh: Gurux gives 10^scaler
+            assert reg.scaler == 1  # the default: Wh (scaler 0; Gurux gives 10^scaler)
             g.read(reg, 2)
             # the register holds the newest stored slot's value, which the profile also shows
             latest_slot = timeutil.slot_of_t2k(
                 dep.sim.now_t2k() - 60 - (dep.sim.now_t2k() - 60) % 1800)
-            want = dep.model.at_slot(latest_slot)[col]
-            candidates = (want, dep.model.at_slot(latest_slot - 1)[col])
-            # Gurux reports value x 10^scaler (Wh); the raw 0.1 kWh counter times 100
-            assert int(reg.value) in [c * 100 for c in candidates]
+            want = dep.model.served_at_slot(latest_slot)[col]
+            candidates = (want, dep.model.served_at_slot(latest_slot - 1)[col])
+            # long64-unsigned Wh: the raw 0.1 kWh counter times 100
+            assert int(reg.value) in candidates
         pg = GXDLMSProfileGeneric("1.0.99.1.0.255")
         g.read(pg, 3)  # capture objects first, so the buffer can be decoded
         start = datetime.datetime.fromtimestamp(timeutil.unix_of_t2k(dep.first_b),
@@ -141,7 +141,7 @@ def test_gurux_reads_clock_registers_and_profile_through_the_radio(dep):
         for i, row in enumerate(pg.buffer):
             slot = timeutil.slot_of_t2k(dep.first_b + i * 1800)
             assert int(row[0].value.timestamp()) == timeutil.unix_of_t2k(dep.first_b + i * 1800)
-            assert (int(row[1]), int(row[2])) == dep.model.at_slot(slot)
+            assert (int(row[1]), int(row[2])) == dep.model.served_at_slot(slot)
         g.exchange(g.c.releaseRequest())
     finally:
         g.close()
@@ -222,7 +222,7 @@ def test_power_cut_of_the_terminal_loses_nothing(dep):
         slot = timeutil.slot_of_t2k(b)
         assert slot in dep.head.received, "slot %s missing" % timeutil.iso(b, 540)
         fwd, rev, status = dep.head.received[slot]
-        assert (fwd, rev) == dep.model.at_slot(slot)
+        assert (fwd, rev) == dep.model.served_at_slot(slot)
         if off_at < b < off_at + 2 * 1800:
             outage += 1
             assert status & 0x40  # came from the meter's history, and says so
@@ -256,6 +256,6 @@ def test_flood_on_the_echonet_port_does_not_disturb_metering(dep):
     while b <= now - 300:
         slot = timeutil.slot_of_t2k(b)
         assert slot in dep.head.received, "slot %s missing after the flood" % timeutil.iso(b, 540)
-        assert dep.head.received[slot][:2] == dep.model.at_slot(slot)
+        assert dep.head.received[slot][:2] == dep.model.served_at_slot(slot)
         b += 1800
     assert dep.firmware_alive()

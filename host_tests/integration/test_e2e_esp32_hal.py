@@ -262,8 +262,9 @@ async def _day(dep, mon, result):
             got = head.received.get(slot)
             if got is None:
                 result["missing"].append(timeutil.iso(bb, JST))
-            elif (got[0], got[1]) != model.at_slot(slot):
-                result["mismatched"].append((timeutil.iso(bb, JST), got[:2], model.at_slot(slot)))
+            elif (got[0], got[1]) != model.served_at_slot(slot):
+                result["mismatched"].append((timeutil.iso(bb, JST), got[:2],
+                                             model.served_at_slot(slot)))
         await head.client.release()
     finally:
         head.close()

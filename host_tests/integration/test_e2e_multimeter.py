@@ -52,7 +52,7 @@ def test_each_meter_has_its_own_series(dep):
         rows = dep.run(dep.head.client.get_profile(dep.first_b, last_b, ln=ln))
         got = [(timeutil.slot_of_t2k(t), fwd, rev) for t, fwd, rev, _st in rows]
         slots = range(timeutil.slot_of_t2k(dep.first_b), timeutil.slot_of_t2k(last_b) + 1)
-        want = [(s,) + dep.models[k].at_slot(s) for s in slots]
+        want = [(s,) + dep.models[k].served_at_slot(s) for s in slots]
         assert got == want, "meter %d" % k
     # the meters' values differ at every slot checked (by construction: Deployment gives each
     # its own start), so a mix-up of meters or channels would show

@@ -16,7 +16,8 @@ def _setup(days=2, retention=3):
     tl.end = T0 + days * timeutil.DAY_S
     first = soak_oracle.history_start(T0, retention, TZ)
     last = tl.end - S
-    rows = [(b, *truth.at_slot(timeutil.slot_of_t2k(b)), 0) for b in range(first, last + 1, S)]
+    rows = [(b, *truth.served_at_slot(timeutil.slot_of_t2k(b)), 0)
+            for b in range(first, last + 1, S)]
     return truth, tl, first, last, rows
 
 
@@ -53,7 +54,7 @@ def test_slots_outside_every_window_are_not_required():
     r = _audit(day1, truth, tl, first, last, retention=0)
     assert r["missing_recoverable"] == 0 and r["expected"] == len(day1)
     # ... but a live row from inside the silence cannot be
-    live = [(T0 + 4 * S, *truth.at_slot(timeutil.slot_of_t2k(T0 + 4 * S)), 0)]
+    live = [(T0 + 4 * S, *truth.served_at_slot(timeutil.slot_of_t2k(T0 + 4 * S)), 0)]
     r = _audit(day1 + live, truth, tl, first, last, retention=0)
     assert r["status_wrong"] == 1
 
@@ -80,7 +81,7 @@ def test_reset_flag_only_after_a_counter_reset_and_bits_no_fault_causes():
     rslot = timeutil.slot_of_t2k(T0 + 20 * S)
     truth.reset_at(rslot, seed=9)
     tl.resets[0].append(rslot)
-    rows = [(b, *truth.at_slot(timeutil.slot_of_t2k(b)), 0) for b, _f, _r, _s in rows]
+    rows = [(b, *truth.served_at_slot(timeutil.slot_of_t2k(b)), 0) for b, _f, _r, _s in rows]
     assert truth.at_slot(rslot) == (0, 0)
     r = _audit(rows, truth, tl, first, last)
     assert r["status_wrong"] == 0 and r["resets"] == 1 and r["resets_flagged"] == 0

@@ -30,14 +30,18 @@ class FakeClock:
 
 
 class ListView:
-    """Rows (slot, fwd, rev, status) in a sorted list."""
+    """Rows (slot, fwd, rev, status, unit) in a sorted list, as MeterView gives them; a row given
+    as (slot, fwd, rev, status) has the view's unit_code."""
 
     def __init__(self, rows, unit_code=0x01):
         self.unit_code = unit_code
         self._rows = sorted(rows)
 
+    def _full(self, r):
+        return r if len(r) == 5 else tuple(r) + (self.unit_code,)
+
     def latest(self):
-        return self._rows[-1] if self._rows else None
+        return self._full(self._rows[-1]) if self._rows else None
 
     def count(self):
         return len(self._rows)
@@ -45,11 +49,11 @@ class ListView:
     def rows(self, a, b):
         for r in self._rows:
             if a <= r[0] <= b:
-                yield r
+                yield self._full(r)
 
     def rows_by_index(self, first, last):
         for i in range(max(first, 0), min(last, len(self._rows) - 1) + 1):
-            yield self._rows[i]
+            yield self._full(self._rows[i])
 
 
 class SynthView:
@@ -61,8 +65,8 @@ class SynthView:
         self.n = n
 
     @staticmethod
-    def row_at(slot, i):
-        return (slot, 100000 + 7 * i, 2000 + 3 * i, i & 0x24)
+    def row_at(slot, i, unit_code=0x01):
+        return (slot, 100000 + 7 * i, 2000 + 3 * i, i & 0x24, unit_code)
 
     def latest(self):
         if not self.n:
@@ -95,7 +99,15 @@ def make_rows(n, skip=()):
     return out
 
 
+# The object table most cosem tests run on: their golden vectors serve the fake views' raw
+# 0.1 kWh counters unchanged (scaler 2, double-long-unsigned) and let the public client set the
+# clock, as the simulation does. The defaults (Wh, long64-unsigned, no public clock write) have
+# tests of their own (test_cosem_values, test_cosem_roles).
+RAW_TABLE = {"energy_scaler": 2, "energy_type": "u32", "public_clock_write": True}
+
+
 def make_server(view=None, clock=None, config=None, table_config=None):
+    """table_config None: RAW_TABLE; pass {} for the defaults."""
     if view is None:
         view = ListView(make_rows(48, skip=(5, 6)))
     if clock is None:
@@ -103,6 +115,8 @@ def make_server(view=None, clock=None, config=None, table_config=None):
     cfg = {"lls_password": "12345678"}
     if config:
         cfg.update(config)
+    if table_config is None:
+        table_config = RAW_TABLE
     return CosemServer(default_table(view, table_config), clock, cfg), clock, view
 
 

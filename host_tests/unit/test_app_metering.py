@@ -1,7 +1,7 @@
 import asyncio
 import unittest
 
-from firmware import log, timeutil
+from firmware import events, log, timeutil
 from firmware.app.config import DEFAULTS
 from firmware.app.metering import SlotPoller
 from firmware.hal.clock import CalendarClock
@@ -20,9 +20,10 @@ class FakeReader:
     def __init__(self):
         self.answers = []  # list of (stamp, fwd, rev) or exceptions, consumed in order
         self.calls = 0
+        self.unit = 0x01
 
     async def read_unit(self):
-        return 0x01
+        return self.unit
 
     async def read_fixed_time(self):
         self.calls += 1
@@ -48,6 +49,99 @@ T0 = timeutil.t2k_from_fields(2024, 4, 1, 3, 0, 0)  # a boundary (12:00 JST)
 
 def run(coro):
     return asyncio.run(coro)
+
+
+class StoreSinkWithUnits(FakeSink):
+    """A sink that knows the unit of the newest record (StoreSink.last_unit)."""
+
+    def __init__(self, last_units):
+        FakeSink.__init__(self)
+        self.last_units = last_units
+
+    def last_unit(self, meter):
+        return self.last_units.get(meter)
+
+
+class UnitChangeEventTest(unittest.TestCase):
+    def setUp(self):
+        log.set_sink(lambda line: None)
+        self.clock = CalendarClock(ticks=FakeTicks())
+        self.reader = FakeReader()
+        self.events = []
+        self.cfg = dict(DEFAULTS["meter"])
+
+    def tearDown(self):
+        log.set_sink(None)
+
+    def poller(self, sink, meter=0):
+        return SlotPoller(self.clock, self.reader, sink, meter, self.cfg,
+                          event=lambda code, detail: self.events.append((code, detail)))
+
+    def test_unit_change_mid_run_is_an_event_and_records_keep_their_unit(self):
+        sink = FakeSink()
+        p = self.poller(sink)
+        self.clock.set_t2k(T0 + 61)
+        self.reader.answers.append((T0, 1000, 20))
+        run(p.step())
+        self.assertEqual(self.events, [])  # the first unit seen is no change
+        # the meter now counts in 0.01 kWh: the client says so, the unit is read again
+        self.reader.unit = 0x02
+        self.reader.answers += [UnitChanged("stored unit changed"), (T0 + 1800, 10001, 201)]
+        self.clock.set_t2k(T0 + 1800 + 61)
+        run(p.step())
+        self.assertEqual(self.events, [])
+        self.clock.set_t2k(T0 + 1800 + 61 + self.cfg["retry_every_s"])  # the retry is due
+        run(p.step())
+        self.assertEqual(self.events, [(events.UNIT_CHANGE, 0x02)])
+        self.assertEqual(sink.rows[(0, timeutil.slot_of_t2k(T0))][2], 0x01)
+        self.assertEqual(sink.rows[(0, timeutil.slot_of_t2k(T0 + 1800))][2], 0x02)
+
+    def test_same_unit_read_again_is_no_event(self):
+        p = self.poller(FakeSink())
+        self.clock.set_t2k(T0 + 61)
+        self.reader.answers += [(T0, 1000, 20)]
+        run(p.step())
+        p.unit_code = None  # e.g. the meter rebooted: unit read again, unchanged
+        self.reader.answers += [(T0 + 1800, 1001, 20)]
+        self.clock.set_t2k(T0 + 1800 + 61)
+        run(p.step())
+        self.assertEqual(self.events, [])
+
+    def test_change_while_the_terminal_was_off_is_seen_from_the_store(self):
+        self.reader.unit = 0x0A
+        p = self.poller(StoreSinkWithUnits({2: 0x01}), meter=2)
+        self.clock.set_t2k(T0 + 61)
+        self.reader.answers.append((T0, 5, 0))
+        run(p.step())
+        self.assertEqual(self.events, [(events.UNIT_CHANGE, 2 * 256 + 0x0A)])
+
+    def test_store_sink_knows_the_newest_records_unit(self):
+        from firmware.app.views import StoreSink
+        from firmware.hal.norflash import NorFlash
+        from firmware.store.flashlog import FlashLog
+        from firmware.store.intervals import IntervalStore
+
+        sink = StoreSink(IntervalStore(FlashLog(NorFlash(16, block_size=1024)), max_meters=2))
+        self.assertIsNone(sink.last_unit(1))
+        slot = timeutil.slot_of_t2k(T0)
+        sink.store(1, slot + 1, 10, 1, 0x02, "fixed", 0)
+        sink.store(1, slot, 9, 1, 0x01, "history", 0)  # older, stored later (backfill)
+        self.assertEqual(sink.last_unit(1), 0x02)
+        self.assertIsNone(sink.last_unit(0))
+        self.reader.unit = 0x0A
+        p = self.poller(sink, meter=1)
+        self.clock.set_t2k(T0 + 2 * 1800 + 61)
+        self.reader.answers.append((T0 + 2 * 1800, 5, 0))
+        run(p.step())
+        self.assertEqual(self.events, [(events.UNIT_CHANGE, 256 + 0x0A)])
+
+    def test_no_event_without_a_previous_unit(self):
+        p = self.poller(StoreSinkWithUnits({}))
+        self.clock.set_t2k(T0 + 61)
+        self.reader.answers.append((T0, 5, 0))
+        run(p.step())
+        self.assertEqual(self.events, [])
+        self.assertEqual(p.stats["stored"], 1)
 
 
 class SlotPollerTest(unittest.TestCase):

@@ -29,9 +29,10 @@ class MultiMeterTableTest(unittest.TestCase):
     def test_each_meter_on_its_own_channel(self):
         for k in range(4):
             ln = "01%02x010800ff" % (k + 1)
-            self.assertEqual(self.get_value(ln), H("c401c100 06%08x" % (1000 + k)))
+            # the default table: Wh as long64-unsigned (raw 0.1 kWh x 100)
+            self.assertEqual(self.get_value(ln), H("c401c100 15%016x" % ((1000 + k) * 100)))
             ln = "01%02x020800ff" % (k + 1)
-            self.assertEqual(self.get_value(ln), H("c401c100 06%08x" % (20 + k)))
+            self.assertEqual(self.get_value(ln), H("c401c100 15%016x" % ((20 + k) * 100)))
 
     def test_channel_zero_absent_with_several_meters(self):
         r = self.get_value("0100010800ff")
