@@ -158,7 +158,8 @@ class CosemServer:
         self._serial = 0
         self._reply = None  # the view of _out last returned by _apdu (handle_wpdu recognises it)
         self._reply_at = 0  # where that view starts in _out
-        self.max_wpdu = wrapper.HEADER_LEN + _DATA + self.max_pdu  # the largest reply datagram
+        # the largest reply datagram (a reply APDU never exceeds max_pdu; 12 bytes to spare)
+        self.max_wpdu = wrapper.HEADER_LEN + _BLOCK_HDR + self.max_pdu
         # one element (an object_list entry) may exceed a small client's block: it is encoded
         # here whole and cut at byte positions across blocks
         self._spill = bytearray(_SPILL)
