@@ -15,7 +15,8 @@ only, the row count and the first and last +A values), so a broken server cannot
 or lean one.
 
 Prints one JSON line:
-  read_ms          best of REPEAT timed reads (AARQ excluded; no collection forced inside)
+  read_ms          best of REPEAT timed reads (AARQ excluded; no collection forced inside; the
+                   view is MeterView behind one pass-through generator, the sampler's, idle here)
   alloc_per_block  bytes allocated per block over a timed read (micropython.mem_total; counts
                    the frames of calls freed at once too, so it is above the garbage made)
   garbage_per_block  bytes left for the collector per block: gc.mem_alloc() across each block's
