@@ -28,6 +28,9 @@ store.*                       interval-store costs (tools/store_bench.py)
 echonet.*                     ECHONET Lite receive costs (tools/echonet_bench.py): CPython frame
                               splitting, ours and pychonet's; the whole fixed-time read of a slot
                               under micropython
+dlms.profile_45d_*             a 2,160-row (45-day) load profile read by block transfer, server
+                              side, under micropython (tools/dlms_bench.py): read time, extra heap
+                              (goal < 8 KB), bytes allocated and left for the collector per block
 Then bench/REPORT.md: every figure against its goal in tools/goals.py (tools/bench_report.py).
 """
 
@@ -239,11 +242,12 @@ def main():
     results = {}
     t0 = time.monotonic()
     results["firmware.mpy_total_kb"] = mpy_total_kb()
-    from tools import echonet_bench, store_bench  # a missing one must fail, not drop figures
+    from tools import dlms_bench, echonet_bench, store_bench  # a missing one must fail
 
     if "--heap-only" not in sys.argv:
         results.update(store_bench.measure())
         results.update(echonet_bench.measure())
+        results.update(dlms_bench.measure())
     for meters, key in ((1, ""), (4, "_4meters")):
         start = START_KB[meters]
         print("heap sweep, %d meter(s), from %d KB down (%d runs per size) ..." % (meters, start,

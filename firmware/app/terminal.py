@@ -184,7 +184,9 @@ class Terminal:
 
     async def dlms_link(self):
         s = self.session
-        out = self.server.reply_buffer()  # every reply is built here: no allocation per reply
+        # replies other than GET are written here; a GET reply (each block) comes back as a view
+        # of the server's own PDU buffer: no allocation and no copy per reply
+        out = self.server.reply_buffer()
         while True:
             src, sport, _dport, payload = await s.recv()
             reply = self.server.handle_wpdu(payload, (src, sport), out)

@@ -188,10 +188,24 @@ class Writer:
         self.pos += 14
 
 
+# The calendar fields of the last local day rendered: [day number, year, month, day, weekday].
+# A profile read renders 48 rows per day; decoding each date anew allocated two tuples per row
+# (about 160 bytes of garbage on the unix port), this list is updated in place once per day.
+_DAY = [None, 0, 0, 0, 0]
+
+
 def pack_datetime(buf, off, t2k, deviation, offset_min, status=0):
     """Write the 12-byte COSEM date-time of t2k (local = UTC + offset_min) at buf[off]."""
-    y, mo, d, h, mi, s, wd = timeutil.fields_from_t2k(t2k + offset_min * 60)
-    struct.pack_into(">HBBBBBBBhB", buf, off, y, mo, d, wd, h, mi, s, 0, deviation, status)
+    t = t2k + offset_min * 60
+    days = t // timeutil.DAY_S
+    rem = t - days * timeutil.DAY_S
+    c = _DAY
+    if c[0] != days:
+        c[1], c[2], c[3] = timeutil.civil_from_days(days)
+        c[4] = (days + 5) % 7 + 1  # 2000-01-01 was a Saturday (6); 1 = Monday
+        c[0] = days
+    struct.pack_into(">HBBBBBBBhB", buf, off, c[1], c[2], c[3], c[4], rem // 3600,
+                     (rem // 60) % 60, rem % 60, 0, deviation, status)
 
 
 def datetime_bytes(t2k, deviation, offset_min, status=0):

@@ -2,8 +2,10 @@
 # transfer that streams attribute values into one preallocated PDU buffer.
 #
 # Long GET: rows are serialised until the block is full, the partial row is rolled back and goes
-# into the next block. Only the last block is kept (bytes) so that a GET-Next repeating the
-# previous block number (our response was lost on the radio) gets it again.
+# into the next block. A block is built once, in the server's one PDU buffer, behind room for
+# the wrapper header: handle_wpdu writes that header in front of it and returns a view, and the
+# same bytes stay there for a GET-Next repeating the previous block number (our response was
+# lost on the radio). The radio's transmit frame is the block's only copy (docs/dlms.md).
 #
 # Over the ~400 lines of a module: the association, the service dispatch and the block transfer
 # share one per-association state and one PDU buffer; each further module costs heap at import
@@ -15,7 +17,9 @@ from firmware.cosem import xdlms as x
 from firmware.cosem.objects import READ, ROLE_MGMT, ROLE_PUBLIC, WRITE, RowsGone
 
 _TAG = "cosem"
-_DATA = const(12)  # offset of the A-XDR data in the output buffer (room for the block header)
+# offset of the A-XDR data in the PDU buffer: room for the wrapper header (8, wrapper.HEADER_LEN)
+# and the longest APDU header before it (the block header, 12)
+_DATA = const(20)
 _NORMAL_HDR = const(4)  # C4 01 inv 00
 _BLOCK_HDR = const(12)  # C4 02 inv last block(4) 00 len(<=3)
 # a block must hold its header, the array header and one 28-byte row
@@ -65,7 +69,10 @@ class _Transfer:
         self.carry = None  # tail of an element larger than a block, sent first in the next one
         self.started = False
         self.finished = False
-        self.last = 0  # length of the last block sent, kept in the server's _last buffer
+        # the last block sent is _out[start:end] (end 0: none yet), kept for a re-send while
+        # the server's _last_owner is this transfer's serial
+        self.start = 0
+        self.end = 0
 
 
 class _WithList:
@@ -143,13 +150,16 @@ class CosemServer:
         # local time minus UTC in minutes (JST: +540) under the configured sign convention
         self.offset_min = self.time_zone * self.deviation_sign
         self.supported = SUPPORTED_CONFORMANCE | (CONF_DATA_NOTIFICATION if cfg["push"] else 0)
+        # Every GET reply is built here, its APDU at an offset >= wrapper.HEADER_LEN so that the
+        # WPDU header goes in front of it without a copy. The last block of a long GET stays here
+        # for a re-send until another reply is built: one buffer for the server, no copy per block.
         self._out = bytearray(_DATA + self.max_pdu)
-        # the last block sent, for a re-send when the client lost it: one buffer for the server
-        # (a copy per block would allocate ~500 bytes per block); its transfer owns it
-        self._last = bytearray(_DATA + self.max_pdu)
-        self._last_owner = 0  # serial of the transfer whose block _last holds (0: none)
+        self._last_owner = 0  # serial of the transfer whose last block _out holds (0: none)
         self._serial = 0
-        self.max_wpdu = wrapper.HEADER_LEN + _DATA + self.max_pdu  # the largest reply datagram
+        self._reply = None  # the view of _out last returned by _apdu (handle_wpdu recognises it)
+        self._reply_at = 0  # where that view starts in _out
+        # the largest reply datagram (a reply APDU never exceeds max_pdu; 12 bytes to spare)
+        self.max_wpdu = wrapper.HEADER_LEN + _BLOCK_HDR + self.max_pdu
         # one element (an object_list entry) may exceed a small client's block: it is encoded
         # here whole and cut at byte positions across blocks
         self._spill = bytearray(_SPILL)
@@ -168,8 +178,10 @@ class CosemServer:
     def handle_wpdu(self, data, peer=None, out=None):
         """peer: who sent the datagram (e.g. (IPv6, port)); associations are kept per peer and
         client SAP, so a second head-end using the same SAP cannot release or hijack ours.
-        out: a reply_buffer(); the reply is then written into it and returned as a memoryview
-        (valid until the next call) instead of new bytes: no allocation per reply."""
+        out: a reply_buffer(). A GET reply (every block of a long GET) comes back as a view of
+        the server's own PDU buffer, the wrapper header written in front of it: no copy. Other
+        replies are written into `out` and returned as a view of it. Either view is valid until
+        the next call; without `out` the reply is new bytes."""
         try:
             src, dst, apdu = wrapper.parse(data)
         except wrapper.WrapperError as e:
@@ -178,10 +190,16 @@ class CosemServer:
         if dst != self.server_sap:
             log.warn(_TAG, "dropped WPDU for unknown server SAP %d (from %d)" % (dst, src))
             return None
+        self._reply = None
         resp = self._apdu(apdu, src, peer)
         if resp is None:
             return None
         n = len(resp)
+        if out is not None and resp is self._reply:  # built in _out behind header room
+            self._reply = None
+            s = self._reply_at - wrapper.HEADER_LEN
+            wrapper.pack_header_into(self._out, s, dst, src, n)
+            return memoryview(self._out)[s:self._reply_at + n]
         if out is None or wrapper.HEADER_LEN + n > len(out):
             return wrapper.build(dst, src, resp)
         wrapper.pack_header_into(out, 0, dst, src, n)
@@ -195,7 +213,7 @@ class CosemServer:
         return bytes(r) if isinstance(r, memoryview) else r
 
     def _apdu(self, apdu, client_sap, peer):
-        """The response APDU; a block of a long GET comes as a view of the _last buffer."""
+        """The response APDU; a GET reply built in _out comes as a view of it (_view)."""
         self._peer = peer
         mv = apdu if isinstance(apdu, memoryview) else memoryview(apdu)
         if len(mv) == 0:
@@ -417,6 +435,7 @@ class CosemServer:
         if isinstance(prod, int):
             return x.get_normal_error(req.invoke, prod)
         w = self._w
+        self._last_owner = 0  # _out is rewritten: a block kept there for a re-send is gone
         w.reset(_DATA, _DATA + a.client_pdu - _NORMAL_HDR)
         try:
             _write_whole(w, prod)
@@ -434,12 +453,13 @@ class CosemServer:
         out[s + 1] = x.NORMAL
         out[s + 2] = req.invoke
         out[s + 3] = 0
-        return memoryview(out)[s : w.pos]  # copied into the reply (handle_apdu: bytes)
+        return self._view(s, w.pos)
 
     def _get_with_list(self, a, req):
         mv = memoryview(bytes(req.mv))
         prod = _WithList(self, a, mv, req.items)
         w = self._w
+        self._last_owner = 0  # _out is rewritten: a block kept there for a re-send is gone
         w.reset(_DATA, _DATA + a.client_pdu - 3)
         try:
             _write_whole(w, prod)
@@ -454,7 +474,15 @@ class CosemServer:
         out[s] = x.GET_RESPONSE
         out[s + 1] = x.WITH_LIST
         out[s + 2] = req.invoke
-        return memoryview(out)[s : w.pos]
+        return self._view(s, w.pos)
+
+    def _view(self, start, end):
+        """The reply _out[start:end], marked so that handle_wpdu puts the wrapper header in
+        front of it instead of copying it (start >= wrapper.HEADER_LEN)."""
+        v = memoryview(self._out)[start:end]
+        self._reply = v
+        self._reply_at = start
+        return v
 
     def _unencodable(self, invoke, e):
         log.error(_TAG, "value cannot be encoded: %s" % e)
@@ -475,6 +503,7 @@ class CosemServer:
     def _next_block(self, a):
         t = a.xfer
         w = self._w
+        self._last_owner = 0  # the block is built where the last one is kept
         w.reset(_DATA, _DATA + a.client_pdu - _BLOCK_HDR)
         prod = t.producer
         done = False
@@ -493,12 +522,12 @@ class CosemServer:
         start = x.pack_get_block_header(
             self._out, _DATA, t.invoke, done, t.block_no, w.pos - _DATA
         )
-        n = w.pos - start
-        self._last[0:n] = memoryview(self._out)[start:w.pos]
+        # the block stays where it was built, for a re-send: no copy
         self._last_owner = t.serial  # a number, so a finished transfer is not kept alive
-        t.last = n
+        t.start = start
+        t.end = w.pos
         t.finished = done
-        return memoryview(self._last)[0:n]
+        return self._view(start, w.pos)
 
     def _fill(self, t, prod, w):
         """Write whole elements until the block is full; True when the value is complete."""
@@ -548,15 +577,15 @@ class CosemServer:
         if req.block == t.block_no and not t.finished:
             t.invoke = req.invoke
             return self._next_block(a)
-        if req.block + 1 == t.block_no and t.last:
-            if self._last_owner != t.serial:  # another transfer's block has replaced it since
-                log.warn(_TAG, "block %d asked again after another transfer's block: aborted"
-                         % t.block_no)
+        if req.block + 1 == t.block_no and t.end:
+            if self._last_owner != t.serial:  # another reply has been built over it since
+                log.warn(_TAG, "block %d asked again after another transfer's block or GET "
+                         "reply replaced it: aborted" % t.block_no)
                 a.xfer = None
                 return x.get_block_error(req.invoke, req.block, x.DATA_BLOCK_UNAVAILABLE)
             log.info(_TAG, "re-sending block %d" % t.block_no)
-            self._last[2] = req.invoke  # the invoke-id-and-priority byte of the new request
-            return memoryview(self._last)[0:t.last]
+            self._out[t.start + 2] = req.invoke  # the invoke-id-and-priority byte of the request
+            return self._view(t.start, t.end)
         if req.block == t.block_no and t.finished:
             return x.get_block_error(req.invoke, req.block, x.NO_LONG_GET_IN_PROGRESS)
         log.warn(_TAG, "GET-Next block %d but block %d was sent" % (req.block, t.block_no))

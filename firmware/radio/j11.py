@@ -63,7 +63,7 @@ class J11Error(ValueError):
 
 
 def checksum(buf, start, end):
-    """16-bit byte sum of buf[start:end]."""
+    """16-bit byte sum of buf[start:end], summed in place (a view, no copy of the bytes)."""
     return sum(memoryview(buf)[start:end]) & 0xFFFF
 
 
@@ -407,10 +407,10 @@ def udp_tx_into(buf, dst_ipv6, src_port, dst_port, payload):
         raise J11Error("UDP payload %d bytes does not fit a %d-byte frame buffer" % (n, len(buf)))
     if len(dst_ipv6) != 16:
         raise J11Error("destination IPv6 must be 16 bytes")
-    mv = memoryview(buf)
-    mv[12:28] = dst_ipv6
+    # equal-length slice assignments: the payload's one copy, no view or temporary allocated
+    buf[12:28] = dst_ipv6
     struct.pack_into(">HHH", buf, 28, src_port, dst_port, n)
-    mv[34:34 + n] = payload
+    buf[34:34 + n] = payload
     return 22 + n
 
 

@@ -1,3 +1,4 @@
+import struct
 import unittest
 
 from firmware import timeutil, units
@@ -141,6 +142,19 @@ class DateTimeTest(unittest.TestCase):
         for t in range(0, 40 * 365 * 86400, 86400 * 37 + 1234):
             b = axdr.datetime_bytes(t, -540, 540)
             self.assertEqual(axdr.parse_datetime(b, -1, 540), t)
+
+    def test_fields_when_the_cached_day_changes(self):
+        # pack_datetime keeps the last day's calendar fields: every instant, in any order and
+        # across midnight, month, leap day and the offset, must still give the full fields
+        ts = [timeutil.t2k_from_fields(2024, 2, 28, 14, 59, 59), 0, -1, 86399, 86400]
+        ts += [timeutil.t2k_from_fields(2024, 2, 28, 15, 0, 0) + k * 1800 for k in range(100)]
+        ts += [timeutil.t2k_from_fields(2024, 12, 31, 15, 0, 0) - 1, 7 * 86400 * 1000 + 1]
+        for off in (540, 0, -300):
+            for t in ts + ts[::-1]:
+                b = axdr.datetime_bytes(t, -off, off)
+                y, mo, d, h, mi, sec, wd = timeutil.fields_from_t2k(t + off * 60)
+                want = struct.pack(">HBBBBBBBhB", y, mo, d, wd, h, mi, sec, 0, -off, 0)
+                self.assertEqual(b, want, (t, off))
 
 
 class ReaderTest(unittest.TestCase):
