@@ -8,11 +8,14 @@
 # Over the ~400 lines of a module: the association, the service dispatch and the block transfer
 # share one per-association state and one PDU buffer; each further module costs heap at import
 # (docs/memory.md), and none of the parts is used without the others.
-from firmware import log
+import struct
+
+from firmware import events, log
 from firmware.compat import const
-from firmware.cosem import acse, axdr, wrapper
+from firmware.cosem import acse, axdr, clients, wrapper
+from firmware.cosem import security as sec
 from firmware.cosem import xdlms as x
-from firmware.cosem.objects import READ, ROLE_MGMT, ROLE_PUBLIC, WRITE, RowsGone
+from firmware.cosem.objects import READ, WRITE, RowsGone
 
 _TAG = "cosem"
 _DATA = const(12)  # offset of the A-XDR data in the output buffer (room for the block header)
@@ -32,12 +35,30 @@ CONF_SET = const(0x000008)
 CONF_SELECTIVE = const(0x000004)
 CONF_ACTION = const(0x000001)
 SUPPORTED_CONFORMANCE = const(0x00121D)
+_MECH_NAMES = {acse.MECH_NONE: "public", acse.MECH_LLS: "LLS", acse.MECH_GMAC: "HLS-GMAC"}
 
+_ASSOCIATION_LN = b"\x00\x00\x28\x00\x00\xff"  # the current association (HLS pass 3)
+_CHALLENGE = const(16)  # bytes of our HLS challenge (StoC)
+_MAX_PEER_COUNTERS = const(8)  # client invocation counters remembered (client, title)
+
+# SPEC choices (docs/dlms.md "Security"): clients, mechanisms, keys, titles are configuration
 DEFAULTS = {
     "server_sap": 1,
-    "public_client_sap": 16,
-    "mgmt_client_sap": 1,
-    "lls_password": "",
+    "public_client_sap": 16,  # no authentication: ROLE_PUBLIC
+    "reader_client_sap": 17,  # ROLE_READER
+    "reader_mechanism": "lls",  # lls (lls_password) | gmac (reader_ek/reader_ak)
+    "mgmt_client_sap": 1,  # ROLE_MGMT
+    "mgmt_mechanism": "gmac",  # gmac (mgmt_ek/mgmt_ak) | lls (mgmt_password; weaker)
+    "lls_password": "",  # the reading client's LLS password ("" disables it)
+    "mgmt_password": "",  # only with mgmt_mechanism lls
+    "system_title": "5858580000000001",  # ours: 8 bytes hex (FLAG id "XXX" + serial)
+    "reader_ek": "",  # suite 0 keys, 32 hex digits each; set: the client must cipher
+    "reader_ak": "",
+    "reader_title": "",  # the client's system title, 16 hex digits ("" = any)
+    "mgmt_ek": "",
+    "mgmt_ak": "",
+    "mgmt_title": "",
+    "ic_block": 256,  # our invocation counter is persisted this far ahead (one write per block)
     "max_pdu": 512,
     "time_zone_min": -540,
     "deviation_sign": -1,
@@ -54,6 +75,10 @@ class Association:
         self.conformance = conformance
         self.client_pdu = client_pdu  # largest APDU we may send to this client
         self.xfer = None  # the long GET in progress (_Transfer) or None
+        self.keys = None  # security.Keys of a ciphered association, else None
+        self.client_title = None  # the client's system title (ciphered association)
+        self.stoc = None  # HLS-GMAC: our challenge while pass 3 is awaited, then None
+        self.ctos = None  # HLS-GMAC: the client's challenge (answered in pass 4)
 
 
 class _Transfer:
@@ -108,14 +133,14 @@ def _write_whole(w, prod):
         prod.advance()
 
 
-def _ct_equal(a, b):
-    """Constant-time comparison of two byte strings (LLS password)."""
-    if len(a) != len(b):
-        return False
-    d = 0
-    for i in range(len(a)):
-        d |= a[i] ^ b[i]
-    return d == 0
+_ct_equal = sec.ct_equal  # constant-time (LLS password)
+
+
+def _ap_title(raw):
+    """The 8-byte system title of a calling-AP-title `04 08 <title>`, else None."""
+    if raw is not None and len(raw) == 10 and raw[0] == 0x04 and raw[1] == 8:
+        return bytes(raw[2:])
+    return None
 
 
 class CosemServer:
@@ -123,20 +148,33 @@ class CosemServer:
 
     objects: ObjectTable (profile.default_table), clock: now_t2k()/set_t2k()/is_set(),
     config: the 'dlms' configuration section (missing keys take DEFAULTS).
+    aes_ecb: the HAL's AES-128 block function (hal.aes_ecb) for security suite 0; None: no
+    ciphered clients. ic_state: get(key, default)/set(key, value) persistence of our invocation
+    counter (the StateFile); None keeps it in RAM (tests only: it would repeat after a reboot).
+    rng(n) -> n random bytes for HLS challenges (default os.urandom).
+    self.event(code, detail): association failures and replays (firmware.events codes).
     """
 
-    def __init__(self, objects, clock, config=None):
+    def __init__(self, objects, clock, config=None, aes_ecb=None, ic_state=None, rng=None):
         cfg = dict(DEFAULTS)
         if config:
             cfg.update(config)
         self.table = objects
         self.clock = clock
+        self.event = events.ignore
         self.server_sap = cfg["server_sap"]
-        self.public_sap = cfg["public_client_sap"]
-        self.mgmt_sap = cfg["mgmt_client_sap"]
-        pw = cfg["lls_password"] or ""
-        self._password = pw.encode() if isinstance(pw, str) else bytes(pw)
-        log.add_secret(self._password)
+        self.clients = clients.build(cfg, aes_ecb)
+        self.ciphered = False
+        for c in self.clients.values():
+            if c.keys is not None:
+                self.ciphered = True
+        self.system_title = clients.server_title(cfg) if self.ciphered else None
+        self.counter = sec.Counter(ic_state, "dlms_ic", cfg["ic_block"]) if self.ciphered \
+            else None
+        self._rng = rng
+        self._peer_ic = {}  # (client SAP, client title) -> last accepted invocation counter
+        self._peer_ic_order = []
+        self._in_cipher = False  # the request being served arrived ciphered
         self.max_pdu = max(MIN_CLIENT_PDU, min(int(cfg["max_pdu"]), 0xFFFF))
         self.time_zone = cfg["time_zone_min"]
         self.deviation_sign = -1 if cfg["deviation_sign"] < 0 else 1
@@ -157,6 +195,10 @@ class CosemServer:
         self._assoc = {}  # (peer, client SAP) -> Association; peer None for handle_apdu callers
         self._order = []  # association keys, oldest first (the table is bounded)
         self._peer = None  # radio peer of the request being handled
+        if self.ciphered:
+            # deciphered requests and protected replies (only with a ciphered client)
+            self._plain = bytearray(self.max_pdu)
+            self._sealed = bytearray(self.max_pdu + sec.OVERHEAD)
 
     # --- entry points -----------------------------------------------------------------------
 
@@ -209,6 +251,8 @@ class CosemServer:
                 return self._rlrq(mv, client_sap)
             if tag in (x.GET_REQUEST, x.SET_REQUEST, x.ACTION_REQUEST):
                 return self._service(mv, client_sap)
+            if tag in sec.REQUEST_TAGS:
+                return self._ciphered_request(mv, client_sap)
             log.warn(_TAG, "unsupported APDU tag 0x%02x from client %d" % (tag, client_sap))
             return x.exception_response(x.STATE_SERVICE_UNKNOWN, x.SERVICE_NOT_SUPPORTED)
         except (x.XdlmsError, axdr.AxdrError, acse.AcseError) as e:
@@ -251,46 +295,67 @@ class CosemServer:
         except acse.AcseError as e:
             log.warn(_TAG, "malformed AARQ from client %d: %s" % (client_sap, e))
             return acse.build_aare(acse.RESULT_REJECTED_PERMANENT, acse.DIAG_NO_REASON)
-        if q.context == acse.CONTEXT_LN_CIPHERED:
-            return self._ciphered_aarq(q, client_sap)
-        if q.context != acse.CONTEXT_LN:
+        if q.context not in (acse.CONTEXT_LN, acse.CONTEXT_LN_CIPHERED):
             log.warn(_TAG, "AARQ context %d not supported" % q.context)
             return self._reject(acse.DIAG_CONTEXT_NOT_SUPPORTED, None)
-        init = None
-        if q.user_info is not None and q.user_info[:1] == bytes((acse.INITIATE_REQUEST,)):
-            try:
-                init = acse.parse_initiate_request(q.user_info)
-            except acse.AcseError as e:
-                log.warn(_TAG, "AARQ InitiateRequest: %s" % e)
-                return self._reject(acse.DIAG_NO_REASON, None)
-        if init is None:
-            log.warn(_TAG, "AARQ from client %d without a plain InitiateRequest" % client_sap)
-            return self._reject(acse.DIAG_NO_REASON, None)
-        # who is asking decides the authentication mechanism
-        if client_sap == self.public_sap:
-            mgmt = False
-            want = acse.MECH_NONE
-        elif client_sap == self.mgmt_sap and self._password:
-            mgmt = True
-            want = acse.MECH_LLS
-        else:
+        # who is asking decides the authentication mechanism, the role and the ciphering
+        client = self.clients.get(client_sap)
+        if client is None:
             log.warn(_TAG, "AARQ from unknown client SAP %d rejected" % client_sap)
-            return self._reject(acse.DIAG_NO_REASON, init)
+            return self._reject(acse.DIAG_NO_REASON, None, context=q.context)
+        ciphered = q.context == acse.CONTEXT_LN_CIPHERED
+        if ciphered != (client.keys is not None):
+            log.warn(_TAG, "client %d %s ciphering" % (
+                client_sap, "asked for" if ciphered else "must use"))
+            return self._reject(acse.DIAG_CONTEXT_NOT_SUPPORTED, None, context=q.context)
+        title = None
+        if ciphered:
+            title = _ap_title(q.calling_title)
+            if title is None or (client.title is not None and title != client.title):
+                return self._auth_failed(client_sap, "calling-AP-title missing or not the "
+                                         "configured one", q.context)
+            init = self._glo_initiate(client, title, q.user_info, client_sap)
+            if init is None:
+                return self._auth_failed(client_sap, "glo-initiateRequest does not decipher "
+                                         "(wrong key?) or is replayed", q.context)
+        else:
+            init = None
+            if q.user_info is not None and q.user_info[:1] == bytes((acse.INITIATE_REQUEST,)):
+                try:
+                    init = acse.parse_initiate_request(q.user_info)
+                except acse.AcseError as e:
+                    log.warn(_TAG, "AARQ InitiateRequest: %s" % e)
+                    return self._reject(acse.DIAG_NO_REASON, None)
+            if init is None:
+                log.warn(_TAG, "AARQ from client %d without a plain InitiateRequest"
+                         % client_sap)
+                return self._reject(acse.DIAG_NO_REASON, None)
+        ui_init = None if ciphered else init  # a plain InitiateResponse only in plain contexts
         mech = acse.MECH_NONE if q.mechanism is None else q.mechanism
+        want = client.mechanism
         if mech != want:
             log.warn(_TAG, "client %d proposed mechanism %d, needs %d" % (client_sap, mech, want))
-            if want == acse.MECH_LLS and mech == acse.MECH_NONE:
-                return self._reject(acse.DIAG_MECHANISM_REQUIRED, init)
-            return self._reject(acse.DIAG_MECHANISM_NOT_RECOGNISED, init)
-        if mgmt and not _ct_equal(q.auth_value or b"", self._password):
+            if want != acse.MECH_NONE and mech == acse.MECH_NONE:
+                return self._reject(acse.DIAG_MECHANISM_REQUIRED, ui_init, context=q.context)
+            return self._reject(acse.DIAG_MECHANISM_NOT_RECOGNISED, ui_init, context=q.context)
+        if want == acse.MECH_LLS and not _ct_equal(q.auth_value or b"", client.password):
             log.warn(_TAG, "LLS authentication failed for client %d" % client_sap)
-            return self._reject(acse.DIAG_AUTHENTICATION_FAILURE, init, mech)
+            self.event(events.ASSOCIATION_FAILED, client_sap)
+            return self._reject(acse.DIAG_AUTHENTICATION_FAILURE, ui_init, mech, q.context)
+        ctos = None
+        if want == acse.MECH_GMAC:
+            ctos = q.auth_value
+            if ctos is None or not 8 <= len(ctos) <= 64:
+                return self._auth_failed(client_sap, "HLS challenge missing or of bad length",
+                                         q.context)
         if init.version < acse.DLMS_VERSION:
             log.warn(_TAG, "client %d DLMS version %d too low" % (client_sap, init.version))
             return acse.build_aare(
                 acse.RESULT_REJECTED_PERMANENT,
                 acse.DIAG_NO_REASON,
-                user_info=acse.initiate_error(acse.INIT_ERR_VERSION_TOO_LOW),
+                context=q.context,
+                user_info=self._user_info(client, title,
+                                          acse.initiate_error(acse.INIT_ERR_VERSION_TOO_LOW)),
             )
         conf = init.conformance & self.supported
         err = None
@@ -303,39 +368,101 @@ class CosemServer:
             return acse.build_aare(
                 acse.RESULT_REJECTED_PERMANENT,
                 acse.DIAG_NO_REASON,
-                user_info=acse.initiate_error(err),
+                context=q.context,
+                user_info=self._user_info(client, title, acse.initiate_error(err)),
             )
         pdu = min(init.max_pdu, self.max_pdu)
-        role = ROLE_MGMT if mgmt else ROLE_PUBLIC
-        self._add_assoc(client_sap, Association(client_sap, role, mech, conf, pdu))
+        if ciphered:
+            pdu -= sec.OVERHEAD  # the protected reply must fit the client's PDU too
+        a = Association(client_sap, client.role, mech, conf, pdu)
+        a.context = q.context
+        a.keys = client.keys
+        a.client_title = title
+        stoc = None
+        if ctos is not None:
+            stoc = self._challenge()
+            a.stoc = stoc
+            a.ctos = ctos
+        self._add_assoc(client_sap, a)
         log.info(
             _TAG,
-            "client %d associated (%s, conformance %06x, pdu %d)"
-            % (client_sap, "LLS" if mgmt else "public", conf, pdu),
+            "client %d %s (%s%s, conformance %06x, pdu %d)"
+            % (client_sap, "associated" if stoc is None else "HLS pending",
+               _MECH_NAMES.get(mech, "?"), ", ciphered" if ciphered else "", conf, pdu),
         )
         return acse.build_aare(
             acse.RESULT_ACCEPTED,
-            acse.DIAG_NULL,
+            acse.DIAG_NULL if stoc is None else acse.DIAG_AUTHENTICATION_REQUIRED,
+            context=q.context,
             mechanism=mech,
-            user_info=acse.initiate_response(conf, self.max_pdu),
+            user_info=self._user_info(client, title,
+                                      acse.initiate_response(conf, self.max_pdu)),
+            responding_title=self.system_title if ciphered else None,
+            stoc=stoc,
         )
 
-    def _ciphered_aarq(self, q, client_sap):
-        # Seam for security suite 0 (AES-GCM-128): glo-initiateRequest decryption, system titles
-        # and invocation counters go here. Until then the ciphered context is not supported.
-        log.warn(_TAG, "client %d asked for a ciphered context; not supported yet" % client_sap)
-        return acse.build_aare(
-            acse.RESULT_REJECTED_PERMANENT,
-            acse.DIAG_CONTEXT_NOT_SUPPORTED,
-            context=acse.CONTEXT_LN_CIPHERED,
-        )
+    def _challenge(self):
+        if self._rng is not None:
+            return bytes(self._rng(_CHALLENGE))
+        import os
 
-    def _reject(self, diag, init, mechanism=None):
+        return os.urandom(_CHALLENGE)
+
+    def _glo_initiate(self, client, title, ui, client_sap):
+        """The InitiateRequest of a glo-initiateRequest from `title`, or None (logged)."""
+        if ui is None or ui[:1] != bytes((acse.GLO_INITIATE_REQUEST,)):
+            log.warn(_TAG, "ciphered AARQ from client %d without a glo-initiateRequest"
+                     % client_sap)
+            return None
+        try:
+            plain, f = sec.unseal(client.keys, title, ui)
+        except sec.SecurityError as e:
+            log.warn(_TAG, "glo-initiateRequest of client %d: %s" % (client_sap, e))
+            return None
+        if not self._fresh(client_sap, title, f.ic):
+            return None
+        try:
+            return acse.parse_initiate_request(plain)
+        except acse.AcseError as e:
+            log.warn(_TAG, "ciphered InitiateRequest: %s" % e)
+            return None
+
+    def _user_info(self, client, title, plain):
+        """The xDLMS APDU of an AARE: protected (glo-initiateResponse) in a ciphered context."""
+        if client is None or client.keys is None:
+            return plain
+        return sec.seal(client.keys, self.system_title, self.counter.take(), sec.SC_AUTH_ENC,
+                        plain)
+
+    def _auth_failed(self, client_sap, why, context):
+        log.warn(_TAG, "association of client %d failed: %s" % (client_sap, why))
+        self.event(events.ASSOCIATION_FAILED, client_sap)
+        return self._reject(acse.DIAG_AUTHENTICATION_FAILURE, None, context=context)
+
+    def _fresh(self, client_sap, title, ic):
+        """True (and remembered) if `ic` is above every counter accepted from this client and
+        title; a replay is logged and reported as an event."""
+        k = (client_sap, bytes(title))
+        last = self._peer_ic.get(k)
+        if last is not None and ic <= last:
+            log.warn(_TAG, "replay from client %d: invocation counter %d, last %d"
+                     % (client_sap, ic, last))
+            self.event(events.REPLAY_REJECTED, client_sap)
+            return False
+        if last is None:
+            if len(self._peer_ic_order) >= _MAX_PEER_COUNTERS:
+                self._peer_ic.pop(self._peer_ic_order.pop(0), None)
+            self._peer_ic_order.append(k)
+        self._peer_ic[k] = ic
+        return True
+
+    def _reject(self, diag, init, mechanism=None, context=acse.CONTEXT_LN):
         ui = None
         if init is not None:
             ui = acse.initiate_response(init.conformance & self.supported, self.max_pdu)
         return acse.build_aare(
-            acse.RESULT_REJECTED_PERMANENT, diag, mechanism=mechanism, user_info=ui
+            acse.RESULT_REJECTED_PERMANENT, diag, context=context, mechanism=mechanism,
+            user_info=ui
         )
 
     def _rlrq(self, mv, client_sap):
@@ -347,8 +474,96 @@ class CosemServer:
             ui = None
         log.info(_TAG, "client %d released" % client_sap)
         if ui is not None and a is not None:
-            return acse.build_rlre(acse.initiate_response(a.conformance, self.max_pdu))
+            resp = acse.initiate_response(a.conformance, self.max_pdu)
+            if a.keys is not None:
+                resp = sec.seal(a.keys, self.system_title, self.counter.take(),
+                                sec.SC_AUTH_ENC, resp)
+            return acse.build_rlre(resp)
         return acse.build_rlre()
+
+    # --- security suite 0: one point around the request/reply path --------------------------
+
+    def _ciphered_request(self, mv, client_sap):
+        """Unprotect a glo/general-glo request, serve it through the plain path, protect the
+        reply in kind (same form and security control, a new invocation counter)."""
+        a = self._assoc.get(self._key(client_sap))
+        if a is None or a.keys is None:
+            log.warn(_TAG, "ciphered APDU 0x%02x from client %d without a ciphered association"
+                     % (mv[0], client_sap))
+            return x.exception_response(
+                x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OPERATION_NOT_POSSIBLE
+            )
+        if len(mv) > self.max_pdu:
+            return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_PDU_TOO_LONG)
+        try:
+            f = sec.parse(mv)
+            if f.title is not None and f.title != a.client_title:
+                raise sec.DecipherError("general-glo-ciphering from another system title")
+            n = sec.open_into(a.keys, a.client_title, mv, f, self._plain, 0)
+        except sec.DecipherError as e:
+            log.warn(_TAG, "ciphered APDU from client %d refused: %s" % (client_sap, e))
+            return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_DECIPHERING)
+        except sec.SecurityError as e:
+            log.warn(_TAG, "malformed ciphered APDU from client %d: %s" % (client_sap, e))
+            return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OTHER)
+        if not self._fresh(client_sap, a.client_title, f.ic):
+            return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_IC_ERROR) + \
+                struct.pack(">I", self._peer_ic[(client_sap, a.client_title)] + 1)
+        plain = memoryview(self._plain)[0:n]
+        if n == 0 or plain[0] not in (x.GET_REQUEST, x.SET_REQUEST, x.ACTION_REQUEST):
+            log.warn(_TAG, "ciphered APDU from client %d holds no GET/SET/ACTION" % client_sap)
+            return x.exception_response(x.STATE_SERVICE_UNKNOWN, x.SERVICE_NOT_SUPPORTED)
+        if a.stoc is not None:
+            resp = self._hls_pass3(a, plain, client_sap)
+            if resp is None:
+                return x.exception_response(
+                    x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OPERATION_NOT_POSSIBLE
+                )
+        else:
+            self._in_cipher = True
+            try:
+                resp = self._service(plain, client_sap)
+            finally:
+                self._in_cipher = False
+        if resp is None or resp[0] == x.EXCEPTION_RESPONSE:
+            return resp  # no ciphered form; carries no data
+        try:
+            end = sec.seal_into(a.keys, self.system_title, self.counter.take(), f.sc, resp,
+                                self._sealed, 0, f.title is not None)
+        except (sec.SecurityError, OSError) as e:
+            log.error(_TAG, "reply to client %d not protected: %s" % (client_sap, e))
+            return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OTHER)
+        return memoryview(self._sealed)[0:end]
+
+    def _hls_pass3(self, a, plain, client_sap):
+        """reply_to_HLS_authentication (ACTION 0.0.40.0.0.255 method 1): verify f(StoC), answer
+        f(CtoS). Anything else before it, or a wrong tag, ends the association (None)."""
+        try:
+            req = x.parse_request(plain)
+        except x.XdlmsError:
+            req = None
+        ok = (req is not None and req.service == x.ACTION_REQUEST and req.desc is not None
+              and req.desc[0] == 15 and req.desc[1] == _ASSOCIATION_LN and req.desc[2] == 1
+              and req.value_pos is not None)
+        value = None
+        if ok:
+            try:
+                value = axdr.Reader(req.mv, req.value_pos).octets()
+            except axdr.AxdrError:
+                value = None
+        if value is None or not sec.check_hls_reply(a.keys, a.client_title, a.stoc, value):
+            self._drop_assoc(client_sap)
+            log.warn(_TAG, "HLS pass 3 of client %d failed: association dropped" % client_sap)
+            self.event(events.ASSOCIATION_FAILED, client_sap)
+            if ok:
+                return x.action_response(req.invoke, x.READ_WRITE_DENIED)
+            return None
+        a.stoc = None
+        reply = sec.hls_reply(a.keys, self.system_title, self.counter.take(), a.ctos)
+        a.ctos = None
+        log.info(_TAG, "client %d associated (HLS-GMAC passed)" % client_sap)
+        # ACTION-Response-Normal: result success, return parameters: data octet-string(17)
+        return bytes((x.ACTION_RESPONSE, x.NORMAL, req.invoke, 0, 1, 0, 0x09, len(reply))) + reply
 
     # --- GET / SET / ACTION -----------------------------------------------------------------
 
@@ -356,6 +571,12 @@ class CosemServer:
         a = self._assoc.get(self._key(client_sap))
         if a is None:
             log.warn(_TAG, "request 0x%02x from client %d before AARQ" % (mv[0], client_sap))
+            return x.exception_response(
+                x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OPERATION_NOT_POSSIBLE
+            )
+        if a.keys is not None and not self._in_cipher:
+            log.warn(_TAG, "plain request 0x%02x in client %d's ciphered association"
+                     % (mv[0], client_sap))
             return x.exception_response(
                 x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OPERATION_NOT_POSSIBLE
             )

@@ -95,15 +95,17 @@ def make_rows(n, skip=()):
     return out
 
 
-def make_server(view=None, clock=None, config=None, table_config=None):
+def make_server(view=None, clock=None, config=None, table_config=None, **kw):
     if view is None:
         view = ListView(make_rows(48, skip=(5, 6)))
     if clock is None:
         clock = FakeClock(T0 + 3600)
-    cfg = {"lls_password": "12345678"}
+    # the reading client (SAP 17) and, for the existing management tests, an LLS management
+    # client (SAP 1) share the Green Book password; HLS-GMAC tests configure keys instead
+    cfg = {"lls_password": "12345678", "mgmt_mechanism": "lls", "mgmt_password": "12345678"}
     if config:
         cfg.update(config)
-    return CosemServer(default_table(view, table_config), clock, cfg), clock, view
+    return CosemServer(default_table(view, table_config), clock, cfg, **kw), clock, view
 
 
 def aarq_with_pdu(pdu):
