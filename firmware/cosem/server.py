@@ -466,12 +466,20 @@ class CosemServer:
         )
 
     def _rlrq(self, mv, client_sap):
-        a = self._drop_assoc(client_sap)
         try:
             _reason, ui = acse.parse_rlrq(mv)
         except acse.AcseError as e:
             log.warn(_TAG, "malformed RLRQ from client %d: %s" % (client_sap, e))
             ui = None
+        a = self._assoc.get(self._key(client_sap))
+        if a is not None and a.keys is not None and ui is not None and not self._glo_release(
+                a, ui, client_sap):
+            # a protected release must verify (a plain RLRQ is accepted: Gurux sends one by
+            # default; it can end the association, as losing the link can, but reveals nothing)
+            return x.exception_response(
+                x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OPERATION_NOT_POSSIBLE
+            )
+        a = self._drop_assoc(client_sap)
         log.info(_TAG, "client %d released" % client_sap)
         if ui is not None and a is not None:
             resp = acse.initiate_response(a.conformance, self.max_pdu)
@@ -480,6 +488,20 @@ class CosemServer:
                                 sec.SC_AUTH_ENC, resp)
             return acse.build_rlre(resp)
         return acse.build_rlre()
+
+    def _glo_release(self, a, ui, client_sap):
+        """True if the RLRQ of a ciphered association carries a glo-initiateRequest from the
+        client (verified, fresh counter)."""
+        if ui[:1] != bytes((acse.GLO_INITIATE_REQUEST,)):
+            log.warn(_TAG, "RLRQ with a plain InitiateRequest in client %d's ciphered "
+                     "association refused" % client_sap)
+            return False
+        try:
+            _plain, f = sec.unseal(a.keys, a.client_title, ui)
+        except sec.SecurityError as e:
+            log.warn(_TAG, "RLRQ of client %d refused: %s" % (client_sap, e))
+            return False
+        return self._fresh(client_sap, a.client_title, f.ic)
 
     # --- security suite 0: one point around the request/reply path --------------------------
 
@@ -510,8 +532,11 @@ class CosemServer:
             return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_IC_ERROR) + \
                 struct.pack(">I", self._peer_ic[(client_sap, a.client_title)] + 1)
         plain = memoryview(self._plain)[0:n]
-        if n == 0 or plain[0] not in (x.GET_REQUEST, x.SET_REQUEST, x.ACTION_REQUEST):
-            log.warn(_TAG, "ciphered APDU from client %d holds no GET/SET/ACTION" % client_sap)
+        if n == 0 or plain[0] not in (x.GET_REQUEST, x.SET_REQUEST, x.ACTION_REQUEST) or (
+                f.title is None and sec.GLO_TAGS[plain[0]] != f.tag):
+            # (the glo tag is outside the authenticated data: it must name what it carries)
+            log.warn(_TAG, "ciphered APDU 0x%02x from client %d holds no matching "
+                     "GET/SET/ACTION" % (f.tag, client_sap))
             return x.exception_response(x.STATE_SERVICE_UNKNOWN, x.SERVICE_NOT_SUPPORTED)
         if a.stoc is not None:
             resp = self._hls_pass3(a, plain, client_sap)

@@ -69,7 +69,8 @@ def udp():
     clock = FakeClock(T0 + 7200)
     view = FakeView(ROWS)
     server = CosemServer(
-        default_table(view), clock, {"lls_password": "s3cret-pw", "max_pdu": 512}
+        default_table(view), clock, {"lls_password": "s3cret-pw", "max_pdu": 512,
+                                     "mgmt_mechanism": "lls", "mgmt_password": "s3cret-pw"}
     )
     u = UdpServer(server)
     yield u, clock, view

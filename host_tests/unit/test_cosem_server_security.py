@@ -197,6 +197,11 @@ class ProtectedServicesTest(Base):
             req[2] = sc
             self.assertEqual(self.srv.handle_apdu(bytes(req), 1), H("d80105"), sc)
 
+    def test_glo_tag_must_match_content(self):
+        req = bytearray(self.c.protect(GET_CLOCK))
+        req[0] = 0xC9  # glo-set-request carrying a GET
+        self.assertEqual(self.srv.handle_apdu(bytes(req), 1), H("d80202"))
+
     def test_ciphered_non_request(self):
         self.c.general = True  # a DataNotification has no glo request tag
         plain = self.c.request(H("0f000001db00"))
@@ -263,6 +268,18 @@ class ProtectedServicesTest(Base):
         i = r.index(H("BE"))
         plain, f = sec.unseal(self.c.keys, SERVER_TITLE, r[i + 4:])
         self.assertEqual(plain[0], 0x08)
+        self.assertIsNone(self.srv.association(1))
+
+
+    def test_release_with_broken_glo_refused_plain_accepted(self):
+        glo = bytearray(sec.seal(self.c.keys, CLIENT_TITLE, self.c.take(), 0x30,
+                                 H("01000000065F1F0400007E1F04B0")))
+        glo[-1] ^= 1
+        rlrq = H("62") + bytes((len(glo) + 7,)) + H("800100BE") + bytes(
+            (len(glo) + 2, 4, len(glo))) + bytes(glo)
+        self.assertEqual(self.srv.handle_apdu(rlrq, 1), H("d80101"))
+        self.assertIsNotNone(self.srv.association(1))
+        self.assertEqual(self.srv.handle_apdu(H("6203800100"), 1), H("6303800100"))
         self.assertIsNone(self.srv.association(1))
 
 
