@@ -12,10 +12,8 @@
 from firmware import events, log
 from firmware.compat import const
 from firmware.cosem import acse, axdr, clients, wrapper
-from firmware.cosem import security as sec
 from firmware.cosem import xdlms as x
 from firmware.cosem.objects import READ, WRITE, RowsGone
-from firmware.cosem.protection import Protection, ap_title
 
 _TAG = "cosem"
 _DATA = const(12)  # offset of the A-XDR data in the output buffer (room for the block header)
@@ -35,6 +33,8 @@ CONF_SET = const(0x000008)
 CONF_SELECTIVE = const(0x000004)
 CONF_ACTION = const(0x000001)
 SUPPORTED_CONFORMANCE = const(0x00121D)
+_CIPHERED_REQUESTS = (0xC8, 0xC9, 0xCB, 0xDB)  # glo get/set/action, general-glo (security.py)
+_SEC_OVERHEAD = const(30)  # largest framing of a protected APDU (security.OVERHEAD)
 _MECH_NAMES = {acse.MECH_NONE: "public", acse.MECH_LLS: "LLS", acse.MECH_GMAC: "HLS-GMAC"}
 
 
@@ -130,10 +130,24 @@ def _write_whole(w, prod):
         prod.advance()
 
 
-_ct_equal = sec.ct_equal  # constant-time (LLS password)
+def _ct_equal(a, b):
+    """Constant-time comparison of two byte strings (LLS password)."""
+    if len(a) != len(b):
+        return False
+    d = 0
+    for i in range(len(a)):
+        d |= a[i] ^ b[i]
+    return d == 0
 
 
-class CosemServer(Protection):
+def _prot():
+    # security suite 0 (protection.py, security.py) is imported only when a client has keys
+    from firmware.cosem import protection
+
+    return protection
+
+
+class CosemServer:
     """handle_wpdu(data) -> bytes|None and handle_apdu(apdu, client_sap) -> bytes|None.
 
     objects: ObjectTable (profile.default_table), clock: now_t2k()/set_t2k()/is_set(),
@@ -159,8 +173,11 @@ class CosemServer(Protection):
             if c.keys is not None:
                 self.ciphered = True
         self.system_title = clients.server_title(cfg) if self.ciphered else None
-        self.counter = sec.Counter(ic_state, "dlms_ic", cfg["ic_block"]) if self.ciphered \
-            else None
+        self.counter = None
+        if self.ciphered:
+            from firmware.cosem.security import Counter
+
+            self.counter = Counter(ic_state, "dlms_ic", cfg["ic_block"])
         self._rng = rng
         self._peer_ic = {}  # (client SAP, client title) -> last accepted invocation counter
         self._peer_ic_order = []
@@ -188,7 +205,7 @@ class CosemServer(Protection):
         if self.ciphered:
             # deciphered requests and protected replies (only with a ciphered client)
             self._plain = bytearray(self.max_pdu)
-            self._sealed = bytearray(self.max_pdu + sec.OVERHEAD)
+            self._sealed = bytearray(self.max_pdu + _SEC_OVERHEAD)
 
     # --- entry points -----------------------------------------------------------------------
 
@@ -241,8 +258,14 @@ class CosemServer(Protection):
                 return self._rlrq(mv, client_sap)
             if tag in (x.GET_REQUEST, x.SET_REQUEST, x.ACTION_REQUEST):
                 return self._service(mv, client_sap)
-            if tag in sec.REQUEST_TAGS:
-                return self._ciphered_request(mv, client_sap)
+            if tag in _CIPHERED_REQUESTS:
+                if not self.ciphered:
+                    log.warn(_TAG, "ciphered APDU 0x%02x from client %d: no ciphered client"
+                             % (tag, client_sap))
+                    return x.exception_response(
+                        x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OPERATION_NOT_POSSIBLE
+                    )
+                return _prot().ciphered_request(self, mv, client_sap)
             log.warn(_TAG, "unsupported APDU tag 0x%02x from client %d" % (tag, client_sap))
             return x.exception_response(x.STATE_SERVICE_UNKNOWN, x.SERVICE_NOT_SUPPORTED)
         except (x.XdlmsError, axdr.AxdrError, acse.AcseError) as e:
@@ -300,14 +323,16 @@ class CosemServer(Protection):
             return self._reject(acse.DIAG_CONTEXT_NOT_SUPPORTED, None, context=q.context)
         title = None
         if ciphered:
-            title = ap_title(q.calling_title)
+            title = _prot().ap_title(q.calling_title)
             if title is None or (client.title is not None and title != client.title):
-                return self._auth_failed(client_sap, "calling-AP-title missing or not the "
-                                         "configured one", q.context)
-            init = self._glo_initiate(client, title, q.user_info, client_sap)
+                return _prot().auth_failed(
+                    self, client_sap, "calling-AP-title missing or not the configured one",
+                    q.context)
+            init = _prot().glo_initiate(self, client, title, q.user_info, client_sap)
             if init is None:
-                return self._auth_failed(client_sap, "glo-initiateRequest does not decipher "
-                                         "(wrong key?) or is replayed", q.context)
+                return _prot().auth_failed(
+                    self, client_sap, "glo-initiateRequest does not decipher (wrong key?) or "
+                    "is replayed", q.context)
         else:
             init = None
             if q.user_info is not None and q.user_info[:1] == bytes((acse.INITIATE_REQUEST,)):
@@ -336,8 +361,8 @@ class CosemServer(Protection):
         if want == acse.MECH_GMAC:
             ctos = q.auth_value
             if ctos is None or not 8 <= len(ctos) <= 64:
-                return self._auth_failed(client_sap, "HLS challenge missing or of bad length",
-                                         q.context)
+                return _prot().auth_failed(
+                    self, client_sap, "HLS challenge missing or of bad length", q.context)
         if init.version < acse.DLMS_VERSION:
             log.warn(_TAG, "client %d DLMS version %d too low" % (client_sap, init.version))
             return acse.build_aare(
@@ -363,14 +388,14 @@ class CosemServer(Protection):
             )
         pdu = min(init.max_pdu, self.max_pdu)
         if ciphered:
-            pdu -= sec.OVERHEAD  # the protected reply must fit the client's PDU too
+            pdu -= _SEC_OVERHEAD  # the protected reply must fit the client's PDU too
         a = Association(client_sap, client.role, mech, conf, pdu)
         a.context = q.context
         a.keys = client.keys
         a.client_title = title
         stoc = None
         if ctos is not None:
-            stoc = self._challenge()
+            stoc = _prot().challenge(self)
             a.stoc = stoc
             a.ctos = ctos
         self._add_assoc(client_sap, a)
@@ -391,6 +416,12 @@ class CosemServer(Protection):
             stoc=stoc,
         )
 
+    def _user_info(self, client, title, plain):
+        """An AARE/RLRE's xDLMS APDU: protected (glo-initiateResponse) for a keyed client."""
+        if client.keys is None:
+            return plain
+        return _prot().user_info(self, client, title, plain)
+
     def _reject(self, diag, init, mechanism=None, context=acse.CONTEXT_LN):
         ui = None
         if init is not None:
@@ -407,8 +438,8 @@ class CosemServer(Protection):
             log.warn(_TAG, "malformed RLRQ from client %d: %s" % (client_sap, e))
             ui = None
         a = self._assoc.get(self._key(client_sap))
-        if a is not None and a.keys is not None and ui is not None and not self._glo_release(
-                a, ui, client_sap):
+        if a is not None and a.keys is not None and ui is not None and not _prot().glo_release(
+                self, a, ui, client_sap):
             # a protected release must verify (a plain RLRQ is accepted: Gurux sends one by
             # default; it can end the association, as losing the link can, but reveals nothing)
             return x.exception_response(
@@ -418,10 +449,7 @@ class CosemServer(Protection):
         log.info(_TAG, "client %d released" % client_sap)
         if ui is not None and a is not None:
             resp = acse.initiate_response(a.conformance, self.max_pdu)
-            if a.keys is not None:
-                resp = sec.seal(a.keys, self.system_title, self.counter.take(),
-                                sec.SC_AUTH_ENC, resp)
-            return acse.build_rlre(resp)
+            return acse.build_rlre(self._user_info(a, a.client_title, resp))
         return acse.build_rlre()
 
     # --- GET / SET / ACTION -----------------------------------------------------------------
