@@ -171,6 +171,12 @@ class ProtectedServicesTest(Base):
         self.assertEqual(r, H("c701c10000"))
         self.assertEqual(self.clock.t, want + 30)
 
+    def test_association_object_reports_ciphered_gmac(self):
+        ctx = self.c.request(H("c001c1000f0000280000ff0400"))
+        mech = self.c.request(H("c001c1000f0000280000ff0600"))
+        self.assertEqual((ctx[:4], ctx[-2:]), (H("c401c100"), H("1103")))
+        self.assertEqual(mech[-2:], H("1105"))
+
     def test_plain_request_refused(self):
         self.assertEqual(self.srv.handle_apdu(GET_CLOCK, 1), H("d80101"))
         self.assertIsNotNone(self.srv.association(1))
