@@ -248,6 +248,7 @@ def main():
         results.update(store_bench.measure())
         results.update(echonet_bench.measure())
         results.update(dlms_bench.measure())
+        results.update(dlms_bench.mp_security())
     for meters, key in ((1, ""), (4, "_4meters")):
         start = START_KB[meters]
         print("heap sweep, %d meter(s), from %d KB down (%d runs per size) ..." % (meters, start,

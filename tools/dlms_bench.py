@@ -17,6 +17,10 @@ dlms.profile_45d_alloc_bytes_per_block  bytes allocated per block (micropython.m
 dlms.profile_45d_garbage_bytes_per_block  bytes per block left for the collector (gc.mem_alloc
                                   across each block's handle_wpdu with the collector paused)
 dlms.profile_45d_blocks           blocks of the read (512-byte PDU)
+
+and, from tools/dlms_security_bench_mp.py (security suite 0 under micropython, cryptolib ECB):
+dlms.gcm_1kb_ms, dlms.gcm_open_1kb_ms, dlms.gcm_key_setup_ms, dlms.gcm_key_heap_bytes,
+dlms.hls_association_ms (that file's docstring says what each is).
 """
 
 import json
@@ -26,27 +30,41 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _MP_HELPER = os.path.join("tools", "dlms_bench_mp.py")
+_MP_SECURITY = os.path.join("tools", "dlms_security_bench_mp.py")
 ROWS_45D = 2160
 
 
-def mp_profile_read(rows=ROWS_45D, repeat=3, heap="512k"):
-    """The raw figures of tools/dlms_bench_mp.py (a dict), run under micropython."""
+def _run_mp(script, args, heap):
+    """The JSON line a micropython helper prints last (a dict)."""
     from tools.deployment import find_micropython
 
     mp = find_micropython()
     if not mp:
         raise RuntimeError("micropython binary not found")
-    r = subprocess.run([mp, "-X", "heapsize=" + heap, _MP_HELPER, str(rows), str(repeat)],
+    name = os.path.basename(script)
+    r = subprocess.run([mp, "-X", "heapsize=" + heap, script] + [str(a) for a in args],
                        cwd=ROOT, env=dict(os.environ, MICROPYPATH=".:.frozen"),
                        capture_output=True, text=True, timeout=300)
     lines = r.stdout.strip().splitlines()
     if r.returncode != 0 or not lines:
-        raise RuntimeError("dlms_bench_mp.py failed (rc %d): %s"
-                           % (r.returncode, (r.stderr or r.stdout)[-2000:]))
+        raise RuntimeError("%s failed (rc %d): %s"
+                           % (name, r.returncode, (r.stderr or r.stdout)[-2000:]))
     try:
         return json.loads(lines[-1])
     except ValueError:
-        raise RuntimeError("dlms_bench_mp.py: %s" % lines[-1][-2000:]) from None
+        raise RuntimeError("%s: %s" % (name, lines[-1][-2000:])) from None
+
+
+def mp_profile_read(rows=ROWS_45D, repeat=3, heap="512k"):
+    """The raw figures of tools/dlms_bench_mp.py (a dict), run under micropython."""
+    return _run_mp(_MP_HELPER, [rows, repeat], heap)
+
+
+def mp_security(runs=20, heap="256k"):
+    """The suite 0 figures of tools/dlms_security_bench_mp.py, flat dlms.* names."""
+    res = _run_mp(_MP_SECURITY, [runs], heap)
+    res.pop("runs", None)
+    return res
 
 
 def measure(rows=ROWS_45D, repeat=3):
@@ -64,7 +82,9 @@ def measure(rows=ROWS_45D, repeat=3):
 
 def main(argv):
     rows = int(argv[1]) if len(argv) > 1 else ROWS_45D
-    print(json.dumps(measure(rows), indent=1, sort_keys=True))
+    res = measure(rows)
+    res.update(mp_security())
+    print(json.dumps(res, indent=1, sort_keys=True))
     return 0
 
 

@@ -1,17 +1,22 @@
-"""Host-side DLMS/COSEM client (public client or LLS management client) over the UDP wrapper.
+"""Host-side DLMS/COSEM client over the UDP wrapper: public client, LLS client, or (with keys) an
+HLS-GMAC client with security suite 0 (authenticated encryption, glo or general-glo form).
 
 `DlmsClient` is sans-IO: it builds request APDUs/WPDUs and parses responses, including GET block
 transfer reassembly. `AsyncDlmsUdpClient` runs it over an asyncio datagram endpoint with timeouts
 and retries; the simulation's head-end (tools/headend.py) uses it. It reuses the firmware's A-XDR
-and ACSE codecs, so a codec bug shows up on both sides; the Gurux interop tests are the
-independent check.
+and ACSE codecs and firmware/cosem/security.py, so a codec bug shows up on both sides; the
+Gurux and dlms-cosem interop tests are the independent check.
 """
 
 import asyncio
+import os
 import struct
 
 from firmware.cosem import acse, axdr, wrapper
+from firmware.cosem import security as sec
 from firmware.cosem.objects import obis
+
+ASSOCIATION_LN = "0.0.40.0.0.255"
 
 CLOCK_LN = "0.0.1.0.0.255"
 PROFILE_LN = "1.0.99.1.0.255"
@@ -71,7 +76,30 @@ class DlmsClient:
         time_zone_min=-540,
         deviation_sign=-1,
         conformance=PROPOSED_CONFORMANCE,
+        ek=None,
+        ak=None,
+        system_title=b"SIM00001",
+        general=False,
+        security_control=sec.SC_AUTH_ENC,
+        invocation_counter=0,
     ):
+        """ek/ak (16 bytes each): HLS-GMAC with every request protected (general: DB form,
+        else glo tags C8/C9/CB); system_title: ours (8 bytes)."""
+        self.keys = None
+        if ek is not None:
+            from firmware.hal import aes
+
+            self.keys = sec.Keys(aes.ecb, ek, ak)
+        self.title = bytes(system_title)
+        self.general = general
+        self.sc = security_control
+        self.ic = invocation_counter  # the last one used
+        self.server_title = None
+        self.server_ic = -1  # the last one accepted from the server
+        self.ctos = None
+        self.stoc = None
+        self.hls_pending = False
+        self._last_plain = None  # the last request APDU, protected again (new IC) on a retry
         self.client_sap = client_sap
         self.server_sap = server_sap
         self.password = password.encode() if isinstance(password, str) else password
@@ -88,13 +116,40 @@ class DlmsClient:
     # --- framing ---------------------------------------------------------------------------
 
     def wrap(self, apdu):
+        """The WPDU of a request; with keys, GET/SET/ACTION go out protected."""
+        self._last_plain = apdu
+        if self.keys is not None and apdu[0] in (0xC0, 0xC1, 0xC3):
+            self.ic += 1
+            apdu = sec.seal(self.keys, self.title, self.ic, self.sc, apdu, self.general)
         return wrapper.build(self.client_sap, self.server_sap, apdu)
+
+    def rewrap(self):
+        """The last request again for a retry: protected with a new invocation counter (the
+        server rejects a repeated one as a replay); an AARQ is built anew."""
+        if self._last_plain is not None and self._last_plain[0] == acse.AARQ and self.keys:
+            return self.build_aarq()
+        return self.wrap(self._last_plain)
 
     def unwrap(self, wpdu):
         src, dst, apdu = wrapper.parse(wpdu)
         if src != self.server_sap or dst != self.client_sap:
             raise DlmsError("WPDU from wPort %d to %d is not for us" % (src, dst))
-        return bytes(apdu)
+        apdu = bytes(apdu)
+        if self.keys is not None and apdu[:1] in (b"\xcc", b"\xcd", b"\xcf", b"\xdb"):
+            return self._unprotect(apdu)
+        return apdu
+
+    def _unprotect(self, apdu):
+        try:
+            plain, f = sec.unseal(self.keys, self.server_title, apdu)
+        except sec.SecurityError as e:
+            raise DlmsError("protected response: %s" % e) from None
+        if f.title is not None and f.title != self.server_title:
+            raise DlmsError("protected response from another system title")
+        if f.ic <= self.server_ic:
+            raise DlmsError("server invocation counter %d repeated" % f.ic)
+        self.server_ic = f.ic
+        return plain
 
     def _next_invoke(self):
         self._invoke = self._invoke % 15 + 1
@@ -106,13 +161,23 @@ class DlmsClient:
         c = self.conformance
         ui = bytes((1, 0, 0, 0, 6, 0x5F, 0x1F, 0x04, 0x00, c >> 16, (c >> 8) & 0xFF, c & 0xFF))
         ui += struct.pack(">H", self.max_pdu)
-        body = bytes.fromhex("A109060760857405080101")
-        if self.password is not None:
+        if self.keys is not None:
+            self.ic += 1
+            ui = sec.seal(self.keys, self.title, self.ic, sec.SC_AUTH_ENC, ui)
+            self.ctos = os.urandom(16)
+            body = bytes.fromhex("A109060760857405080103A60A0408") + self.title
+            body += bytes.fromhex("8A0207808B0760857405080205")
+            body += bytes((0xAC, 18, 0x80, 16)) + self.ctos
+        else:
+            body = bytes.fromhex("A109060760857405080101")
+        if self.password is not None and self.keys is None:
             pw = self.password
             body += bytes.fromhex("8A0207808B0760857405080201")
             body += bytes((0xAC, len(pw) + 2, 0x80, len(pw))) + pw
         body += bytes((0xBE, len(ui) + 2, 0x04, len(ui))) + ui
-        return self.wrap(bytes((0x60, len(body))) + body)
+        apdu = bytes((0x60, len(body))) + body
+        self._last_plain = apdu
+        return wrapper.build(self.client_sap, self.server_sap, apdu)
 
     def parse_aare(self, wpdu):
         apdu = memoryview(self.unwrap(wpdu))
@@ -129,8 +194,14 @@ class DlmsClient:
                 diag = apdu[e - 1]
             elif tag == 0xBE:
                 ui = bytes(apdu[s + 2 : e])
+            elif tag == 0xA4 and e - s == 10:
+                self.server_title = bytes(apdu[s + 2 : e])
+            elif tag == 0xAA:
+                self.stoc = bytes(apdu[s + 2 : e])
         if result is None or diag is None:
             raise DlmsError("AARE without result/diagnostic")
+        if ui and ui[0] == acse.GLO_INITIATE_RESPONSE and self.keys is not None:
+            ui = self._unprotect(ui)
         if result != 0:
             err = ui[3] if ui and ui[0] == acse.CONFIRMED_SERVICE_ERROR and len(ui) >= 4 else None
             raise AssociationRejected(result, diag, err)
@@ -138,7 +209,32 @@ class DlmsClient:
             raise DlmsError("AARE without InitiateResponse")
         self.negotiated = (ui[7] << 16) | (ui[8] << 8) | ui[9]
         self.server_max_pdu = struct.unpack_from(">H", ui, 10)[0]
+        self.hls_pending = diag == acse.DIAG_AUTHENTICATION_REQUIRED
+        if self.hls_pending and (self.keys is None or not self.stoc):
+            raise DlmsError("HLS requested without keys or challenge")
         return self.negotiated
+
+    def build_hls_reply(self):
+        """HLS pass 3: reply_to_HLS_authentication with 10 | IC | GMAC(StoC)."""
+        self.ic += 1
+        reply = sec.hls_reply(self.keys, self.title, self.ic, self.stoc)
+        return self.build_action(15, ASSOCIATION_LN, 1, bytes((0x09, len(reply))) + reply)
+
+    def parse_hls_result(self, wpdu):
+        """HLS pass 4: the server's f(CtoS) must verify; True, or None for a stale answer."""
+        apdu = self.unwrap(wpdu)
+        self._raise_exception(apdu)
+        if len(apdu) < 4 or apdu[0] != 0xC7 or apdu[1] != 1:
+            raise DlmsError("expected an ACTION-Response, got %s" % apdu[:4].hex())
+        if apdu[2] & 0x0F != self._invoke:
+            return None
+        if apdu[3] != 0:
+            raise AssociationRejected(1, acse.DIAG_AUTHENTICATION_FAILURE)
+        if apdu[4:8] != b"\x01\x00\x09\x11" or not sec.check_hls_reply(
+                self.keys, self.server_title, self.ctos, apdu[8:]):
+            raise DlmsError("the server's HLS proof does not verify")
+        self.hls_pending = False
+        return True
 
     def build_rlrq(self):
         return self.wrap(bytes.fromhex("6203800100"))
@@ -306,13 +402,15 @@ class AsyncDlmsUdpClient:
         max_pdu=0xFFFF,
         time_zone_min=-540,
         deviation_sign=-1,
+        **security,
     ):
+        """security: ek, ak, system_title, general, security_control (DlmsClient)."""
         self.local_addr = local_addr
         self.server_addr = server_addr
         self.timeout_s = timeout_s
         self.retries = retries
         self.dlms = DlmsClient(
-            client_sap, server_sap, password, max_pdu, time_zone_min, deviation_sign
+            client_sap, server_sap, password, max_pdu, time_zone_min, deviation_sign, **security
         )
         self._transport = None
         self._proto = None
@@ -331,7 +429,9 @@ class AsyncDlmsUdpClient:
         while not q.empty():
             q.get_nowait()  # drop late answers to earlier requests
         loop = asyncio.get_running_loop()
-        for _attempt in range(self.retries + 1):
+        for attempt in range(self.retries + 1):
+            if attempt and self.dlms.keys is not None:
+                wpdu = self.dlms.rewrap()  # a repeated invocation counter would be a replay
             self._transport.sendto(wpdu, self.server_addr)
             deadline = loop.time() + self.timeout_s
             while True:
@@ -351,7 +451,10 @@ class AsyncDlmsUdpClient:
         raise TimeoutError("no DLMS answer from %s:%d" % self.server_addr[:2])
 
     async def associate(self):
-        return await self._exchange(self.dlms.build_aarq(), self.dlms.parse_aare)
+        conf = await self._exchange(self.dlms.build_aarq(), self.dlms.parse_aare)
+        if self.dlms.hls_pending:
+            await self._exchange(self.dlms.build_hls_reply(), self.dlms.parse_hls_result)
+        return conf
 
     async def release(self):
         await self._exchange(self.dlms.build_rlrq(), self.dlms.parse_rlre)

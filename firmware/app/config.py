@@ -114,7 +114,8 @@ DEFAULTS = {
     },
 }
 
-SECRET_KEYS = ("wifi_psk", "pana_password", "lls_password")
+SECRET_KEYS = ("wifi_psk", "pana_password", "lls_password", "mgmt_password", "mgmt_ek",
+               "mgmt_ak", "reader_ek", "reader_ak")
 
 
 class ConfigError(ValueError):

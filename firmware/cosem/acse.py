@@ -19,6 +19,7 @@ CONTEXT_LN_CIPHERED = const(3)
 MECHANISM_PREFIX = b"\x60\x85\x74\x05\x08\x02"
 MECH_NONE = const(0)
 MECH_LLS = const(1)
+MECH_GMAC = const(5)  # HLS-GMAC (security suite 0)
 
 RESULT_ACCEPTED = const(0)
 RESULT_REJECTED_PERMANENT = const(1)
@@ -30,12 +31,14 @@ DIAG_CONTEXT_NOT_SUPPORTED = const(2)
 DIAG_MECHANISM_NOT_RECOGNISED = const(11)
 DIAG_MECHANISM_REQUIRED = const(12)
 DIAG_AUTHENTICATION_FAILURE = const(13)
+DIAG_AUTHENTICATION_REQUIRED = const(14)  # HLS: passes 3 and 4 follow
 
 # xDLMS InitiateRequest/Response and ConfirmedServiceError tags
 INITIATE_REQUEST = const(0x01)
 INITIATE_RESPONSE = const(0x08)
 CONFIRMED_SERVICE_ERROR = const(0x0E)
 GLO_INITIATE_REQUEST = const(0x21)
+GLO_INITIATE_RESPONSE = const(0x28)
 # initiate ServiceError values
 INIT_ERR_OTHER = const(0)
 INIT_ERR_VERSION_TOO_LOW = const(1)
@@ -224,13 +227,19 @@ def initiate_error(err):
     return bytes((CONFIRMED_SERVICE_ERROR, 0x01, 0x06, err))
 
 
-def build_aare(result, diag, context=CONTEXT_LN, mechanism=None, user_info=None):
-    """AARE with optional responder-acse-requirements/mechanism (when authentication was used)."""
+def build_aare(result, diag, context=CONTEXT_LN, mechanism=None, user_info=None,
+               responding_title=None, stoc=None):
+    """AARE with optional responding-AP-title (ciphered contexts), responder-acse-requirements/
+    mechanism (when authentication was used) and the HLS server-to-client challenge."""
     body = _tlv(0xA1, b"\x06\x07" + CONTEXT_PREFIX + bytes((context,)))
     body += b"\xa2\x03\x02\x01" + bytes((result,))
     body += b"\xa3\x05\xa1\x03\x02\x01" + bytes((diag,))
+    if responding_title is not None:
+        body += _tlv(0xA4, _tlv(0x04, responding_title))
     if mechanism:
         body += b"\x88\x02\x07\x80" + _tlv(0x89, MECHANISM_PREFIX + bytes((mechanism,)))
+    if stoc is not None:
+        body += _tlv(0xAA, _tlv(0x80, stoc))
     if user_info is not None:
         body += _tlv(0xBE, _tlv(0x04, user_info))
     return _tlv(AARE, body)

@@ -10,11 +10,12 @@
 # Over the ~400 lines of a module: the association, the service dispatch and the block transfer
 # share one per-association state and one PDU buffer; each further module costs heap at import
 # (docs/memory.md), and none of the parts is used without the others.
-from firmware import log
+
+from firmware import events, log
 from firmware.compat import const
-from firmware.cosem import acse, axdr, wrapper
+from firmware.cosem import acse, axdr, clients, wrapper
 from firmware.cosem import xdlms as x
-from firmware.cosem.objects import READ, ROLE_MGMT, ROLE_PUBLIC, WRITE, RowsGone
+from firmware.cosem.objects import READ, WRITE, RowsGone
 
 _TAG = "cosem"
 # offset of the A-XDR data in the PDU buffer: room for the wrapper header (8, wrapper.HEADER_LEN)
@@ -36,12 +37,29 @@ CONF_SET = const(0x000008)
 CONF_SELECTIVE = const(0x000004)
 CONF_ACTION = const(0x000001)
 SUPPORTED_CONFORMANCE = const(0x00121D)
+_CIPHERED_REQUESTS = (0xC8, 0xC9, 0xCB, 0xDB)  # glo get/set/action, general-glo (security.py)
+_SEC_OVERHEAD = const(30)  # largest framing of a protected APDU (security.OVERHEAD)
+_MECH_NAMES = {acse.MECH_NONE: "public", acse.MECH_LLS: "LLS", acse.MECH_GMAC: "HLS-GMAC"}
 
+
+# SPEC choices (docs/dlms.md "Security"): clients, mechanisms, keys, titles are configuration
 DEFAULTS = {
     "server_sap": 1,
-    "public_client_sap": 16,
-    "mgmt_client_sap": 1,
-    "lls_password": "",
+    "public_client_sap": 16,  # no authentication: ROLE_PUBLIC
+    "reader_client_sap": 17,  # ROLE_READER
+    "reader_mechanism": "lls",  # lls (lls_password) | gmac (reader_ek/reader_ak)
+    "mgmt_client_sap": 1,  # ROLE_MGMT
+    "mgmt_mechanism": "gmac",  # gmac (mgmt_ek/mgmt_ak) | lls (mgmt_password; weaker)
+    "lls_password": "",  # the reading client's LLS password ("" disables it)
+    "mgmt_password": "",  # only with mgmt_mechanism lls
+    "system_title": "5858580000000001",  # ours: 8 bytes hex (FLAG id "XXX" + serial)
+    "reader_ek": "",  # suite 0 keys, 32 hex digits each; set: the client must cipher
+    "reader_ak": "",
+    "reader_title": "",  # the client's system title, 16 hex digits ("" = any)
+    "mgmt_ek": "",
+    "mgmt_ak": "",
+    "mgmt_title": "",
+    "ic_block": 256,  # our invocation counter is persisted this far ahead (one write per block)
     "max_pdu": 512,
     "time_zone_min": -540,
     "deviation_sign": -1,
@@ -58,6 +76,10 @@ class Association:
         self.conformance = conformance
         self.client_pdu = client_pdu  # largest APDU we may send to this client
         self.xfer = None  # the long GET in progress (_Transfer) or None
+        self.keys = None  # security.Keys of a ciphered association, else None
+        self.client_title = None  # the client's system title (ciphered association)
+        self.stoc = None  # HLS-GMAC: our challenge while pass 3 is awaited, then None
+        self.ctos = None  # HLS-GMAC: the client's challenge (answered in pass 4)
 
 
 class _Transfer:
@@ -125,25 +147,48 @@ def _ct_equal(a, b):
     return d == 0
 
 
+def _prot():
+    # security suite 0 (protection.py, security.py) is imported only when a client has keys
+    from firmware.cosem import protection
+
+    return protection
+
+
 class CosemServer:
     """handle_wpdu(data) -> bytes|None and handle_apdu(apdu, client_sap) -> bytes|None.
 
     objects: ObjectTable (profile.default_table), clock: now_t2k()/set_t2k()/is_set(),
     config: the 'dlms' configuration section (missing keys take DEFAULTS).
+    aes_ecb: the HAL's AES-128 block function (hal.aes_ecb) for security suite 0; None: no
+    ciphered clients. ic_state: get(key, default)/set(key, value) persistence of our invocation
+    counter (the StateFile); None keeps it in RAM (tests only: it would repeat after a reboot).
+    rng(n) -> n random bytes for HLS challenges (default os.urandom).
+    self.event(code, detail): association failures and replays (firmware.events codes).
     """
 
-    def __init__(self, objects, clock, config=None):
+    def __init__(self, objects, clock, config=None, aes_ecb=None, ic_state=None, rng=None):
         cfg = dict(DEFAULTS)
         if config:
             cfg.update(config)
         self.table = objects
         self.clock = clock
+        self.event = events.ignore
         self.server_sap = cfg["server_sap"]
-        self.public_sap = cfg["public_client_sap"]
-        self.mgmt_sap = cfg["mgmt_client_sap"]
-        pw = cfg["lls_password"] or ""
-        self._password = pw.encode() if isinstance(pw, str) else bytes(pw)
-        log.add_secret(self._password)
+        self.clients = clients.build(cfg, aes_ecb)
+        self.ciphered = False
+        for c in self.clients.values():
+            if c.keys is not None:
+                self.ciphered = True
+        self.system_title = clients.server_title(cfg) if self.ciphered else None
+        self.counter = None
+        if self.ciphered:
+            from firmware.cosem.security import Counter
+
+            self.counter = Counter(ic_state, "dlms_ic", cfg["ic_block"])
+        self._rng = rng
+        self._peer_ic = {}  # (client SAP, client title) -> last accepted invocation counter
+        self._peer_ic_order = []
+        self._in_cipher = False  # the request being served arrived ciphered
         self.max_pdu = max(MIN_CLIENT_PDU, min(int(cfg["max_pdu"]), 0xFFFF))
         self.time_zone = cfg["time_zone_min"]
         self.deviation_sign = -1 if cfg["deviation_sign"] < 0 else 1
@@ -167,6 +212,10 @@ class CosemServer:
         self._assoc = {}  # (peer, client SAP) -> Association; peer None for handle_apdu callers
         self._order = []  # association keys, oldest first (the table is bounded)
         self._peer = None  # radio peer of the request being handled
+        if self.ciphered:
+            # deciphered requests and protected replies (only with a ciphered client)
+            self._plain = bytearray(self.max_pdu)
+            self._sealed = bytearray(self.max_pdu + _SEC_OVERHEAD)
 
     # --- entry points -----------------------------------------------------------------------
 
@@ -227,6 +276,14 @@ class CosemServer:
                 return self._rlrq(mv, client_sap)
             if tag in (x.GET_REQUEST, x.SET_REQUEST, x.ACTION_REQUEST):
                 return self._service(mv, client_sap)
+            if tag in _CIPHERED_REQUESTS:
+                if not self.ciphered:
+                    log.warn(_TAG, "ciphered APDU 0x%02x from client %d: no ciphered client"
+                             % (tag, client_sap))
+                    return x.exception_response(
+                        x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OPERATION_NOT_POSSIBLE
+                    )
+                return _prot().ciphered_request(self, mv, client_sap)
             log.warn(_TAG, "unsupported APDU tag 0x%02x from client %d" % (tag, client_sap))
             return x.exception_response(x.STATE_SERVICE_UNKNOWN, x.SERVICE_NOT_SUPPORTED)
         except (x.XdlmsError, axdr.AxdrError, acse.AcseError) as e:
@@ -269,46 +326,69 @@ class CosemServer:
         except acse.AcseError as e:
             log.warn(_TAG, "malformed AARQ from client %d: %s" % (client_sap, e))
             return acse.build_aare(acse.RESULT_REJECTED_PERMANENT, acse.DIAG_NO_REASON)
-        if q.context == acse.CONTEXT_LN_CIPHERED:
-            return self._ciphered_aarq(q, client_sap)
-        if q.context != acse.CONTEXT_LN:
+        if q.context not in (acse.CONTEXT_LN, acse.CONTEXT_LN_CIPHERED):
             log.warn(_TAG, "AARQ context %d not supported" % q.context)
             return self._reject(acse.DIAG_CONTEXT_NOT_SUPPORTED, None)
-        init = None
-        if q.user_info is not None and q.user_info[:1] == bytes((acse.INITIATE_REQUEST,)):
-            try:
-                init = acse.parse_initiate_request(q.user_info)
-            except acse.AcseError as e:
-                log.warn(_TAG, "AARQ InitiateRequest: %s" % e)
-                return self._reject(acse.DIAG_NO_REASON, None)
-        if init is None:
-            log.warn(_TAG, "AARQ from client %d without a plain InitiateRequest" % client_sap)
-            return self._reject(acse.DIAG_NO_REASON, None)
-        # who is asking decides the authentication mechanism
-        if client_sap == self.public_sap:
-            mgmt = False
-            want = acse.MECH_NONE
-        elif client_sap == self.mgmt_sap and self._password:
-            mgmt = True
-            want = acse.MECH_LLS
-        else:
+        # who is asking decides the authentication mechanism, the role and the ciphering
+        client = self.clients.get(client_sap)
+        if client is None:
             log.warn(_TAG, "AARQ from unknown client SAP %d rejected" % client_sap)
-            return self._reject(acse.DIAG_NO_REASON, init)
+            return self._reject(acse.DIAG_NO_REASON, None, context=q.context)
+        ciphered = q.context == acse.CONTEXT_LN_CIPHERED
+        if ciphered != (client.keys is not None):
+            log.warn(_TAG, "client %d %s ciphering" % (
+                client_sap, "asked for" if ciphered else "must use"))
+            return self._reject(acse.DIAG_CONTEXT_NOT_SUPPORTED, None, context=q.context)
+        title = None
+        if ciphered:
+            title = _prot().ap_title(q.calling_title)
+            if title is None or (client.title is not None and title != client.title):
+                return _prot().auth_failed(
+                    self, client_sap, "calling-AP-title missing or not the configured one",
+                    q.context)
+            init = _prot().glo_initiate(self, client, title, q.user_info, client_sap)
+            if init is None:
+                return _prot().auth_failed(
+                    self, client_sap, "glo-initiateRequest does not decipher (wrong key?) or "
+                    "is replayed", q.context)
+        else:
+            init = None
+            if q.user_info is not None and q.user_info[:1] == bytes((acse.INITIATE_REQUEST,)):
+                try:
+                    init = acse.parse_initiate_request(q.user_info)
+                except acse.AcseError as e:
+                    log.warn(_TAG, "AARQ InitiateRequest: %s" % e)
+                    return self._reject(acse.DIAG_NO_REASON, None)
+            if init is None:
+                log.warn(_TAG, "AARQ from client %d without a plain InitiateRequest"
+                         % client_sap)
+                return self._reject(acse.DIAG_NO_REASON, None)
+        ui_init = None if ciphered else init  # a plain InitiateResponse only in plain contexts
         mech = acse.MECH_NONE if q.mechanism is None else q.mechanism
+        want = client.mechanism
         if mech != want:
             log.warn(_TAG, "client %d proposed mechanism %d, needs %d" % (client_sap, mech, want))
-            if want == acse.MECH_LLS and mech == acse.MECH_NONE:
-                return self._reject(acse.DIAG_MECHANISM_REQUIRED, init)
-            return self._reject(acse.DIAG_MECHANISM_NOT_RECOGNISED, init)
-        if mgmt and not _ct_equal(q.auth_value or b"", self._password):
+            if want != acse.MECH_NONE and mech == acse.MECH_NONE:
+                return self._reject(acse.DIAG_MECHANISM_REQUIRED, ui_init, context=q.context)
+            return self._reject(acse.DIAG_MECHANISM_NOT_RECOGNISED, ui_init, context=q.context)
+        if want == acse.MECH_LLS and not _ct_equal(q.auth_value or b"", client.password):
             log.warn(_TAG, "LLS authentication failed for client %d" % client_sap)
-            return self._reject(acse.DIAG_AUTHENTICATION_FAILURE, init, mech)
+            self.event(events.ASSOCIATION_FAILED, client_sap)
+            return self._reject(acse.DIAG_AUTHENTICATION_FAILURE, ui_init, mech, q.context)
+        ctos = None
+        if want == acse.MECH_GMAC:
+            ctos = q.auth_value
+            if ctos is None or not 8 <= len(ctos) <= 64:
+                return _prot().auth_failed(
+                    self, client_sap, "HLS challenge missing or of bad length", q.context)
         if init.version < acse.DLMS_VERSION:
             log.warn(_TAG, "client %d DLMS version %d too low" % (client_sap, init.version))
             return acse.build_aare(
                 acse.RESULT_REJECTED_PERMANENT,
                 acse.DIAG_NO_REASON,
-                user_info=acse.initiate_error(acse.INIT_ERR_VERSION_TOO_LOW),
+                context=q.context,
+                user_info=self._user_info(client, title,
+                                          acse.initiate_error(acse.INIT_ERR_VERSION_TOO_LOW)),
             )
         conf = init.conformance & self.supported
         err = None
@@ -321,51 +401,73 @@ class CosemServer:
             return acse.build_aare(
                 acse.RESULT_REJECTED_PERMANENT,
                 acse.DIAG_NO_REASON,
-                user_info=acse.initiate_error(err),
+                context=q.context,
+                user_info=self._user_info(client, title, acse.initiate_error(err)),
             )
         pdu = min(init.max_pdu, self.max_pdu)
-        role = ROLE_MGMT if mgmt else ROLE_PUBLIC
-        self._add_assoc(client_sap, Association(client_sap, role, mech, conf, pdu))
+        if ciphered:
+            pdu -= _SEC_OVERHEAD  # the protected reply must fit the client's PDU too
+        a = Association(client_sap, client.role, mech, conf, pdu)
+        a.context = q.context
+        a.keys = client.keys
+        a.client_title = title
+        stoc = None
+        if ctos is not None:
+            stoc = _prot().challenge(self)
+            a.stoc = stoc
+            a.ctos = ctos
+        self._add_assoc(client_sap, a)
         log.info(
             _TAG,
-            "client %d associated (%s, conformance %06x, pdu %d)"
-            % (client_sap, "LLS" if mgmt else "public", conf, pdu),
+            "client %d %s (%s%s, conformance %06x, pdu %d)"
+            % (client_sap, "associated" if stoc is None else "HLS pending",
+               _MECH_NAMES.get(mech, "?"), ", ciphered" if ciphered else "", conf, pdu),
         )
         return acse.build_aare(
             acse.RESULT_ACCEPTED,
-            acse.DIAG_NULL,
+            acse.DIAG_NULL if stoc is None else acse.DIAG_AUTHENTICATION_REQUIRED,
+            context=q.context,
             mechanism=mech,
-            user_info=acse.initiate_response(conf, self.max_pdu),
+            user_info=self._user_info(client, title,
+                                      acse.initiate_response(conf, self.max_pdu)),
+            responding_title=self.system_title if ciphered else None,
+            stoc=stoc,
         )
 
-    def _ciphered_aarq(self, q, client_sap):
-        # Seam for security suite 0 (AES-GCM-128): glo-initiateRequest decryption, system titles
-        # and invocation counters go here. Until then the ciphered context is not supported.
-        log.warn(_TAG, "client %d asked for a ciphered context; not supported yet" % client_sap)
-        return acse.build_aare(
-            acse.RESULT_REJECTED_PERMANENT,
-            acse.DIAG_CONTEXT_NOT_SUPPORTED,
-            context=acse.CONTEXT_LN_CIPHERED,
-        )
+    def _user_info(self, client, title, plain):
+        """An AARE/RLRE's xDLMS APDU: protected (glo-initiateResponse) for a keyed client."""
+        if client.keys is None:
+            return plain
+        return _prot().user_info(self, client, title, plain)
 
-    def _reject(self, diag, init, mechanism=None):
+    def _reject(self, diag, init, mechanism=None, context=acse.CONTEXT_LN):
         ui = None
         if init is not None:
             ui = acse.initiate_response(init.conformance & self.supported, self.max_pdu)
         return acse.build_aare(
-            acse.RESULT_REJECTED_PERMANENT, diag, mechanism=mechanism, user_info=ui
+            acse.RESULT_REJECTED_PERMANENT, diag, context=context, mechanism=mechanism,
+            user_info=ui
         )
 
     def _rlrq(self, mv, client_sap):
-        a = self._drop_assoc(client_sap)
         try:
             _reason, ui = acse.parse_rlrq(mv)
         except acse.AcseError as e:
             log.warn(_TAG, "malformed RLRQ from client %d: %s" % (client_sap, e))
             ui = None
+        a = self._assoc.get(self._key(client_sap))
+        if a is not None and a.keys is not None and ui is not None and not _prot().glo_release(
+                self, a, ui, client_sap):
+            # a protected release must verify (a plain RLRQ is accepted: Gurux sends one by
+            # default; it can end the association, as losing the link can, but reveals nothing)
+            return x.exception_response(
+                x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OPERATION_NOT_POSSIBLE
+            )
+        a = self._drop_assoc(client_sap)
         log.info(_TAG, "client %d released" % client_sap)
         if ui is not None and a is not None:
-            return acse.build_rlre(acse.initiate_response(a.conformance, self.max_pdu))
+            resp = acse.initiate_response(a.conformance, self.max_pdu)
+            return acse.build_rlre(self._user_info(a, a.client_title, resp))
         return acse.build_rlre()
 
     # --- GET / SET / ACTION -----------------------------------------------------------------
@@ -374,6 +476,12 @@ class CosemServer:
         a = self._assoc.get(self._key(client_sap))
         if a is None:
             log.warn(_TAG, "request 0x%02x from client %d before AARQ" % (mv[0], client_sap))
+            return x.exception_response(
+                x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OPERATION_NOT_POSSIBLE
+            )
+        if a.keys is not None and not self._in_cipher:
+            log.warn(_TAG, "plain request 0x%02x in client %d's ciphered association"
+                     % (mv[0], client_sap))
             return x.exception_response(
                 x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OPERATION_NOT_POSSIBLE
             )

@@ -42,6 +42,8 @@ SERVICE_OPERATION_NOT_POSSIBLE = const(1)
 SERVICE_NOT_SUPPORTED = const(2)
 SERVICE_OTHER = const(3)
 SERVICE_PDU_TOO_LONG = const(4)
+SERVICE_DECIPHERING = const(5)  # deciphering-error (security suite 0)
+SERVICE_IC_ERROR = const(6)  # invocation-counter-error, followed by the expected IC (u32)
 
 _MAX_LIST = const(16)  # attribute descriptors accepted in one GET-Request-With-List
 

@@ -311,6 +311,13 @@ class Hal:
                              "blocks" % (first, n, label, count))
         return part, (first, n)
 
+    def aes_ecb(self, key):
+        """AES-128 block encryptor for DLMS security suite 0 (firmware/hal/aes.py: cryptolib on
+        MicroPython, mbedTLS-backed on the ESP32; the `cryptography` package on CPython)."""
+        from firmware.hal import aes
+
+        return aes.ecb(key)
+
     def feed_watchdog(self):
         if self._wdt:
             self._wdt.feed()

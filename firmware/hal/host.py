@@ -120,6 +120,13 @@ class Hal:
             self._bdev = NorFlash(st["first_block"] + st["n_blocks"], path=st["path"] or None)
         return self._bdev
 
+    def aes_ecb(self, key):
+        """AES-128 block encryptor for DLMS security suite 0 (firmware/hal/aes.py: cryptolib on
+        MicroPython, mbedTLS-backed on the ESP32; the `cryptography` package on CPython)."""
+        from firmware.hal import aes
+
+        return aes.ecb(key)
+
     def feed_watchdog(self):
         pass
 

@@ -52,7 +52,9 @@ SEEDS = [
 def make_server(pdu=128):
     rows = [(SLOT0 + i, 1000 + i, i, i & 0xFF) for i in range(300) if i % 17]
     table = default_table(FakeView(rows))
-    return CosemServer(table, FakeClock(T0), {"lls_password": "12345678", "max_pdu": pdu})
+    return CosemServer(table, FakeClock(T0), {"lls_password": "12345678", "max_pdu": pdu,
+                                              "mgmt_mechanism": "lls",
+                                              "mgmt_password": "12345678"})
 
 
 def mutate(rng, b):
@@ -361,3 +363,85 @@ def test_parse_datetime_only_raises_axdr_error(b, sign):
         t, dev if dev != -32768 else -540, 540 if dev == -32768 else (-dev if sign < 0 else dev)
     )
     assert out[:4] == b[:4] and out[5:8] == b[5:8]
+
+
+def test_ciphered_mutation_fuzz():
+    """Suite 0: mutated ciphered AARQs, HLS pass 3 and protected requests (tags, lengths, SC,
+    counters, bodies) into a server with an HLS-GMAC management client. No internal error; an
+    association never survives a failed authentication; nothing mutated is served."""
+    from cosem_secure import STOC, SecClient, make_secure_server
+
+    from firmware.cosem import security as sec
+
+    rng = random.Random(4059_0)
+    internal = []
+
+    def sink(line):
+        if "internal error" in line:
+            internal.append(line)
+
+    log.set_sink(sink)
+    try:
+        srv, _, _, evs = make_secure_server()
+        c = SecClient(srv)
+        count = 0
+        served = 0
+        t_end = time.monotonic() + 30
+        reqs = [SEEDS[i] for i in (4, 5, 6, 7, 8, 11, 12)]
+        while count < 20000 and time.monotonic() < t_end:
+            a = srv.association(1)
+            if a is None or rng.random() < 0.02:
+                c.associate()
+                a = srv.association(1)
+            kind = rng.randrange(10)
+            if kind == 0:  # a mutated ciphered AARQ: rejected, or a fresh pending association
+                aarq = mutate(rng, c.aarq())
+                r = srv.handle_apdu(aarq, 1)
+                a = srv.association(1)
+                if r is not None and r[:1] == b"\x61" and b"\xa2\x03\x02\x01\x00" not in r:
+                    assert a is None
+            elif kind == 1:  # pass 3 with a broken reply: the association ends
+                c.associate(check=False)
+                c.stoc = STOC
+                reply = sec.hls_reply(c.keys, c.title, c.take(), STOC)
+                bad = mutate(rng, reply)
+                action = H("C301C1000F0000280000FF0101") + bytes((0x09, len(bad) & 0x7F)) + bad
+                r = srv.handle_apdu(c.protect(action), 1)
+                b = srv.association(1)
+                if bad != reply:
+                    assert b is None, r
+            else:  # protected requests: mutated, replayed, or general form
+                c.general = rng.random() < 0.5
+                c.sc = rng.choice((0x30, 0x30, 0x10))
+                ic = c.ic + 1 if rng.random() < 0.8 else rng.randrange(1, c.ic + 1)
+                orig = c.protect(rng.choice(reqs), ic=ic)
+                data = mutate(rng, orig)
+                r = srv.handle_apdu(data, 1)
+                assert r is None or isinstance(r, bytes)
+                if r and r[0] not in (0xD8, 0x63) and data != orig:  # (a plain RLRQ releases)
+                    served += 1
+                c.ic = max(c.ic, ic)  # a frame the server accepted consumed its counter
+            count += 1
+        assert count >= 20000, count
+    finally:
+        log.set_sink(None)
+    assert internal == []
+    assert served == 0
+    assert (8, 1) in evs and (9, 1) in evs  # association failures and replays were reported
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=80))
+def test_security_parse_only_raises_security_error(data):
+    from cosem_secure import AK, CLIENT_TITLE, EK
+
+    from firmware.cosem import security as sec
+    from firmware.hal import aes
+
+    keys = sec.Keys(aes.ecb, EK, AK)
+    mv = memoryview(data)
+    try:
+        f = sec.parse(mv)
+        sec.open_into(keys, f.title or CLIENT_TITLE, mv, f, bytearray(128), 0)
+    except sec.SecurityError:
+        pass

@@ -80,7 +80,9 @@ def env():
     clock = FakeClock(T0 + 3600)
     view = FakeView(make_rows(48, skip=(5, 6)))
     table = default_table(view, {"ldn": "XXX0000000000001"})
-    server = CosemServer(table, clock, {"lls_password": "12345678"})
+    # the LLS tests below use SAP 1 as an LLS management client (default: HLS-GMAC)
+    server = CosemServer(table, clock, {"lls_password": "12345678", "mgmt_mechanism": "lls",
+                                        "mgmt_password": "12345678"})
     return server, clock, view
 
 

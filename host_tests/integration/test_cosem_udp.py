@@ -71,7 +71,8 @@ def udp():
     # the public client sets the clock, as the simulation's head-end does (tools/deployment.py)
     server = CosemServer(
         default_table(view, {"public_clock_write": True}), clock,
-        {"lls_password": "s3cret-pw", "max_pdu": 512},
+        {"lls_password": "s3cret-pw", "max_pdu": 512, "mgmt_mechanism": "lls",
+         "mgmt_password": "s3cret-pw"},
     )
     u = UdpServer(server)
     yield u, clock, view
@@ -224,3 +225,67 @@ def test_sans_io_reassembly_matches_server():
     rows = cl.decode_profile(payload)
     assert [(timeutil.slot_of_t2k(r[0]),) + r[1:] for r in rows] == [
         (r[0], r[1] * 100, r[2] * 100, r[3]) for r in ROWS[4:9]]  # 0.1 kWh counters in Wh
+
+
+EK = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
+AK = bytes.fromhex("D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF")
+
+
+@pytest.fixture
+def udp_secure():
+    from firmware.hal import aes
+
+    clock = FakeClock(T0 + 7200)
+    view = FakeView(ROWS)
+    server = CosemServer(
+        default_table(view), clock, {"mgmt_ek": EK.hex(), "mgmt_ak": AK.hex(), "max_pdu": 256},
+        aes_ecb=aes.ecb,
+    )
+    evs = []
+    server.event = lambda code, detail=0: evs.append(code)
+    u = UdpServer(server)
+    yield u, clock, view, evs
+    u.close()
+
+
+@pytest.mark.parametrize("general", (False, True))
+def test_hls_gmac_client(udp_secure, general):
+    """tools/dlms_client.py as the management client: HLS-GMAC, every request protected (glo
+    or general-glo), a profile in many blocks with one response lost (the retry is protected
+    again with a new counter), clock set."""
+    u, clock, view, evs = udp_secure
+    u.drop = {4}  # the 2nd block of the profile read
+
+    async def go():
+        c = AsyncDlmsUdpClient((CLIENT_IP, 0), u.addr, client_sap=1, ek=EK, ak=AK,
+                               general=general, timeout_s=0.5)
+        try:
+            await c.associate()
+            assert c.dlms.server_title == bytes.fromhex("5858580000000001")
+            rows = await c.get_profile(T0, T0 + 200 * 1800)
+            assert [r[1] for r in rows] == [r[1] * 100 for r in ROWS if r[0] <= SLOT0 + 200]
+            assert await c.get_clock() == clock.t
+            await c.set_clock(T0 + 9000)
+            await c.release()
+        finally:
+            c.close()
+
+    run(go())
+    assert clock.t == T0 + 9000
+    assert evs == []  # the retry was not taken for a replay
+
+
+def test_hls_gmac_client_wrong_key(udp_secure):
+    u, _, _, evs = udp_secure
+
+    async def go():
+        c = AsyncDlmsUdpClient((CLIENT_IP, 0), u.addr, client_sap=1, ek=EK, ak=bytes(16))
+        try:
+            with pytest.raises(AssociationRejected) as ei:
+                await c.associate()
+            assert ei.value.diagnostic == 13
+        finally:
+            c.close()
+
+    run(go())
+    assert evs == [8]

@@ -31,3 +31,10 @@ def test_a_missing_helper_fails_loudly(monkeypatch):
     monkeypatch.setattr(dlms_bench, "_MP_HELPER", "tools/no_such_helper.py")
     with pytest.raises(RuntimeError):
         dlms_bench.mp_profile_read(rows=50, repeat=1)
+
+
+def test_security_figures_under_micropython():
+    m = dlms_bench.mp_security(runs=2)
+    assert sorted(m) == ["dlms.gcm_1kb_ms", "dlms.gcm_key_heap_bytes", "dlms.gcm_key_setup_ms",
+                         "dlms.gcm_open_1kb_ms", "dlms.hls_association_ms"]
+    assert m["dlms.gcm_1kb_ms"] > 0 and m["dlms.hls_association_ms"] > 0

@@ -106,18 +106,20 @@ def make_rows(n, skip=()):
 RAW_TABLE = {"energy_scaler": 2, "energy_type": "u32", "public_clock_write": True}
 
 
-def make_server(view=None, clock=None, config=None, table_config=None):
+def make_server(view=None, clock=None, config=None, table_config=None, **kw):
     """table_config None: RAW_TABLE; pass {} for the defaults."""
     if view is None:
         view = ListView(make_rows(48, skip=(5, 6)))
     if clock is None:
         clock = FakeClock(T0 + 3600)
-    cfg = {"lls_password": "12345678"}
+    # the reading client (SAP 17) and, for the existing management tests, an LLS management
+    # client (SAP 1) share the Green Book password; HLS-GMAC tests configure keys instead
+    cfg = {"lls_password": "12345678", "mgmt_mechanism": "lls", "mgmt_password": "12345678"}
     if config:
         cfg.update(config)
     if table_config is None:
         table_config = RAW_TABLE
-    return CosemServer(default_table(view, table_config), clock, cfg), clock, view
+    return CosemServer(default_table(view, table_config), clock, cfg, **kw), clock, view
 
 
 def aarq_with_pdu(pdu):

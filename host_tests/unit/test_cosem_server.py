@@ -112,13 +112,13 @@ class AssociationTest(Base):
         self.assertIn(H("A305A10302010B"), r)
 
     def test_mgmt_disabled_without_password(self):
-        srv, _, _ = make_server(config={"lls_password": ""})
+        srv, _, _ = make_server(config={"mgmt_password": ""})
         r = srv.handle_apdu(AARQ_LLS, 1)
         self.assertIn(H("A203020101"), r)
         self.assertIsNone(srv.association(1))
 
     def test_unknown_client_rejected(self):
-        r = self.srv.handle_apdu(AARQ_PUBLIC, 17)
+        r = self.srv.handle_apdu(AARQ_PUBLIC, 18)
         self.assertIn(H("A203020101"), r)
 
     def test_ciphered_context_rejected(self):
@@ -254,8 +254,11 @@ class GetTest(Base):
 
     def test_unknown_and_ciphered_tags(self):
         self.assoc()
-        for apdu in (H("c8 1e 30 01234567"), H("db08"), H("ff"), H("0f000001db00")):
+        for apdu in (H("ff"), H("0f000001db00")):
             self.assertEqual(self.srv.handle_apdu(apdu, 16), H("d80202"))
+        # ciphered APDUs outside a ciphered association: service not allowed
+        for apdu in (H("c8 1e 30 01234567"), H("db08")):
+            self.assertEqual(self.srv.handle_apdu(apdu, 16), H("d80101"))
 
     def test_truncated_requests(self):
         self.assoc()
