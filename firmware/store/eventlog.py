@@ -14,7 +14,6 @@ from binascii import crc32
 from firmware import events as ev
 from firmware import log
 from firmware.compat import const, ticks_add, ticks_diff, ticks_ms
-from firmware.store import record as _rec
 
 RECORD_SIZE = const(24)
 _BODY = const(20)
@@ -37,12 +36,23 @@ def pack(buf, seq, code, t2k, detail):
     struct.pack_into(">I", buf, _BODY, crc32(memoryview(buf)[:_BODY]))
 
 
-def unpack(buf):
-    """(seq, t2k | None, code, detail) of a valid record in buf, or None if it is not valid."""
-    if buf[4] != TYPE_EVENT or not _rec.is_valid(buf, 0):
+def _u32(b, off):
+    return (b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]
+
+
+def unpack(buf, body=None):
+    """(seq, t2k | None, code, detail) of a valid record in buf, or None if it is not valid.
+    body: memoryview(buf)[:20], kept by the caller so that a read allocates only the tuple
+    (struct.unpack_from and a fresh memoryview cost ~250 B per record on the unix port)."""
+    if buf[4] != TYPE_EVENT:
         return None
-    seq, _t, code, _r, t, detail, _r2 = struct.unpack_from(_FMT, buf, 0)
-    return (seq, None if t == NO_TIME else t, code, detail)
+    if crc32(body if body is not None else memoryview(buf)[:_BODY]) != _u32(buf, _BODY):
+        return None
+    t = _u32(buf, 8)
+    d = _u32(buf, 12)
+    if d & 0x80000000:
+        d -= 0x100000000
+    return (_u32(buf, 0), None if t == NO_TIME else t, buf[5], d)
 
 
 def clamp_i32(v):
@@ -89,6 +99,7 @@ class EventLog:
         self.refill_ms = refill_s * 1000
         self._buf = bytearray(RECORD_SIZE)
         self._rbuf = bytearray(RECORD_SIZE)  # reads: a record() between two reads keeps it
+        self._rbody = memoryview(self._rbuf)[:_BODY]
         self._slots = [0, 0]  # 24-byte slots in each segment file
         self._valid = [0, 0]  # valid records in each segment file
         self._cur = 0  # index of the current segment file
@@ -144,7 +155,7 @@ class EventLog:
                     tail = n  # torn tail: the last read of the file
                     break
                 self._slots[k] += 1
-                e = unpack(buf)
+                e = unpack(buf, self._rbody)
                 if e is None:
                     bad += 1
                     continue
@@ -299,7 +310,7 @@ class EventLog:
                 self.close(c)
                 raise EventsGone()
             c.slot += 1
-            e = unpack(buf)
+            e = unpack(buf, self._rbody)
             if e is not None:
                 return e
         return None
