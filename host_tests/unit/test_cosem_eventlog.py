@@ -191,6 +191,40 @@ class EventLogReadTest(Base):
         self.assertEqual(r[8:], H("010f"))  # long-get-aborted
         self.assertEqual(self.fs.open_files, 0)
 
+    def test_fuzzed_selective_access_never_raises(self):
+        self.fill()
+        self.srv.handle_apdu(AARQ_LLS, MGMT)
+        seeds = (range_req(T0, T0 + 3600), entry_req(2, 4, 1, 3),
+                 range_req(T0, T0, "0204120001090600006" "00b80ff0f02120000"))
+        x = 12345
+        answered = 0
+        for i in range(1500):
+            req = bytes(seeds[i % 3])
+            for _ in range(1 + i % 4):
+                x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+                if len(req) <= 14:
+                    break
+                pos = 13 + x % (len(req) - 13)  # after the attribute descriptor
+                op = (x >> 16) % 3
+                b = bytes(((x >> 8) & 0xFF,))
+                if op == 0:
+                    req = req[:pos] + b + req[pos + 1 :]  # a changed byte
+                elif op == 1:
+                    req = req[:pos]  # truncated
+                else:
+                    req = req[:pos] + b + req[pos:]  # an inserted byte
+            r = self.srv.handle_apdu(req, MGMT)
+            self.assertIsNotNone(r)
+            self.assertIn(r[0], (0xC4, 0xD8, 0x0E), r.hex())
+            while r[:2] == H("c402") and r[3] == 0:  # drain a transfer it started
+                r = self.srv.handle_apdu(get_next(struct.unpack(">I", r[4:8])[0]), MGMT)
+            self.assertEqual(self.fs.open_files, 0)
+            for line in self.lines:  # the server's catch-all would hide a bug
+                self.assertNotIn("internal error", line)
+            del self.lines[:]
+            answered += 1
+        self.assertEqual(answered, 1500)
+
 
 if __name__ == "__main__":
     unittest.main()
