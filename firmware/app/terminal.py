@@ -149,6 +149,7 @@ class Terminal:
                 limiter.pin(c["ip"])  # the meter never shares the strangers' budget
             ch = MeterChannel(k, client, self.clock, self.store, c, backfill_lock)
             ch.planner.event = self.event  # backfill done
+            ch.poller.event = self.event  # unit change (the capture loop reports it)
             self.channels.append(ch)
         self.bus = MeterBus(None, self.channels, disc)
         self.discovery = disc

@@ -107,6 +107,7 @@ class TerminalEventsTest(unittest.TestCase):
         self.assertIs(t.channels[0].client.event, t.event)
         self.assertEqual(t.channels[0].client.meter_index, 0)
         self.assertIs(t.channels[0].planner.event, t.event)
+        self.assertIs(t.channels[0].poller.event, t.event)
         self.assertIs(t.server.event, t.event)
         t.event(7, 48)  # as the backfill reports
         # reboot: the log survives, the new boot is recorded with its count
