@@ -22,7 +22,6 @@ from firmware.store.eventlog import EventsGone
 
 # (public, reader, management): the public client has no access (docs/events.md §8)
 _RM = (0, READ, READ)
-_NONE = (0, 0, 0)
 _NO_TIME_DATETIME = axdr.UNSPECIFIED_DATETIME[:11] + b"\x01"  # clock status 0x01: invalid
 _TAG = "cosem"
 
