@@ -22,7 +22,7 @@ NO_TIME = const(0xFFFFFFFF)  # time field of an event recorded before the clock 
 _FMT = ">IBBHIiI"  # seq, type, code, reserved, time, detail, reserved
 _I32_MAX = const(0x7FFFFFFF)
 DETAIL_NO_OLD_TIME = -0x80000000  # CLOCK_SET detail when the clock had no time before
-_BUCKETS = const(32)  # token buckets, by code & 31 (codes are small)
+_BUCKETS = const(16)  # token buckets, by code & 15 (codes are small: 1..12 today)
 
 
 class EventsGone(Exception):
