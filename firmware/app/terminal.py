@@ -89,8 +89,8 @@ class Terminal:
             i = state_path.rfind("/")
             path = state_path[: i + 1] + "events"
         cap = c["capacity"]
-        if cap < 1 or cap > 65535:
-            log.error("config", "events.capacity = %d out of 1..65535; using 256" % cap)
+        if cap < 1 or cap > 4096:  # two files of up to 96 KB each on the 1.5 MB vfs
+            log.error("config", "events.capacity = %d out of 1..4096; using 256" % cap)
             cap = 256
         self.events = EventLog(path, cap, self.clock, burst=c["burst"], refill_s=c["refill_s"])
         self.events.mount()

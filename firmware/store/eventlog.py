@@ -96,7 +96,7 @@ class EventLog:
         self.fs = fs or _PortFs()
         self.tag = tag
         self.burst = burst
-        self.refill_ms = refill_s * 1000
+        self.refill_ms = max(1, refill_s) * 1000  # at least a second (never a division by 0)
         self._buf = bytearray(RECORD_SIZE)
         self._rbuf = bytearray(RECORD_SIZE)  # reads: a record() between two reads keeps it
         self._rbody = memoryview(self._rbuf)[:_BODY]

@@ -7,6 +7,7 @@ from event_fakes import MemFs, StepClock, read_all
 
 from firmware import events as ev
 from firmware import log
+from firmware.compat import ticks_add
 from firmware.hal.norflash import PowerCut
 from firmware.store import eventlog as el
 from firmware.store.eventlog import EventLog, EventsGone
@@ -277,6 +278,14 @@ class FloodTest(Base):
         lg._tokens[ev.ASSOCIATION_FAILED] = 1  # as after the refill period
         self.assertIsNotNone(lg.record(ev.ASSOCIATION_FAILED, 16))
         self.assertIn("2 events of code 8 were not stored", "\n".join(self.lines))
+
+
+    def test_zero_refill_period_is_one_second(self):
+        lg = EventLog("ev", 16, StepClock(T0), fs=MemFs(), burst=1, refill_s=0)
+        lg.mount()
+        lg._refill_at = ticks_add(lg._refill_at, -5000)  # 5 s ago: refills, no division by 0
+        self.assertIsNotNone(lg.record(ev.POWER_UP, 1))
+        self.assertEqual(lg.refill_ms, 1000)
 
 
 class CursorTest(Base):
