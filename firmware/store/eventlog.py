@@ -185,8 +185,10 @@ class EventLog:
             self._slots[k] += 1
             self.stats["padded"] += 1
         except OSError as e:
+            # Appending after an unpadded tail would misalign every later record, and rotating
+            # would drop the older segment: nothing is written until a mount pads it.
             log.error(self.tag, "%s: torn tail not padded: %s" % (self.names[k], e))
-            self._slots[k] = self.capacity  # never append after it: rotate at the next event
+            self._remount = True
 
     # --- writing ------------------------------------------------------------------------
     def record(self, code, detail=0):
@@ -204,6 +206,9 @@ class EventLog:
             detail = clamp_i32(detail)
         if self._remount:
             self.mount()
+            if self._remount:  # still not padded: logged by _pad
+                self.stats["errors"] += 1
+                return None
         seq = self.next_seq
         pack(self._buf, seq, code, t, detail)
         k = self._cur

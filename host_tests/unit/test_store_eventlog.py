@@ -213,6 +213,23 @@ class PowerCutTest(Base):
         self.assertIn("not stored", "\n".join(self.lines))
 
 
+    def test_pad_failure_writes_nothing_until_padded(self):
+        fs = MemFs()
+        lg = make(fs, 4)
+        for n in range(5):  # segment 0 full (0..3), segment 1: 4
+            lg.record(ev.POWER_UP, n)
+        fs.files["ev.1"] += b"\x01\x02\x03"  # a torn tail in the current segment
+        fs.fail_writes = True
+        lg = make(fs, 4)  # the pad fails
+        self.assertIsNone(lg.record(ev.POWER_UP, 5))
+        self.assertEqual(len(fs.files["ev.1"]), 27)  # nothing appended after the torn tail
+        self.assertEqual(len(fs.files["ev.0"]), 96)  # and no rotation dropped the older events
+        fs.fail_writes = False
+        lg.record(ev.POWER_UP, 6)  # mounts again, pads, appends
+        self.assertEqual([e[3] for e in read_all(make(fs, 4))], [0, 1, 2, 3, 4, 6])
+        self.assertIn("torn tail not padded", "\n".join(self.lines))
+
+
 class DamageTest(Base):
     def test_corrupt_record_skipped_and_logged(self):
         fs = MemFs()
