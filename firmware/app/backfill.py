@@ -10,7 +10,7 @@
 #      both present (0xFFFFFFFE stays missing) with source "history",
 #   4. re-reads the meter clock afterwards: if the meter's date changed meanwhile, the day numbers
 #      moved, so nothing read in that pass is stored.
-from firmware import log, timeutil
+from firmware import events, log, timeutil
 from firmware.app import heapmon
 from firmware.compat import sleep_ms
 from firmware.meter import drmeter
@@ -36,6 +36,7 @@ class BackfillPlanner:
         self.stats = {"runs": 0, "filled": 0, "unavailable": 0, "errors": 0, "date_moved": 0,
                       "unexpected": 0}
         self._no_history_said = False  # the missing 0xD3 is logged once, not every pass
+        self.event = events.ignore  # the event log's event(code, detail), set by the app
 
     def forget_meter(self):
         """After a meter swap or reboot: re-read its retention before the next pass."""
@@ -144,4 +145,5 @@ class BackfillPlanner:
         if filled:
             self.stats["filled"] += filled
             log.info(self.tag, "filled %d slots from the meter's history" % filled)
+            self.event(events.BACKFILL_DONE, filled)
         return filled

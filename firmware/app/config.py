@@ -112,6 +112,14 @@ DEFAULTS = {
         "first_block": 0,
         "n_blocks": 128,  # 512 KB of 4 KB sectors
     },
+    # The event log (docs/events.md): two segment files on the filesystem (LittleFS on the
+    # device), each of `capacity` 24-byte events; the newest `capacity` are always kept.
+    "events": {
+        "path": "",  # "" = "events" next to store.state_path (files path.0 and path.1)
+        "capacity": 256,
+        "burst": 8,  # events of one code stored back to back before the flood limit (0 = none)
+        "refill_s": 300,  # then one more every refill_s seconds
+    },
 }
 
 SECRET_KEYS = ("wifi_psk", "pana_password", "lls_password", "mgmt_password", "mgmt_ek",

@@ -14,6 +14,7 @@
 # cuts the heap up with traffic (docs/memory.md).
 import asyncio
 
+from firmware import events as ev
 from firmware import hal as halmod
 from firmware import health, log, timeutil
 from firmware.app import config as cfgmod
@@ -21,6 +22,7 @@ from firmware.app import heapmon
 from firmware.app.views import MeterView
 from firmware.compat import sleep_ms, ticks_diff, ticks_ms
 from firmware.store import record
+from firmware.store.eventlog import DETAIL_NO_OLD_TIME
 
 _TAG = "terminal"
 
@@ -58,7 +60,8 @@ class Terminal:
         log.info(_TAG, "store mounted: %d records of meter 0, last slot %s" % (
             self.store.count(0), self.store.last_slot(0)))
         heapmon.milestone("store mounted")
-        self._open_state(st["state_path"])
+        boots = self._open_state(st["state_path"])
+        self._open_events(st["state_path"], boots)
         self.channels = []
         self.bus = None
         self.poller = None
@@ -73,6 +76,29 @@ class Terminal:
         boots = self.state.get("boot_count", 0) + 1  # never goes backwards: written before use
         self.state.set("boot_count", boots)
         log.info(_TAG, "boot %d" % boots)
+        return boots
+
+    def _open_events(self, state_path, boots):
+        """The event log, and the one callable `self.event(code, detail)` every producer is
+        handed (docs/events.md). Records this boot and a flash-log repair done by the mount."""
+        from firmware.store.eventlog import EventLog
+
+        c = self.cfg["events"]
+        path = c["path"]
+        if not path:
+            i = state_path.rfind("/")
+            path = state_path[: i + 1] + "events"
+        cap = c["capacity"]
+        if cap < 1 or cap > 4096:  # two files of up to 96 KB each on the 1.5 MB vfs
+            log.error("config", "events.capacity = %d out of 1..4096; using 256" % cap)
+            cap = 256
+        self.events = EventLog(path, cap, self.clock, burst=c["burst"], refill_s=c["refill_s"])
+        self.events.mount()
+        self.event = self.events.record  # bound once: handed to every producer
+        self.event(ev.POWER_UP, boots)
+        torn = self.flashlog.stats.get("torn_sealed", 0)
+        if torn:
+            self.event(ev.FLASH_SEALED, torn)
 
     def _radio_config(self):
         """The radio section, with the smart meter remembered from the last join when none is
@@ -117,10 +143,14 @@ class Terminal:
             client = MeterClient(None, (c["ip"], port), c, node, tag="echonet%d" % k)
             client.rate_limiter = limiter
             client.listener = disc
+            client.event = self.event  # meter reset / replaced / counter wrap
+            client.meter_index = k
             if c["ip"]:
                 limiter.pin(c["ip"])  # the meter never shares the strangers' budget
-            self.channels.append(MeterChannel(k, client, self.clock, self.store, c,
-                                              backfill_lock))
+            ch = MeterChannel(k, client, self.clock, self.store, c, backfill_lock)
+            ch.planner.event = self.event  # backfill done
+            ch.poller.event = self.event  # unit change (the capture loop reports it)
+            self.channels.append(ch)
         self.bus = MeterBus(None, self.channels, disc)
         self.discovery = disc
         # compatibility: the first meter under its old names
@@ -160,8 +190,11 @@ class Terminal:
         views = []
         for k in range(len(self.meter_cfgs)):
             views.append(MeterView(self.store, k, backfill_bit=d["backfill_status_bit"]))
-        self.server = CosemServer(default_table(views if len(views) > 1 else views[0], d),
-                                  self.clock, d)
+        self.server = CosemServer(default_table(views if len(views) > 1 else views[0], d,
+                                                self.events), self.clock, d,
+                                  aes_ecb=self.hal.aes_ecb, ic_state=self.state)
+        # association failures and replays (the server reports through `event` once it has one)
+        self.server.event = self.event
         # frame buffers sized to the largest DLMS datagram (wrapper + PDU), not the module's 1232
         module = J11Module(self.hal.radio_uart(), max_udp=self.server.max_wpdu)
         self.session = RadioSession(module, self._radio_config())
@@ -201,10 +234,15 @@ class Terminal:
         tz = self.cfg["meter"]["tz_offset_min"]
         if old is None:
             log.info("clock", "set by the smart meter to %s" % timeutil.iso(new, tz))
+            self.event(ev.CLOCK_SET, DETAIL_NO_OLD_TIME)
             return
         step = new - old
         if step > self.cfg["clock"]["adjust_flag_s"] or -step > self.cfg["clock"]["adjust_flag_s"]:
             log.warn("clock", "stepped by %d s to %s" % (step, timeutil.iso(new, tz)))
+            # Recorded with the step exactly when the next record is flagged "clock adjusted":
+            # the event's time is the new time, so old = time - detail. Routine synchronisation
+            # (a few seconds) is not recorded: it would push every other event out of the log.
+            self.event(ev.CLOCK_SET, step)
             for ch in getattr(self, "channels", ()):
                 ch.poller.flag_next(record.FLAG_CLOCK_ADJUSTED)
 

@@ -37,7 +37,6 @@ from firmware.cosem.objects import (
 
 _R = (1, 1, 1)  # (public, reader, management): objects.ROLE_*
 _NONE = (0, 0, 0)
-_N_COLS = const(4)
 _SLOT_MAX = const(0x3FFFFFFF)  # "no upper bound" that stays a small int on the ESP32
 SELECTOR_RANGE = const(1)
 SELECTOR_ENTRY = const(2)
@@ -128,8 +127,12 @@ class Rows(Producer):
 
 
 class ProfileObject(CosemObject):
+    """The load profile. The selective-access parsing is shared with the event log
+    (cosem/eventlog.py), which overrides the row hooks _count, _all, _by_time and _by_entry."""
+
     class_id = CLASS_PROFILE
     version = 1
+    capture_period = CAPTURE_PERIOD_S
 
     def __init__(self, ln, view, columns, profile_entries, fmt):
         # methods 1 reset and 2 capture are refused: the store is append-only billing data
@@ -153,22 +156,41 @@ class ProfileObject(CosemObject):
         if attr == 3:
             return Value(_w_raw, bytes((0x01, len(self._descs))) + b"".join(self._descs))
         if attr == 4:
-            return Value(_w_u32, CAPTURE_PERIOD_S)
+            return Value(_w_u32, self.capture_period)
         if attr == 5:
             return Value(_w_enum, SORT_FIFO)
         if attr == 6:
             return Value(_w_raw, self._descs[0])
         if attr == 7:
-            return Value(_w_u32, self._view.count())
+            return Value(_w_u32, self._count())
         if attr == 8:
             return Value(_w_u32, self._entries)
         return CosemObject.get(self, env, assoc, attr, selector, mv, sel_pos)
 
+    def _count(self):
+        return self._view.count()
+
+    def _all(self, env):
+        n = self._view.count()
+        return Rows(env, self._view, self._fmt, _ALL_COLS, n, 0, None, _SLOT_MAX)
+
+    def _by_time(self, env, t_from, t_to, cols):
+        # inclusive both ends: slots whose boundary instant lies in [t_from, t_to]
+        s_from = timeutil.slot_of_t2k(t_from + timeutil.SLOT_S - 1)
+        s_to = timeutil.slot_of_t2k(t_to)
+        count = 0
+        if s_from <= s_to:
+            for _ in self._view.rows(s_from, s_to):
+                count += 1
+        return Rows(env, self._view, self._fmt, cols, count, None, s_from, s_to)
+
+    def _by_entry(self, env, first, count, cols):
+        """Rows first .. first + count - 1 (0-based)."""
+        return Rows(env, self._view, self._fmt, cols, count, first, None, _SLOT_MAX)
+
     def _buffer(self, env, selector, mv, sel_pos):
-        view = self._view
         if selector is None:
-            n = view.count()
-            return Rows(env, view, self._fmt, _ALL_COLS, n, 0, None, _SLOT_MAX)
+            return self._all(env)
         r = axdr.Reader(mv, sel_pos)
         try:
             if selector == SELECTOR_RANGE:
@@ -208,23 +230,16 @@ class ProfileObject(CosemObject):
         t_from = self._time(env, r)
         t_to = self._time(env, r)
         n = r.container(axdr.ARRAY)
-        if n > _N_COLS:
+        if n > len(self._columns):
             raise SelectionError(x.OTHER_REASON, "%d selected values" % n)
         if n == 0:
-            cols = _ALL_COLS
+            cols = _ALL_COLS[: len(self._columns)]
         else:
             sel = []
             for _ in range(n):
                 sel.append(self._column_of(r))
             cols = tuple(sel)
-        # inclusive both ends: slots whose boundary instant lies in [t_from, t_to]
-        s_from = timeutil.slot_of_t2k(t_from + timeutil.SLOT_S - 1)
-        s_to = timeutil.slot_of_t2k(t_to)
-        count = 0
-        if s_from <= s_to:
-            for _ in self._view.rows(s_from, s_to):
-                count += 1
-        return Rows(env, self._view, self._fmt, cols, count, None, s_from, s_to)
+        return self._by_time(env, t_from, t_to, cols)
 
     def _entry(self, env, r):
         if r.container(axdr.STRUCTURE) != 4:
@@ -233,7 +248,8 @@ class ProfileObject(CosemObject):
         e_to = r.typed_int(axdr.DOUBLE_LONG_UNSIGNED)
         c_from = r.typed_int(axdr.LONG_UNSIGNED)
         c_to = r.typed_int(axdr.LONG_UNSIGNED)
-        total = self._view.count()
+        total = self._count()
+        n_cols = len(self._columns)
         if e_from == 0:
             e_from = 1
         if e_to == 0 or e_to > total:
@@ -241,12 +257,12 @@ class ProfileObject(CosemObject):
         if c_from == 0:
             c_from = 1
         if c_to == 0:
-            c_to = _N_COLS
-        if c_from > c_to or c_to > _N_COLS:
+            c_to = n_cols
+        if c_from > c_to or c_to > n_cols:
             raise SelectionError(x.OTHER_REASON, "columns %d..%d" % (c_from, c_to))
         cols = _ALL_COLS[c_from - 1 : c_to]
         count = e_to - e_from + 1 if e_from <= e_to else 0
-        return Rows(env, self._view, self._fmt, cols, count, e_from - 1, None, _SLOT_MAX)
+        return self._by_entry(env, e_from - 1, count, cols)
 
 
 DEFAULT_OBIS = {
@@ -259,14 +275,19 @@ DEFAULT_OBIS = {
     "export": "1.0.2.8.0.255",
     "profile_status": "0.0.96.10.1.255",
     "profile": "1.0.99.1.0.255",
+    "event_log": "0.0.99.98.0.255",
+    "event_code": "0.0.96.11.0.255",
+    "event_detail": "0.0.96.11.128.255",
 }
 
 
-def default_table(view, config=None):
+def default_table(view, config=None, events=None):
     """The default object set over one meter data view, or over a list of views (1:N meters).
     config keys (all optional): 'obis' (dict overriding DEFAULT_OBIS), 'server_sap', 'ldn',
     'device_id', 'profile_entries', 'public_clock_write' (default False), 'energy_scaler'
-    (default 0: Wh) and 'energy_type' ("u64" long64-unsigned, default, or "u32").
+    (default 0: Wh) and 'energy_type' ("u64" long64-unsigned, default, or "u32"). events: the
+    event store (store.eventlog.EventLog), served as the event log and event code objects
+    (docs/events.md).
 
     With several views, meter k's +A, -A, profile status and profile use OBIS channel B = k + 1
     (e.g. 1.2.1.8.0.255 for the second meter); the association, clock and identity objects are
@@ -310,6 +331,11 @@ def default_table(view, config=None):
                 fmt,
             )
         )
+    if events is not None:
+        from firmware.cosem import eventlog
+
+        objs.extend(eventlog.objects(events, ln["event_log"], ln["event_code"],
+                                     ln["event_detail"], ln["clock"]))
     table = ObjectTable(objs)
     table.energy = fmt  # the one EnergyFormat, for whatever else sends +A/-A (push)
     return table

@@ -14,7 +14,7 @@
 # would cost a second object per meter or a module's import heap for no reuse.
 import asyncio
 
-from firmware import log, timeutil
+from firmware import events, log, timeutil
 from firmware.compat import const, ticks_diff, ticks_ms
 from firmware.meter import drmeter, echonet, profiles
 from firmware.meter.drmeter import MeterError, MeterTimeout, UnitChanged
@@ -54,6 +54,8 @@ class MeterClient(Transport):
         self.history_retries = cfg.get("history_retries", 3)
         self.poison_hold_ms = cfg.get("poison_hold_ms", 3600000)
         self._flags = 0
+        self.event = events.ignore  # the event log's event(code, detail), set by the app
+        self.meter_index = 0  # the detail of this meter's events
         self._announced_unit = None  # what read_unit() last returned
         self._hist_lock = asyncio.Lock()  # SetC day + Get history belong together
         self._forget_meter()
@@ -237,6 +239,7 @@ class MeterClient(Transport):
                 log.warn(self.tag, "meter identity changed: another meter (or a reset one) "
                          "answers")
                 self._flags |= FLAG_METER_RESET
+                self.event(events.METER_REPLACED, self.meter_index)
                 self._forget_meter()
                 self.getmap = getmap
         self.identity_key = key
@@ -355,6 +358,7 @@ class MeterClient(Transport):
         if stamp is None:
             return
         if last is not None and stamp > last[0]:
+            seen = None  # one event per reading, even if both counters moved
             for name, old, new in (("forward", last[1], fwd), ("reverse", last[2], rev)):
                 if old is None or new is None:
                     continue
@@ -362,12 +366,16 @@ class MeterClient(Transport):
                 if kind == "wrap":
                     self.stats["wraps"] += 1
                     log.info(self.tag, "%s counter wrapped: %d -> %d (+%d)" % (name, old, new, d))
+                    seen = seen or events.COUNTER_WRAP
                 elif kind == "reset":
                     self.stats["resets"] += 1
                     self._flags |= FLAG_METER_RESET
                     log.warn(self.tag, "%s counter fell %d -> %d: meter reset or replaced"
                              % (name, old, new))
                     self.invalidate("counter decrease")
+                    seen = events.METER_RESET
+            if seen is not None:
+                self.event(seen, self.meter_index)
         if last is None or stamp >= last[0]:
             self._last = (stamp, fwd if fwd is not None else (last and last[1]),
                           rev if rev is not None else (last and last[2]))

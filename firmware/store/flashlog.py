@@ -56,7 +56,7 @@ class FlashLog:
         self.mounted = False
         self.stats = {"bad_records": 0, "bad_headers": 0, "recovery_erases": 0,
                       "formatted": 0, "rewrites": 0, "records": 0,
-                      "tombstones": 0, "sealed": 0}
+                      "tombstones": 0, "sealed": 0, "torn_sealed": 0}
 
     # --- reading ------------------------------------------------------------------------
     def read(self, sector, first, count):
@@ -220,6 +220,8 @@ class FlashLog:
             if record.is_valid(rb, 0):
                 break
             if not record.is_tombstone(rb, 0):
+                if not record.is_blank(rb, 0):
+                    self.stats["torn_sealed"] += 1  # a cut left a record half programmed
                 self._seal(s, off)
             i -= 1
         self._used[s] = end

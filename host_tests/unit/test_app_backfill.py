@@ -3,7 +3,7 @@ import unittest
 
 from meter_fakes import FakeMeter, StepClock
 
-from firmware import log, timeutil
+from firmware import events, log, timeutil
 from firmware.app.backfill import BackfillPlanner
 from firmware.app.config import DEFAULTS
 from firmware.app.views import MeterView
@@ -42,8 +42,13 @@ class BackfillTest(unittest.TestCase):
         first, last = self.window()
         for s in range(first, last + 1, 3):  # some slots came in live
             self.store.put(0, s, *self.meter.model.at_slot(s), 0x01, "fixed")
+        got = []
+        self.p.event = lambda code, detail: got.append((code, detail))
         filled = run(self.p.run_once())
         self.assertGreater(filled, 100)
+        self.assertEqual(got, [(events.BACKFILL_DONE, filled)])
+        self.assertEqual(run(self.p.run_once()), 0)
+        self.assertEqual(len(got), 1)  # a pass that fills nothing is not an event
         rows = list(self.store.rows(0, first, last))
         self.assertEqual([r[0] for r in rows], list(range(first, last + 1)))
         for slot, fwd, rev, _unit, src, _flags in rows:

@@ -16,7 +16,7 @@ from test_echonet_client import (
     with_client,
 )
 
-from firmware import log
+from firmware import events, log
 from firmware.meter import echonet
 from firmware.meter.client import MeterClient, MeterTimeout, UnitChanged
 from firmware.meter.profiles import CoefficientError
@@ -175,6 +175,9 @@ class CounterTest(unittest.TestCase):
     def test_wrap_at_ten_to_the_nine(self):
         async def t(c, ep):
             self.meter(ep, [(10, 0, 999999990, 5), (10, 30, 7, 6)])
+            got = []
+            c.event = lambda code, detail: got.append((code, detail))
+            c.meter_index = 2
             await c.read_unit()
             self.assertEqual((await c.read_fixed_time())[1], 999999990)
             self.assertEqual((await c.read_fixed_time())[1], 7)
@@ -182,11 +185,14 @@ class CounterTest(unittest.TestCase):
             self.assertEqual(c.stats["resets"], 0)
             self.assertEqual(c.take_flags(), 0)
             self.assertTrue(any("+17" in x for x in self.lines))
+            self.assertEqual(got, [(events.COUNTER_WRAP, 2)])
         with_client(t)
 
     def test_decrease_is_a_reset_event_and_rereads_the_meter(self):
         async def t(c, ep):
             m = self.meter(ep, [(10, 0, 5000, 5), (10, 30, 10, 6)])
+            got = []
+            c.event = lambda code, detail: got.append((code, detail))
             await c.read_unit()
             await c.read_fixed_time()
             n = len(m.gets)
@@ -197,6 +203,7 @@ class CounterTest(unittest.TestCase):
             self.assertEqual(c.take_flags(), 0)
             await c.read_fixed_time()
             self.assertEqual(m.gets[n + 1], [0x9F])  # map, identity, unit read again
+            self.assertEqual(got, [(events.METER_RESET, 0)])  # one event for both counters
         with_client(t)
 
     def test_older_stamp_is_not_compared(self):
@@ -256,7 +263,11 @@ class RediscoveryTest(unittest.TestCase):
         async def t(c, ep):
             table = dict(DR_TABLE)
             m = TableMeter(ep, table)
+            got = []
+            c.event = lambda code, detail: got.append((code, detail))
+            c.meter_index = 1
             await c.read_unit()
+            self.assertEqual(got, [])
             m.table[0xD6] = b"\xfe\x00\x00\x77" + b"OTHER-METER-1"
             c.cap = 2  # learned about the old meter: forgotten with it
             c.invalidate("test")
@@ -266,6 +277,7 @@ class RediscoveryTest(unittest.TestCase):
             # map + identity/unit; after the change: map + the same 5 EPCs in batches of 2
             self.assertEqual([len(g) for g in m.gets], [1, 5, 1, 2, 2, 1])
             self.assertTrue(any("identity changed" in x for x in self.lines))
+            self.assertEqual(got, [(events.METER_REPLACED, 1)])
         with_client(t)
 
 

@@ -1,0 +1,103 @@
+# In-memory filesystem for the event log store tests (no tests here): files are bytearrays, a power
+# cut can be armed after any number of bytes written (the write stops there, as a torn append on
+# a filesystem without LittleFS's all-or-nothing commit), and "wb" truncates at open, as LittleFS
+# does once open() returns.
+from firmware.hal.norflash import PowerCut
+
+
+class MemFile:
+    def __init__(self, fs, data, writable):
+        self.fs = fs
+        self.data = data
+        self.writable = writable
+        self.pos = 0
+        self.closed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def readinto(self, buf):
+        n = min(len(buf), len(self.data) - self.pos)
+        if n <= 0:
+            return 0
+        buf[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+    def seek(self, off):
+        self.pos = off
+
+    def write(self, b):
+        fs = self.fs
+        if fs.fail_writes:
+            raise OSError(28)  # ENOSPC
+        for x in bytes(b):
+            if fs.budget is not None:
+                if fs.budget <= 0:
+                    fs.dead = True
+                    raise PowerCut()
+                fs.budget -= 1
+            self.data.append(x)
+        return len(b)
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self.closed = True
+        self.fs.open_files -= 1
+
+
+class MemFs:
+    def __init__(self):
+        self.files = {}
+        self.budget = None  # bytes that may still be written before the power cut
+        self.dead = False
+        self.fail_writes = False
+        self.open_files = 0
+
+    def open(self, name, mode):
+        if self.dead:
+            raise PowerCut()
+        if mode == "rb":
+            if name not in self.files:
+                raise OSError(2)
+            data = self.files[name]
+        elif mode == "wb":
+            data = self.files[name] = bytearray()
+        elif mode == "ab":
+            data = self.files.setdefault(name, bytearray())
+        else:
+            raise ValueError(mode)
+        self.open_files += 1
+        return MemFile(self, data, mode != "rb")
+
+    def fsync(self, f):
+        pass
+
+    def power_cycle(self):
+        self.budget = None
+        self.dead = False
+
+
+class StepClock:
+    def __init__(self, t=None):
+        self.t = t
+
+    def now_t2k(self):
+        return self.t
+
+
+def read_all(lg):
+    c = lg.cursor()
+    out = []
+    while True:
+        e = lg.read(c)
+        if e is None:
+            break
+        out.append(e)
+    lg.close(c)
+    return out
