@@ -48,6 +48,20 @@ class SelectionError(Exception):
     """Selective-access parameters that cannot be served: args = (DataAccessResult, reason)."""
 
 
+def write_row(w, env, row, cols=_ALL_COLS):
+    """One buffer row (slot, fwd, rev, status) as structure{clock, +A, -A, status}, or the
+    selected columns: the one encoding of a row, shared by the profile and the push
+    (firmware/cosem/push.py), so that a pushed slot is byte for byte the row served."""
+    w.structure(len(cols))
+    for c in cols:
+        if c == 0:
+            w.datetime(timeutil.t2k_of_slot(row[0]), env.time_zone, env.offset_min, 0)
+        elif c == 3:
+            w.u8(row[3])
+        else:
+            w.u32(row[c])
+
+
 class Rows(Producer):
     """array(count) of buffer rows. The first block starts at index `first` (rows_by_index) or at
     `from_slot` (rows); later blocks continue with rows(last_slot + 1, to_slot)."""
@@ -87,17 +101,7 @@ class Rows(Producer):
                 self._pending = next(self._it)
             except StopIteration:
                 raise RowsGone() from None
-        row = self._pending
-        cols = self._cols
-        env = self._env
-        w.structure(len(cols))
-        for c in cols:
-            if c == 0:
-                w.datetime(timeutil.t2k_of_slot(row[0]), env.time_zone, env.offset_min, 0)
-            elif c == 3:
-                w.u8(row[3])
-            else:
-                w.u32(row[c])
+        write_row(w, self._env, self._pending, self._cols)
         return True
 
     def advance(self):
