@@ -87,6 +87,8 @@ class PushScheduler:
         self._refilled = None
         seed = c["seed"] or (ticks_ms() | 1)
         self._seed = seed & 0x7FFFFFFF
+        self.stats = {"sent": 0, "failed": 0, "given_up": 0, "not_ready": 0, "persisted": 0,
+                      "rewinds": 0}
         saved = state.get(STATE_KEY) if state is not None else None
         self.meters = []
         fresh = False
@@ -111,8 +113,6 @@ class PushScheduler:
         self._rr = 0  # the meter looked at first (round robin)
         self._epoch = 0  # the picked meter's epoch at the pick
         self.invoke = 0
-        self.stats = {"sent": 0, "failed": 0, "given_up": 0, "not_ready": 0, "persisted": 0,
-                      "rewinds": 0}
         self.wake = None  # asyncio.Event, created by run()
 
     # -- the queue ---------------------------------------------------------------------------
