@@ -19,6 +19,7 @@
 import asyncio
 
 from firmware import events, log
+from firmware.app import config as cfgmod
 from firmware.compat import const, ticks_add, ticks_diff, ticks_ms, wait_ms
 
 _TAG = "push"
@@ -26,24 +27,10 @@ _MAX_BACKOFF_MS = const(3600000)  # back-off never waits longer than an hour
 _IDLE_MS = const(60000)  # nothing pending: look at the store again this often anyway
 _WINDOW_POLL_MS = const(60000)  # outside the window, or no calendar time: check again
 _SLOT_MAX = const(0x3FFFFFFF)
+_AHEAD = const(16)  # live slots remembered as pushed while a backlog drains (8 hours)
 
-DEFAULTS = {
-    # SPEC: the IoT-route spec is not public; push is off until the utility asks for it.
-    "enabled": False,
-    "destination": "smart-meter",  # IPv6 text, or "smart-meter" = the peer the radio joined
-    "port": 4059,
-    "client_sap": 1,  # destination wPort of the WPDU
-    "window": [],  # [["HH:MM", "HH:MM"], ...] local time; [] = at any time
-    "randomisation_s": 10,  # first send after an idle queue waits a random 0..this many s
-    "retries": 3,  # re-sends after a failed send before the slot is given up
-    "repetition_delay_s": 60,  # first back-off; doubles per failure, capped at 1 h
-    "rate_per_min": 6,  # token bucket: sustained sends per minute ...
-    "burst": 4,  # ... and how many may go back to back
-    "backlog_slots": 2208,  # bitmap of backfilled slots below the cursor (46 days, 276 B/meter)
-    "persist_every": 8,  # floor advanced this many slots -> one state file write
-    "seed": 0,  # randomisation seed; 0 = from the boot's ticks
-    "obis": "0.0.25.9.0.255",
-}
+# the `push` configuration section (defaults and their meaning: firmware/app/config.py)
+DEFAULTS = cfgmod.DEFAULTS["push"]
 STATE_KEY = "push_cursor"
 
 
@@ -57,6 +44,7 @@ class _Meter:
         self.nbits = 0
         self.low = _SLOT_MAX  # <= the lowest pending bit (reset when the bitmap empties)
         self.saved = cursor  # the floor in the state file
+        self.ahead = []  # slots above the cursor pushed ahead of the backlog (at most _AHEAD)
         self.epoch = 0  # rewinds so far: a slot picked before a rewind must not move the cursor
 
 
@@ -112,6 +100,8 @@ class PushScheduler:
         self._not_ready = 0  # consecutive sends skipped because the radio was not ready
         self._rr = 0  # the meter looked at first (round robin)
         self._epoch = 0  # the picked meter's epoch at the pick
+        self._ahead = False  # _next chose the newest slot ahead of the backlog
+        self._picked_ahead = False
         self.invoke = 0
         self.wake = None  # asyncio.Event, created by run()
 
@@ -177,6 +167,7 @@ class PushScheduler:
         m.bits[:] = bytes(len(m.bits))
         m.nbits = 0
         m.low = _SLOT_MAX
+        m.ahead = []
         m.epoch += 1
 
     def _lowest_bit(self, m):
@@ -192,8 +183,30 @@ class PushScheduler:
         self._rewind(m, m.cursor - self.size)
         return None
 
+    def _first_above(self, m):
+        """The oldest stored row above the cursor; slots already pushed ahead move the cursor."""
+        while True:
+            row = None
+            for r in m.view.rows(m.cursor + 1, _SLOT_MAX):
+                row = r
+                break
+            if row is None or row[0] not in m.ahead:
+                return row
+            m.ahead.remove(row[0])  # pushed ahead of the backlog: done
+            m.cursor = row[0]
+
     def _next(self, m):
-        """The oldest pending row of meter m, or None."""
+        """The next row of meter m to push, or None: the newest stored slot first when a
+        backlog is still draining (a live value is never held behind 45 days of history),
+        then the oldest pending one."""
+        self._ahead = False
+        first = self._first_above(m)
+        if first is not None:
+            last = m.view.latest()
+            if (last is not None and last[0] not in m.ahead
+                    and (last[0] > first[0] or m.nbits)):
+                self._ahead = True
+                return last
         while m.nbits:
             s = self._lowest_bit(m)
             if s is None:
@@ -201,9 +214,7 @@ class PushScheduler:
             for row in m.view.rows(s, s):
                 return row
             self._clear_bit(m, s)  # gone from the store (ring wrapped): nothing to push
-        for row in m.view.rows(m.cursor + 1, _SLOT_MAX):
-            return row
-        return None
+        return first
 
     def _pick(self):
         n = len(self.meters)
@@ -213,6 +224,7 @@ class PushScheduler:
             if row is not None:
                 self._rr = (k + 1) % n
                 self._epoch = self.meters[k].epoch
+                self._picked_ahead = self._ahead
                 return (k, row)
         return None
 
@@ -222,6 +234,15 @@ class PushScheduler:
         slot = row[0]
         if m.epoch != self._epoch:
             pass  # rewound meanwhile: the slot is above the new cursor and goes again
+        elif self._picked_ahead:
+            if self._redo:
+                pass  # stored again meanwhile: it goes again in its turn
+            elif slot > m.cursor:
+                if len(m.ahead) >= _AHEAD:
+                    m.ahead.pop(0)  # forgotten: pushed once more in its turn (at least once)
+                m.ahead.append(slot)
+            else:
+                self._clear_bit(m, slot)
         elif slot > m.cursor:
             if m.nbits and slot - m.low >= self.size:
                 self._rewind(m, m.low - 1)  # the bitmap cannot span the jump: push again

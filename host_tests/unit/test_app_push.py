@@ -149,11 +149,13 @@ class SchedulerTest(unittest.TestCase):
         sch.settings.retries = 3
         sch.settings.repetition_delay_s = 60
         v.put(S0)
-        v.put(S0 + 1)
-        got, _t = drive(sch, 0, 3600000, ok=lambda row, t: row[0] != S0)
-        # 1 + 3 attempts for S0 at 0, +60 s, +120 s, +240 s; then S0 + 1 at once (a token left)
+        got, t = drive(sch, 0, 3600000, ok=lambda row, t: row[0] != S0)
+        # 1 + 3 attempts for S0 at 0, +60 s, +120 s, +240 s, then given up
         self.assertEqual([(x[0], x[2]) for x in got],
-                         [(0, S0), (60000, S0), (180000, S0), (420000, S0), (420000, S0 + 1)])
+                         [(0, S0), (60000, S0), (180000, S0), (420000, S0)])
+        v.put(S0 + 1)
+        got, t = drive(sch, t, t + 3600000)
+        self.assertEqual([x[2] for x in got], [S0 + 1])
         self.assertEqual(ev, [(events.PUSH_GIVEN_UP, S0)])
         self.assertEqual(sch.stats["given_up"], 1)
         self.assertTrue(any("given up" in ln for ln in self.lines))
@@ -197,8 +199,11 @@ class SchedulerTest(unittest.TestCase):
             else:
                 t += w
         self.assertEqual(len(slots), 45 * DAY)
-        for i in range(len(slots)):  # all, once, in order
-            self.assertEqual(slots[i], S0 + i)
+        # the newest slot first (a live value is not held behind the backlog), then the rest
+        # once each, oldest first
+        self.assertEqual(slots[0], S0 + 45 * DAY - 1)
+        for i in range(1, len(slots)):
+            self.assertEqual(slots[i], S0 + i - 1)
         # bounded: in any minute at most burst + rate sends
         j = 0
         for i in range(len(times)):
@@ -208,6 +213,23 @@ class SchedulerTest(unittest.TestCase):
         # and the whole backlog takes the time the rate says (2,160 at 6/min: 6 hours)
         self.assertGreaterEqual(times[-1], (45 * DAY - 4) * 10000)
         self.assertLess(times[-1], (45 * DAY) * 10000 + 1)
+
+    def test_live_slot_not_held_behind_a_draining_backlog(self):
+        v = FakeView(S0)
+        sch = make([v], cfg={"rate_per_min": 6, "burst": 1})
+        sch.meters[0].cursor = S0 - 1
+        for s in range(S0, S0 + 200):
+            v.present[s - S0] = 1
+        got, t = drive(sch, 0, 600000)  # 61 sends in 10 minutes: the newest, then 60 oldest
+        sent = [x[2] for x in got]
+        self.assertEqual(sent[:3], [S0 + 199, S0, S0 + 1])
+        v.put(S0 + 200)  # a new boundary while 139 slots are still due
+        more, t = drive(sch, t, t + 24 * 3600000)
+        sent += [x[2] for x in more]
+        # right after the slot already being sent, not after the backlog
+        self.assertEqual(more[1][2], S0 + 200)
+        self.assertEqual(sorted(sent), list(range(S0, S0 + 201)))  # each exactly once
+        self.assertEqual(sch.meters[0].ahead, [])
 
     def test_backfilled_slots_pushed_once_then_live(self):
         v = FakeView(S0)
@@ -226,10 +248,11 @@ class SchedulerTest(unittest.TestCase):
         self.assertEqual(st.values[ap.STATE_KEY], [S0 + 39])
         v.put(S0 + 103)  # the live slot of the next boundary
         got, t = drive(sch, t, t + 3600000)
-        self.assertEqual([x[2] for x in got], list(range(S0 + 40, S0 + 60)) + [S0 + 103])
+        # the live slot first, then the backfilled ones oldest first
+        self.assertEqual([x[2] for x in got], [S0 + 103] + list(range(S0 + 40, S0 + 60)))
         self.assertEqual(sch.meters[0].nbits, 0)
-        # batched: written when the bitmap drained (floor S0 + 102), not for the one slot after
-        self.assertEqual(st.values[ap.STATE_KEY], [S0 + 102])
+        # written when the bitmap drained and the cursor passed the slot pushed ahead
+        self.assertEqual(st.values[ap.STATE_KEY], [S0 + 103])
         self.assertEqual(drive(sch, t, t + 3600000)[0], [])  # nothing twice
 
     def test_backfill_older_than_the_bitmap_rewinds(self):
@@ -243,7 +266,7 @@ class SchedulerTest(unittest.TestCase):
         self.assertEqual(st.values[ap.STATE_KEY], [S0 + 9])
         got, t = drive(sch, t, t + 3600000)
         # at least once: the older slot, then the already pushed ones again
-        self.assertEqual([x[2] for x in got], [S0 + 10, S0 + 200, S0 + 201])
+        self.assertEqual([x[2] for x in got], [S0 + 201, S0 + 10, S0 + 200])
 
     def test_reboot_resumes_from_the_persisted_floor(self):
         v = FakeView(S0 - 100)
@@ -265,7 +288,8 @@ class SchedulerTest(unittest.TestCase):
         got, t = drive(sch2, t, t + 3600000)
         again = [x[2] for x in got]
         self.assertIn(S0 - 5, again)  # nothing silently lost
-        self.assertEqual(again, [S0 - 5] + list(range(S0, S0 + 22)))  # at least once
+        # the live slot first, then at least once everything above the floor
+        self.assertEqual(again, [S0 + 21, S0 - 5] + list(range(S0, S0 + 21)))
 
     def test_reboot_without_backfill_repeats_fewer_than_persist_every(self):
         v = FakeView(S0)
@@ -278,7 +302,7 @@ class SchedulerTest(unittest.TestCase):
         sch2 = make([v], state=FakeState(st.values), cfg={"persist_every": 8})
         got = drive(sch2, t, t + 3600000)[0]
         # the floor was written at S0 (first push) and S0 + 8: S0 + 9 .. S0 + 12 go again
-        self.assertEqual([x[2] for x in got], list(range(S0 + 9, S0 + 13)))
+        self.assertEqual([x[2] for x in got], [S0 + 12, S0 + 9, S0 + 10, S0 + 11])
         self.assertLess(len(got), 8)
 
     def test_slot_stored_again_while_in_flight_is_pushed_again(self):
@@ -333,7 +357,7 @@ class SchedulerTest(unittest.TestCase):
             v1.put(S0 + i, 1)
         got = drive(sch, 0, 600000)[0]
         self.assertEqual([(x[1], x[2]) for x in got],
-                         [(0, S0), (1, S0), (0, S0 + 1), (1, S0 + 1), (0, S0 + 2), (1, S0 + 2)])
+                         [(0, S0 + 2), (1, S0 + 2), (0, S0), (1, S0), (0, S0 + 1), (1, S0 + 1)])
 
 
 class FakeSession:
@@ -388,8 +412,9 @@ class ShellTest(unittest.TestCase):
             self.assertEqual(wpdu[:8], bytes.fromhex("000100010001") + bytes((0, len(wpdu) - 8)))
             self.assertEqual(wpdu[8], 0x0F)
             vals.append(wpdu[-12:])  # +A, -A, status of the row
-        self.assertEqual(vals, [bytes.fromhex("060000006e06000000011140"),
-                                bytes.fromhex("060000007806000000011100")])
+        # the live slot, then the backfilled one (status bit 0x40)
+        self.assertEqual(vals, [bytes.fromhex("060000007806000000011100"),
+                                bytes.fromhex("060000006e06000000011140")])
 
 
 if __name__ == "__main__":
