@@ -114,7 +114,12 @@ class PushScheduler:
         if self.state is None:
             return
         floors = [self.floor(m) for m in self.meters]
-        self.state.set(STATE_KEY, floors)
+        try:
+            self.state.set(STATE_KEY, floors)
+        except OSError as e:  # a full or failing filesystem: push on, say what is at stake
+            log.error(self.tag, "push floor not saved (%s): after a power cut some slots may "
+                      "not be pushed again" % e)
+            return
         for i in range(len(floors)):
             self.meters[i].saved = floors[i]
         self.stats["persisted"] += 1
@@ -140,7 +145,14 @@ class PushScheduler:
                 m.low = _SLOT_MAX
 
     def on_put(self, meter, slot):
-        """Store put listener: a record for (meter, slot) is about to be appended."""
+        """Store put listener: a record for (meter, slot) is about to be appended. Never raises:
+        the push must not stop a value from being stored."""
+        try:
+            self._on_put(meter, slot)
+        except Exception as e:  # noqa: BLE001 - a push bug must not cost a stored value
+            log.exc(self.tag, "put listener failed for meter %d slot %d" % (meter, slot), e)
+
+    def _on_put(self, meter, slot):
         if meter >= len(self.meters):
             return
         m = self.meters[meter]

@@ -255,6 +255,21 @@ class SchedulerTest(unittest.TestCase):
         self.assertEqual(st.values[ap.STATE_KEY], [S0 + 103])
         self.assertEqual(drive(sch, t, t + 3600000)[0], [])  # nothing twice
 
+    def test_state_write_failure_never_stops_storing(self):
+        class BrokenState(FakeState):
+            def set(self, key, value):
+                raise OSError(28)
+
+        v = FakeView(S0)
+        sch = make([v], state=BrokenState())
+        v.put(S0 + 5)
+        drive(sch, 0, 600000)
+        v.put(S0 + 1)  # backfill: the floor write fails, the value is still stored
+        self.assertEqual(v.present[1], 1)
+        self.assertTrue(any("push floor not saved" in ln for ln in self.lines))
+        got = drive(sch, 600000, 1200000)[0]
+        self.assertEqual([x[2] for x in got], [S0 + 1])
+
     def test_backfill_older_than_the_bitmap_rewinds(self):
         v = FakeView(S0)
         st = FakeState()
