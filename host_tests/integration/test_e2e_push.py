@@ -10,7 +10,9 @@ import threading
 import time
 
 from dlms_cosem.protocol.xdlms import DataNotification
-from gurux_dlms import GXByteBuffer, GXDLMSTranslator
+from gurux_dlms import GXByteBuffer, GXDLMSClient, GXDLMSTranslator, GXReplyData
+from gurux_dlms.enums import Authentication, InterfaceType
+from gurux_dlms.objects import GXDLMSPushSetup
 
 from firmware import timeutil
 from firmware.radio import j11
@@ -19,6 +21,30 @@ from tools.deployment import Deployment, wait_until
 RATE = 900  # 30 simulated minutes every 2 real seconds
 PUSH_HOST = 22  # the push receiver on N.22 of the deployment's loopback /24
 PUSH_MAC = "001D12AABBCCDD16"
+GURUX_HOST = 20
+GURUX_MAC = "001D12AABBCCDD05"
+LLS = "12345678"
+
+
+class GuruxManagement:
+    """gurux-dlms as the management client (LLS, SAP 1) over the emulated radio."""
+
+    def __init__(self, dep):
+        self.air = dep.air_addr
+        self.c = GXDLMSClient(True, 1, 1, Authentication.LOW, LLS, InterfaceType.WRAPPER)
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.s.bind((dep.addr(GURUX_HOST), 4059))
+        self.s.settimeout(3)
+
+    def exchange(self, frames):
+        reply = GXReplyData()
+        for frame in frames if isinstance(frames, list) else [frames]:
+            self.s.sendto(bytes(frame), self.air)
+            self.c.getData(GXByteBuffer(self.s.recvfrom(4096)[0]), reply)
+        return reply
+
+    def close(self):
+        self.s.close()
 
 
 def _ipv6_text(mac):
@@ -48,7 +74,8 @@ def test_every_slot_pushed_with_the_meters_values():
     push_cfg = {"enabled": True, "destination": _ipv6_text(PUSH_MAC), "client_sap": 16,
                 "randomisation_s": 0, "rate_per_min": 600, "burst": 20,
                 "repetition_delay_s": 1}
-    d = Deployment(rate=RATE, config_overrides={"push": push_cfg})
+    d = Deployment(rate=RATE, config_overrides={"push": push_cfg,
+                                                "dlms": {"lls_password": LLS}})
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind((d.addr(PUSH_HOST), 4059))
     rx.settimeout(0.2)
@@ -68,6 +95,7 @@ def test_every_slot_pushed_with_the_meters_values():
     rt.start()
     run(d.start())
     d.module.add_peer(bytes.fromhex(PUSH_MAC), (d.addr(PUSH_HOST), 4059))
+    d.module.add_peer(bytes.fromhex(GURUX_MAC), (d.addr(GURUX_HOST), 4059))
     head = d.head_end(out=lambda *a: None)
     try:
         run(head.connect(timeout_s=60), 90)
@@ -96,6 +124,23 @@ def test_every_slot_pushed_with_the_meters_values():
         assert len(got) == len(datagrams), "a slot was pushed twice"
         assert backfilled, "no slot recovered by backfill was pushed"
         assert min(backfilled) < live[0]
+        # the push setup object, read by the management client through the radio
+        g = GuruxManagement(d)
+        try:
+            g.c.parseAareResponse(g.exchange(g.c.aarqRequest()).data)
+            ps = GXDLMSPushSetup("0.0.25.9.0.255")
+            ps.version = 0  # ours is version 0 (gurux defaults to 2)
+            for attr in (2, 3, 6):
+                reply = g.exchange(g.c.read(ps, attr))
+                assert reply.error == 0, reply.getErrorMessage()
+                g.c.updateValue(ps, attr, reply.value)
+            assert [o[0].logicalName for o in ps.pushObjectList] == [
+                "0.0.1.0.0.255", "1.0.1.8.0.255", "1.0.2.8.0.255", "0.0.96.10.1.255"]
+            assert ps.destination == "[%s]:4059" % push_cfg["destination"]
+            assert ps.numberOfRetries == 3
+            g.exchange(g.c.releaseRequest())
+        finally:
+            g.close()
         assert d.firmware_alive()
         log_text = d.terminal_log()
         assert "push: pushing every slot to" in log_text
