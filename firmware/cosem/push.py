@@ -220,6 +220,8 @@ class DataNotificationEncoder:
         p = self.protect(mv[h : h + n])
         m = len(p)
         out = self._out
+        if out is None:  # protect set after construction: its buffer, once
+            out = self._out = bytearray(len(buf) + _PROTECT_SLACK)
         if h + m > len(out):
             out = bytearray(h + m)  # never with suite 0 (slack above); kept correct anyway
         wrapper.pack_header_into(out, 0, self.server_sap, client_sap, m)

@@ -87,6 +87,13 @@ class EncoderTest(unittest.TestCase):
         self.assertEqual(bytes(apdu), b"\xdb\x08ABCDEFGH" + bytes((len(GOLDEN) - 8,))
                          + GOLDEN[8:])
 
+    def test_protect_set_after_construction(self):
+        e = p.DataNotificationEncoder(Env(), 1)
+        e.protect = lambda apdu: b"\xdb" + bytes(apdu)
+        got = bytes(e.encode((SLOT1230, 1329, 34, 0), 16, 0xC0000001, T1230))
+        self.assertEqual(got[8:], b"\xdb" + GOLDEN[8:])
+        self.assertEqual(got[6:8], bytes((0, len(GOLDEN) - 7)))
+
     def test_value_too_large_raises_encoding_error(self):
         e = p.DataNotificationEncoder(Env(), 1)
         self.assertRaises(axdr.AxdrError, e.encode, (SLOT1230, 1 << 32, 0, 0), 1, 1)
