@@ -82,6 +82,24 @@ DEFAULTS = {
         "energy_type": "u64",
         "backfill_status_bit": 0x40,  # SPEC: profile status bit of values from meter history
     },
+    # Push of every slot (docs/dlms.md "Push", firmware/app/push.py).
+    "push": {
+        # SPEC: the IoT-route spec is not public; push is off until the utility asks for it.
+        "enabled": False,
+        "destination": "smart-meter",  # IPv6 text, or "smart-meter" = the peer the radio joined
+        "port": 4059,
+        "client_sap": 1,  # destination wPort of the WPDU
+        "window": [],  # [["HH:MM", "HH:MM"], ...] local time; [] = at any time
+        "randomisation_s": 10,  # first send after an idle queue waits a random 0..this many s
+        "retries": 3,  # re-sends after a failed send before the slot is given up
+        "repetition_delay_s": 60,  # first back-off; doubles per failure, capped at 1 h
+        "rate_per_min": 6,  # token bucket: sustained sends per minute ...
+        "burst": 4,  # ... and how many may go back to back
+        "backlog_slots": 2208,  # bitmap of backfilled slots below the cursor: 46 d, 276 B/meter
+        "persist_every": 8,  # floor advanced this many slots -> one state file write
+        "seed": 0,  # randomisation seed; 0 = from the boot's ticks
+        "obis": "0.0.25.9.0.255",
+    },
     "discovery": {
         "multicast": True,  # search/announce on 224.0.23.0 (off on the host simulation)
         "search_min_ms": 5000,  # multicast search period while no meter is known

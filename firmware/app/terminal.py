@@ -67,6 +67,9 @@ class Terminal:
         self.poller = None
         self.server = None
         self.session = None
+        self.pusher = None  # PushScheduler when push.enabled
+        # suite 0's protect(apdu_mv) -> bytes|memoryview for pushed APDUs (None = plain)
+        self.push_protect = None
         self.clock.add_listener(self._on_clock_set)
 
     def _open_state(self, path):
@@ -187,6 +190,8 @@ class Terminal:
         # IC 7 profile_entries = what the flash log keeps (21,420 records in 512 KB), so that
         # entries_in_use never exceeds it
         d["profile_entries"] = self.flashlog.capacity()
+        # conformance advertises data-notification when the terminal pushes
+        d["push"] = d["push"] or self.cfg["push"]["enabled"]
         views = []
         for k in range(len(self.meter_cfgs)):
             views.append(MeterView(self.store, k, backfill_bit=d["backfill_status_bit"]))
@@ -199,6 +204,41 @@ class Terminal:
         module = J11Module(self.hal.radio_uart(), max_udp=self.server.max_wpdu)
         self.session = RadioSession(module, self._radio_config())
         self._watch_radio()
+        if self.cfg["push"]["enabled"]:
+            self._build_push(views, d)
+
+    def _build_push(self, views, d):
+        """Push of every slot: the scheduler over the store, listening to its puts, and one IC 40
+        push setup per meter (channel B = k + 1 with several, like the profile)."""
+        from firmware.app.push import PushScheduler
+        from firmware.cosem import push as cp
+        from firmware.cosem.objects import CLASS_PROFILE, obis
+
+        pc = self.cfg["push"]
+        settings = cp.settings_from_config(pc)
+        enc = cp.DataNotificationEncoder(self.server, d["server_sap"], self.push_protect,
+                                         fmt=self.server.table.energy)
+        self.pusher = PushScheduler(views, settings, enc, self.clock, pc, self.state,
+                                    lambda code, detail=0: self.event(code, detail))
+        self.store.put_listeners.append(self.pusher.on_put)
+        table = self.server.table
+        # the load profiles (capture period 1800 s), not the event log (asynchronous: 0)
+        profiles = [o for o in table.objects
+                    if o.class_id == CLASS_PROFILE and o.capture_period]
+        try:
+            ln = obis(pc["obis"])
+        except ValueError as e:
+            log.error("push", "push.obis: %s; using %s" % (e, cp.DEFAULT_OBIS))
+            ln = obis(cp.DEFAULT_OBIS)
+        for k in range(len(profiles)):
+            b = bytearray(ln)
+            if len(profiles) > 1:
+                b[1] = k + 1
+            # the pushed row is the profile's row: its capture objects are the push list
+            table.add(cp.PushSetupObject(bytes(b), profiles[k]._columns, settings,
+                                         self.pusher.trigger))
+        log.info("push", "pushing every slot to %s port %d (client SAP %d)"
+                 % (settings.destination, settings.port, settings.client_sap))
 
     def _watch_radio(self):
         """Radio progress: each pass of the join loop. A join is bounded by the module's
@@ -308,7 +348,11 @@ class Terminal:
             supervise(_TAG, self.housekeeping),
             supervise("lan", self.lan.run),
             supervise("meters", self.meter_side),
+            *([supervise("push", self._push)] if self.pusher is not None else []),
         )
+
+    async def _push(self):
+        await self.pusher.run(self.session)
 
     async def meter_side(self):
         while not self.lan.up:

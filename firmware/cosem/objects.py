@@ -517,3 +517,8 @@ class ObjectTable:
 
     def find(self, ln):
         return self._by_ln.get(ln)
+
+    def add(self, obj):
+        """An object built after the table (the push setup, once push is configured)."""
+        self.objects.append(obj)
+        self._by_ln[obj.ln] = obj

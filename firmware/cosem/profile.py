@@ -49,6 +49,33 @@ class SelectionError(Exception):
     """Selective-access parameters that cannot be served: args = (DataAccessResult, reason)."""
 
 
+def write_row(w, env, row, fmt, cols=_ALL_COLS):
+    """One buffer row (slot, fwd, rev, status, unit_code) as structure{clock, +A, -A, status},
+    or the selected columns, values in `fmt` (EnergyFormat): the one encoding of a row, shared
+    by the profile and the push (firmware/cosem/push.py), so that a pushed slot is byte for byte
+    the row served. A value not exact in `fmt` is null-data and the row's status has DNV.
+    True when both values are exact."""
+    # both values converted first: the status says DNV whichever columns are selected
+    ok_f = fmt.convert(row[1], row[4], fmt.fwd)
+    ok_r = fmt.convert(row[2], row[4], fmt.rev)
+    w.structure(len(cols))
+    for c in cols:
+        if c == 0:
+            w.datetime(timeutil.t2k_of_slot(row[0]), env.time_zone, env.offset_min, 0)
+        elif c == 3:
+            w.u8(row[3] if ok_f and ok_r else row[3] | STATUS_DNV)
+        elif c == 1:
+            if ok_f:
+                fmt.write(w, fmt.fwd)
+            else:
+                w.null()
+        elif ok_r:
+            fmt.write(w, fmt.rev)
+        else:
+            w.null()
+    return ok_f and ok_r
+
+
 class Rows(Producer):
     """array(count) of buffer rows. The first block starts at index `first` (rows_by_index) or at
     `from_slot` (rows); later blocks continue with rows(last_slot + 1, to_slot).
@@ -93,31 +120,10 @@ class Rows(Producer):
             except StopIteration:
                 raise RowsGone() from None
         row = self._pending
-        cols = self._cols
-        env = self._env
-        fmt = self._fmt
-        # both values converted first: the status says DNV whichever columns are selected
-        ok_f = fmt.convert(row[1], row[4], fmt.fwd)
-        ok_r = fmt.convert(row[2], row[4], fmt.rev)
-        if not (ok_f and ok_r) and not self._warned:
+        if not write_row(w, self._env, row, self._fmt, self._cols) and not self._warned:
             self._warned = True
             log.warn("cosem", "profile slot %d: %d/%d in unit %r not exact in 10^%d Wh: "
-                     "null-data, DNV" % (row[0], row[1], row[2], row[4], fmt.scaler))
-        w.structure(len(cols))
-        for c in cols:
-            if c == 0:
-                w.datetime(timeutil.t2k_of_slot(row[0]), env.time_zone, env.offset_min, 0)
-            elif c == 3:
-                w.u8(row[3] if ok_f and ok_r else row[3] | STATUS_DNV)
-            elif c == 1:
-                if ok_f:
-                    fmt.write(w, fmt.fwd)
-                else:
-                    w.null()
-            elif ok_r:
-                fmt.write(w, fmt.rev)
-            else:
-                w.null()
+                     "null-data, DNV" % (row[0], row[1], row[2], row[4], self._fmt.scaler))
         return True
 
     def advance(self):

@@ -97,6 +97,9 @@ class IntervalStore:
         self._marks = [None] * max_meters
         self._marks_version = 0
         self.unindexed = 0  # records of meters >= max_meters (configuration shrank)
+        # fn(meter, slot), called before a record for the slot is appended: a listener that must
+        # not lose the slot across a power cut (the push cursor) persists what it needs first
+        self.put_listeners = []
         flashlog.drop_listeners.append(self._forget)
         if flashlog.mounted:
             flashlog.scan(self._index_record)
@@ -285,6 +288,8 @@ class IntervalStore:
                 # same value, more status: keep every flag
                 record.pack_interval(new, 0, 0, meter, slot, fwd, rev, unit_code, src,
                                      flags | oflags)
+        for fn in self.put_listeners:
+            fn(meter, slot)
         self.log.append(new)
         self._note(self.log.last_sector, meter, slot)
         # A new slot counts +1; so does a replaced one whose old record's sector was dropped
