@@ -55,13 +55,13 @@ bench-check: $(STAMP)
 	$(BIN)/python -m tools.bench_report --check
 
 # Long campaigns: the power-cut matrix over 7 simulated days, the ECHONET fuzz at 1M frames per
-# test, the COSEM server fuzz at 1M malformed APDUs, the demo over 14 simulated days, then the seeded chaos soak of the whole twin over 30
-# simulated days (docs/soak.md; figures in bench/soak.json; SOAK_SEED=N replays a seed).
+# test, the COSEM server fuzz at 1M malformed APDUs plus 200k ciphered ones, the demo over 14
+# simulated days, then the seeded chaos soak of the whole twin over 30 simulated days (docs/soak.md; figures in bench/soak.json; SOAK_SEED=N replays a seed).
 SOAK_DAYS ?= 30
 soak: $(STAMP)
 	POWERCUT_DAYS=7 $(BIN)/pytest -q -s host_tests/integration/test_app_powercut_matrix.py
 	FUZZ_FRAMES=1000000 $(BIN)/pytest -q host_tests/integration/test_echonet_fuzz.py
-	COSEM_FUZZ_APDUS=1000000 $(BIN)/pytest -q host_tests/integration/test_cosem_fuzz.py
+	COSEM_FUZZ_APDUS=1000000 COSEM_FUZZ_CIPHERED=200000 $(BIN)/pytest -q host_tests/integration/test_cosem_fuzz.py
 	$(BIN)/python -m tools.demo --days 14
 	$(BIN)/python -m tools.soak --days $(SOAK_DAYS) $(if $(SOAK_SEED),--seed $(SOAK_SEED)) --out bench/soak.json
 

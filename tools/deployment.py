@@ -33,7 +33,10 @@ SM_MAC = "001D129012345678"
 # bench/results.json; docs/memory.md), plus a margin for what those runs do beyond the scenario
 # (gurux-dlms reads, floods and malformed input, the ESP32 HAL's stand-in modules) and for
 # run-to-run noise. Keep MIN_HEAP_KB in step with the bench.
-MIN_HEAP_KB = {1: 312, 4: 360}
+# Issue 9 (security suite 0, event log, push, exact values) raised them from 312/360: +29 KB of
+# import heap (.mpy code loaded into RAM on the host; frozen on the device) and a few KB of data
+# (docs/memory.md).
+MIN_HEAP_KB = {1: 348, 4: 392}
 HEAP_MARGIN_KB = 32
 
 
