@@ -325,6 +325,27 @@ def seal_into(keys, title, ic, sc, plain, dst, pos, general=False):
     return p + n + TAG_LEN
 
 
+def header_len(n, general=False):
+    """Bytes of the protected form's header in front of an n-byte APDU (seal_in_place)."""
+    body = 5 + n + TAG_LEN
+    return (1 + (1 if body < 0x80 else 2 if body < 0x100 else 3) + 5
+            + (1 + TITLE_LEN if general else 0))
+
+
+def seal_in_place(keys, title, ic, sc, buf, start, end, general=False):
+    """Protect the APDU buf[start:end] where it lies: the header goes into the header_len()
+    bytes before start, the body is enciphered in place, the tag follows at end (12 bytes of
+    room needed). Returns the protected form's (start, end)."""
+    pos = start - header_len(end - start, general)
+    return pos, seal_into(keys, title, ic, sc, memoryview(buf)[start:end], buf, pos, general)
+
+
+def unseal_in_place(keys, title, ic, buf, start, end):
+    """The plaintext of our own enciphered body buf[start:end] (sealed with `ic`) back in
+    place: CTR is its own inverse. No tag check (we wrote it); for a re-send of a block."""
+    keys.gcm._ctr(_iv(title, ic), memoryview(buf)[start:end], buf, start)
+
+
 def seal(keys, title, ic, sc, plain, general=False):
     """seal_into a new bytearray (associations, tests: not the per-request path)."""
     buf = bytearray(len(plain) + OVERHEAD)
