@@ -4,8 +4,8 @@
 # `aes_ecb(key) -> obj.encrypt(src16, dst16)`; persistence of the counter comes as an object
 # with get(key, default)/set(key, value) (the store's StateFile).
 #
-# GCM (NIST SP 800-38D): H = E_K(0); GHASH with a 4-bit Shoup table (16 multiples of H per key,
-# plus one shared 16-entry reduction table), 128-bit values as Python ints (MicroPython has big
+# GCM (NIST SP 800-38D): H = E_K(0); GHASH with a 4-bit Shoup table (16 multiples of H per key
+# as 256 bytes, plus one shared 16-entry reduction table), 128-bit values as Python ints (MicroPython has big
 # ints; 31-bit small ints are never assumed); CTR keystream from ECB on IV || counter32 starting
 # at 2; tag = GHASH ^ E_K(IV || 1) truncated to 12 bytes. Decryption verifies the tag over the
 # ciphertext (constant-time compare) BEFORE producing any plaintext.
@@ -86,21 +86,29 @@ class Gcm:
         for i in (2, 4, 8):
             for j in range(1, i):
                 m[i + j] = m[i] ^ m[j]
-        self._m = tuple(m)
+        # kept as 256 bytes (entry i at 16 * i), not 16 ints: a 128-bit int costs ~70 bytes of
+        # heap on the unix port, the table 1.2 KB per key set as ints, 0.3 KB as bytes
+        t = bytearray(256)
+        for i in range(16):
+            t[16 * i:16 * i + 16] = m[i].to_bytes(16, "big")
+        self._m = t
 
     def _mul(self, x):
         """x * H in GF(2^128), x a 128-bit int (block bytes big-endian)."""
-        m = self._m
+        m = memoryview(self._m)
         red = _RED
+        fb = int.from_bytes
         xb = x.to_bytes(16, "big")
         z = 0
         for k in range(15, -1, -1):
             b = xb[k]
             if k != 15:
                 z = (z >> 4) ^ red[z & 15]
-            z ^= m[b & 15]
+            i = (b & 15) << 4
+            z ^= fb(m[i:i + 16], "big")
             z = (z >> 4) ^ red[z & 15]
-            z ^= m[b >> 4]
+            i = (b >> 4) << 4
+            z ^= fb(m[i:i + 16], "big")
         return z
 
     def _update(self, mv):
