@@ -14,8 +14,10 @@ Steps (firmware/app/terminal.py): config (merged dict), NOR emulator, flash log 
 (96 records), state file, event log (mounted, a power-up event), meter view + object table
 (with the event log's objects when the tree has them), COSEM server, an association (public
 client; with `keys` the management client's HLS-GMAC association and one ciphered GET), push
-(scheduler, encoder, IC 40 object) with `push`. Works on trees without the issue-9 parts (those
-steps are reported as absent), so the same script measures a tree before the issue.
+(scheduler, encoder, IC 40 object) with `push`; then the configuration sections the terminal
+drops after start-up (Terminal._forget_build_config, where the tree has it). Works on trees
+without the issue-9 parts (those steps are left out), so the same script measures a tree
+before the issue.
 """
 
 import os
@@ -69,12 +71,16 @@ def _mp(args):
     push = "push" in args
     # every module first: the steps measure data only
     from firmware.app import config as cfgmod
+    from firmware.app import terminal
     from firmware.app.views import MeterView
     from firmware.cosem import wrapper
     from firmware.cosem.profile import default_table
     from firmware.cosem.server import CosemServer
     from firmware.hal.norflash import NorFlash
     from firmware.radio import session  # noqa: F401 (config defaults)
+
+    # the terminal drops the sections read only while building (when the tree does)
+    forget = hasattr(terminal.Terminal, "_forget_build_config")
     from firmware.store import record
     from firmware.store.flashlog import FlashLog
     from firmware.store.intervals import IntervalStore
@@ -194,6 +200,11 @@ def _mp(args):
                                      pusher.trigger))
         profiles = None
         mark("push")
+    d = None  # the terminal's copy of the dlms section is a local of _build_radio
+    if forget:
+        for k in ("dlms", "events") + (() if push else ("push",)):
+            cfg[k] = None
+    mark("start-up done" + (" (build-only config dropped)" if forget else ""))
     keep = (cfg, flash, store, state, events, view, table, srv, out)
     print(json.dumps({"keys": keys, "push": push, "steps": steps,
                       "total": steps[-1][1], "kept": len(keep)}))

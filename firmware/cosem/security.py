@@ -5,10 +5,10 @@
 # with get(key, default)/set(key, value) (the store's StateFile).
 #
 # GCM (NIST SP 800-38D): H = E_K(0); GHASH with a 4-bit Shoup table (16 multiples of H per key
-# as 256 bytes, plus one shared 16-entry reduction table), 128-bit values as Python ints (MicroPython has big
-# ints; 31-bit small ints are never assumed); CTR keystream from ECB on IV || counter32 starting
-# at 2; tag = GHASH ^ E_K(IV || 1) truncated to 12 bytes. Decryption verifies the tag over the
-# ciphertext (constant-time compare) BEFORE producing any plaintext.
+# as 256 bytes, plus one shared 16-entry reduction table), 128-bit values as Python ints
+# (MicroPython has big ints; 31-bit small ints are never assumed); CTR keystream from ECB on
+# IV || counter32 starting at 2; tag = GHASH ^ E_K(IV || 1) truncated to 12 bytes. Decryption
+# verifies the tag over the ciphertext (constant-time compare) BEFORE producing any plaintext.
 import struct
 
 from firmware.compat import const
