@@ -355,7 +355,7 @@ class Terminal:
     def _forget_build_config(self):
         """Sections read only while the components are built (dlms: the server and the push
         encoder copied what they use; events; push unless pushing): not kept for the device's
-        life (~0.5 KB, and the DLMS keys' text leaves RAM; docs/memory.md)."""
+        life (~0.8 KB on the unix port, and the DLMS keys' text leaves RAM; docs/memory.md)."""
         for k in ("dlms", "events") + (() if self.pusher is not None else ("push",)):
             self.cfg[k] = None
 
