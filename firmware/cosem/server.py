@@ -230,7 +230,8 @@ class CosemServer:
         out: a reply_buffer(). A GET reply (every block of a long GET) comes back as a view of
         the server's own PDU buffer, the wrapper header written in front of it: no copy. Other
         replies are written into `out` and returned as a view of it. Either view is valid until
-        the next call; without `out` the reply is new bytes."""
+        the next call; without `out` the reply is new bytes. A ciphered request in a writable
+        `data` (a bytearray, as the radio session queues) is deciphered there, in place."""
         try:
             src, dst, apdu = wrapper.parse(data)
         except wrapper.WrapperError as e:
