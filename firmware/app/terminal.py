@@ -339,6 +339,7 @@ class Terminal:
         self._build_radio()
         heapmon.milestone("radio and COSEM built")
         self._build_meter()  # before any task runs; its socket comes with the LAN
+        self._forget_build_config()
         heapmon.milestone("meter side built")
         heapmon.modules()
         _gc_early()
@@ -350,6 +351,13 @@ class Terminal:
             supervise("meters", self.meter_side),
             *([supervise("push", self._push)] if self.pusher is not None else []),
         )
+
+    def _forget_build_config(self):
+        """Sections read only while the components are built (dlms: the server and the push
+        encoder copied what they use; events; push unless pushing): not kept for the device's
+        life (~0.8 KB on the unix port, and the DLMS keys' text leaves RAM; docs/memory.md)."""
+        for k in ("dlms", "events") + (() if self.pusher is not None else ("push",)):
+            self.cfg[k] = None
 
     async def _push(self):
         await self.pusher.run(self.session)

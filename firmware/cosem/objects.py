@@ -157,11 +157,13 @@ def capture_descriptor(class_id, ln, attr):
 class CosemObject:
     class_id = 0
     version = 0
+    _methods = ()  # an instance attribute only for objects with methods (heap)
 
     def __init__(self, ln, attrs, methods=()):
         self.ln = ln
         self._attrs = attrs
-        self._methods = methods
+        if methods:
+            self._methods = methods
 
     def attr_access(self, attr, role):
         if attr < 1 or attr > len(self._attrs):

@@ -139,14 +139,18 @@ class ProfileObject(CosemObject):
     class_id = CLASS_PROFILE
     version = 1
     capture_period = CAPTURE_PERIOD_S
+    _view = None
+    _fmt = None
 
     def __init__(self, ln, view, columns, profile_entries, fmt):
         # methods 1 reset and 2 capture are refused: the store is append-only billing data
         CosemObject.__init__(self, ln, (_R, _R, _R, _R, _R, _R, _R, _R), (_NONE, _NONE))
-        self._view = view
-        self._fmt = fmt
-        self._columns = columns  # ((class_id, ln), ...) in buffer column order
-        self._descs = [capture_descriptor(c, ln_, 2) for c, ln_ in columns]
+        if view is not None:  # (the event log has neither: class attributes None)
+            self._view = view
+            self._fmt = fmt
+        # ((class_id, ln), ...) in buffer column order; their capture descriptors are encoded
+        # when attribute 3 or 6 is read (rarely), not kept (heap, docs/memory.md)
+        self._columns = columns
         self._entries = profile_entries
 
     def selectors(self, attr):
@@ -160,13 +164,15 @@ class ProfileObject(CosemObject):
                 log.warn("cosem", "profile selective access refused: %s" % e.args[1])
                 return e.args[0]
         if attr == 3:
-            return Value(_w_raw, bytes((0x01, len(self._descs))) + b"".join(self._descs))
+            cols = self._columns
+            return Value(_w_raw, bytes((0x01, len(cols))) + b"".join(
+                [capture_descriptor(c, ln_, 2) for c, ln_ in cols]))
         if attr == 4:
             return Value(_w_u32, self.capture_period)
         if attr == 5:
             return Value(_w_enum, SORT_FIFO)
         if attr == 6:
-            return Value(_w_raw, self._descs[0])
+            return Value(_w_raw, capture_descriptor(self._columns[0][0], self._columns[0][1], 2))
         if attr == 7:
             return Value(_w_u32, self._count())
         if attr == 8:

@@ -1,9 +1,10 @@
 # Security suite 0 in the COSEM server: the one point where protection wraps the plain request/
 # reply path (docs/dlms.md "Security"). A ciphered request (glo C8/C9/CB or general-glo DB) is
-# verified and deciphered into a server buffer, served by the unchanged plain dispatch, and its
-# reply protected in the request's form with a new invocation counter; HLS-GMAC pass 3/4, the
+# verified and deciphered, served by the unchanged plain dispatch, and its
+# reply protected in the request's form with a new invocation counter; both in place (the
+# request in the datagram's buffer, a GET reply in the server's PDU buffer); HLS-GMAC pass 3/4, the
 # glo-initiateRequest of a ciphered AARQ, protected release and the clients' counters live here
-# too. Functions of the server `s` (its state: clients, counter, system_title, _plain, _sealed,
+# too. Functions of the server `s` (its state: clients, counter, system_title, _out, _out_ic,
 # _peer_ic, event); imported only when a client has keys, so a server without ciphered clients
 # does not pay for this module, security.py and their tables (import heap, docs/memory.md).
 import struct
@@ -112,7 +113,9 @@ def ciphered_request(s, mv, client_sap):
         f = sec.parse(mv)
         if f.title is not None and f.title != a.client_title:
             raise sec.DecipherError("general-glo-ciphering from another system title")
-        n = sec.open_into(a.keys, a.client_title, mv, f, s._plain, 0)
+        mv = _writable(mv)
+        # deciphered where it lies (the datagram's own buffer): no request buffer
+        n = sec.open_into(a.keys, a.client_title, mv, f, mv, f.start)
     except sec.DecipherError as e:
         log.warn(_TAG, "ciphered APDU from client %d refused: %s" % (client_sap, e))
         return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_DECIPHERING)
@@ -122,7 +125,7 @@ def ciphered_request(s, mv, client_sap):
     if not fresh(s, client_sap, a.client_title, f.ic):
         return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_IC_ERROR) + \
             struct.pack(">I", s._peer_ic[(client_sap, a.client_title)] + 1)
-    plain = memoryview(s._plain)[0:n]
+    plain = mv[f.start:f.start + n]
     if n == 0 or plain[0] not in (x.GET_REQUEST, x.SET_REQUEST, x.ACTION_REQUEST) or (
             f.title is None and sec.GLO_TAGS[plain[0]] != f.tag):
         # (the glo tag is outside the authenticated data: it must name what it carries)
@@ -143,13 +146,42 @@ def ciphered_request(s, mv, client_sap):
             s._in_cipher = False
     if resp is None or resp[0] == x.EXCEPTION_RESPONSE:
         return resp  # no ciphered form; carries no data
+    general = f.title is not None
     try:
-        end = sec.seal_into(a.keys, s.system_title, s.counter.take(), f.sc, resp,
-                            s._sealed, 0, f.title is not None)
+        ic = s.counter.take()
+        if resp is s._reply:
+            # a GET reply built in the server's PDU buffer: protected where it lies (room for
+            # the header before it, for the tag after it); the block kept there for a re-send
+            # is now ciphertext under `ic` (restore() brings the plaintext back)
+            start, end = sec.seal_in_place(a.keys, s.system_title, ic, f.sc, s._out,
+                                           s._reply_at, s._reply_at + len(resp), general)
+            if f.sc & sec.SC_ENC:
+                s._out_ic = ic
+            return s._view(start, end)
+        # other replies are small new bytes already (SET/ACTION results, errors)
+        buf = bytearray(len(resp) + sec.OVERHEAD)
+        end = sec.seal_into(a.keys, s.system_title, ic, f.sc, resp, buf, 0, general)
     except (sec.SecurityError, OSError) as e:
         log.error(_TAG, "reply to client %d not protected: %s" % (client_sap, e))
         return x.exception_response(x.STATE_SERVICE_NOT_ALLOWED, x.SERVICE_OTHER)
-    return memoryview(s._sealed)[0:end]
+    return memoryview(buf)[0:end]
+
+
+def restore(s, a, start, end):
+    """The plaintext of the block kept in _out[start:end] for a re-send, enciphered in place
+    when it was sent (`s._out_ic`): CTR run again with that counter."""
+    sec.unseal_in_place(a.keys, s.system_title, s._out_ic, s._out, start, end)
+    s._out_ic = 0
+
+
+def _writable(mv):
+    """mv itself when its memory can be written (the radio queues each datagram as a
+    bytearray), else a copy (bytes from callers such as tests)."""
+    try:
+        mv[0] = mv[0]
+        return mv
+    except TypeError:
+        return memoryview(bytearray(mv))
 
 def hls_pass3(s, a, plain, client_sap):
     """reply_to_HLS_authentication (ACTION 0.0.40.0.0.255 method 1): verify f(StoC), answer

@@ -4,11 +4,11 @@
 # `aes_ecb(key) -> obj.encrypt(src16, dst16)`; persistence of the counter comes as an object
 # with get(key, default)/set(key, value) (the store's StateFile).
 #
-# GCM (NIST SP 800-38D): H = E_K(0); GHASH with a 4-bit Shoup table (16 multiples of H per key,
-# plus one shared 16-entry reduction table), 128-bit values as Python ints (MicroPython has big
-# ints; 31-bit small ints are never assumed); CTR keystream from ECB on IV || counter32 starting
-# at 2; tag = GHASH ^ E_K(IV || 1) truncated to 12 bytes. Decryption verifies the tag over the
-# ciphertext (constant-time compare) BEFORE producing any plaintext.
+# GCM (NIST SP 800-38D): H = E_K(0); GHASH with a 4-bit Shoup table (16 multiples of H per key
+# as 256 bytes, plus one shared 16-entry reduction table), 128-bit values as Python ints
+# (MicroPython has big ints; 31-bit small ints are never assumed); CTR keystream from ECB on
+# IV || counter32 starting at 2; tag = GHASH ^ E_K(IV || 1) truncated to 12 bytes. Decryption
+# verifies the tag over the ciphertext (constant-time compare) BEFORE producing any plaintext.
 import struct
 
 from firmware.compat import const
@@ -86,21 +86,29 @@ class Gcm:
         for i in (2, 4, 8):
             for j in range(1, i):
                 m[i + j] = m[i] ^ m[j]
-        self._m = tuple(m)
+        # kept as 256 bytes (entry i at 16 * i), not 16 ints: a 128-bit int costs ~70 bytes of
+        # heap on the unix port, the table 1.2 KB per key set as ints, 0.3 KB as bytes
+        t = bytearray(256)
+        for i in range(16):
+            t[16 * i:16 * i + 16] = m[i].to_bytes(16, "big")
+        self._m = t
 
     def _mul(self, x):
         """x * H in GF(2^128), x a 128-bit int (block bytes big-endian)."""
-        m = self._m
+        m = memoryview(self._m)
         red = _RED
+        fb = int.from_bytes
         xb = x.to_bytes(16, "big")
         z = 0
         for k in range(15, -1, -1):
             b = xb[k]
             if k != 15:
                 z = (z >> 4) ^ red[z & 15]
-            z ^= m[b & 15]
+            i = (b & 15) << 4
+            z ^= fb(m[i:i + 16], "big")
             z = (z >> 4) ^ red[z & 15]
-            z ^= m[b >> 4]
+            i = (b >> 4) << 4
+            z ^= fb(m[i:i + 16], "big")
         return z
 
     def _update(self, mv):
@@ -323,6 +331,27 @@ def seal_into(keys, title, ic, sc, plain, dst, pos, general=False):
         tag = keys.gcm.auth(iv, (scb, keys.ak, plain))
     dst[p + n:p + n + TAG_LEN] = tag
     return p + n + TAG_LEN
+
+
+def header_len(n, general=False):
+    """Bytes of the protected form's header in front of an n-byte APDU (seal_in_place)."""
+    body = 5 + n + TAG_LEN
+    return (1 + (1 if body < 0x80 else 2 if body < 0x100 else 3) + 5
+            + (1 + TITLE_LEN if general else 0))
+
+
+def seal_in_place(keys, title, ic, sc, buf, start, end, general=False):
+    """Protect the APDU buf[start:end] where it lies: the header goes into the header_len()
+    bytes before start, the body is enciphered in place, the tag follows at end (12 bytes of
+    room needed). Returns the protected form's (start, end)."""
+    pos = start - header_len(end - start, general)
+    return pos, seal_into(keys, title, ic, sc, memoryview(buf)[start:end], buf, pos, general)
+
+
+def unseal_in_place(keys, title, ic, buf, start, end):
+    """The plaintext of our own enciphered body buf[start:end] (sealed with `ic`) back in
+    place: CTR is its own inverse. No tag check (we wrote it); for a re-send of a block."""
+    keys.gcm._ctr(_iv(title, ic), memoryview(buf)[start:end], buf, start)
 
 
 def seal(keys, title, ic, sc, plain, general=False):

@@ -18,9 +18,10 @@ from firmware.cosem import xdlms as x
 from firmware.cosem.objects import READ, WRITE, RowsGone
 
 _TAG = "cosem"
-# offset of the A-XDR data in the PDU buffer: room for the wrapper header (8, wrapper.HEADER_LEN)
-# and the longest APDU header before it (the block header, 12)
-_DATA = const(20)
+# offset of the A-XDR data in the PDU buffer: room for the wrapper header (8, wrapper.HEADER_LEN),
+# the longest protection header (general-glo-ciphering, 18: a ciphered reply is protected in
+# place) and the longest APDU header (the block header, 12)
+_DATA = const(38)
 _NORMAL_HDR = const(4)  # C4 01 inv 00
 _BLOCK_HDR = const(12)  # C4 02 inv last block(4) 00 len(<=3)
 # a block must hold its header, the array header and one 28-byte row
@@ -212,10 +213,9 @@ class CosemServer:
         self._assoc = {}  # (peer, client SAP) -> Association; peer None for handle_apdu callers
         self._order = []  # association keys, oldest first (the table is bounded)
         self._peer = None  # radio peer of the request being handled
-        if self.ciphered:
-            # deciphered requests and protected replies (only with a ciphered client)
-            self._plain = bytearray(self.max_pdu)
-            self._sealed = bytearray(self.max_pdu + _SEC_OVERHEAD)
+        # the counter under which the block kept in _out was enciphered in place (0: plaintext);
+        # a ciphered request is deciphered in its own datagram (protection.py): no buffers more
+        self._out_ic = 0
 
     # --- entry points -----------------------------------------------------------------------
 
@@ -230,7 +230,8 @@ class CosemServer:
         out: a reply_buffer(). A GET reply (every block of a long GET) comes back as a view of
         the server's own PDU buffer, the wrapper header written in front of it: no copy. Other
         replies are written into `out` and returned as a view of it. Either view is valid until
-        the next call; without `out` the reply is new bytes."""
+        the next call; without `out` the reply is new bytes. A ciphered request in a writable
+        `data` (a bytearray, as the radio session queues) is deciphered there, in place."""
         try:
             src, dst, apdu = wrapper.parse(data)
         except wrapper.WrapperError as e:
@@ -544,6 +545,7 @@ class CosemServer:
             return x.get_normal_error(req.invoke, prod)
         w = self._w
         self._last_owner = 0  # _out is rewritten: a block kept there for a re-send is gone
+        self._out_ic = 0
         w.reset(_DATA, _DATA + a.client_pdu - _NORMAL_HDR)
         try:
             _write_whole(w, prod)
@@ -568,6 +570,7 @@ class CosemServer:
         prod = _WithList(self, a, mv, req.items)
         w = self._w
         self._last_owner = 0  # _out is rewritten: a block kept there for a re-send is gone
+        self._out_ic = 0
         w.reset(_DATA, _DATA + a.client_pdu - 3)
         try:
             _write_whole(w, prod)
@@ -612,6 +615,7 @@ class CosemServer:
         t = a.xfer
         w = self._w
         self._last_owner = 0  # the block is built where the last one is kept
+        self._out_ic = 0
         w.reset(_DATA, _DATA + a.client_pdu - _BLOCK_HDR)
         prod = t.producer
         done = False
@@ -692,6 +696,8 @@ class CosemServer:
                 a.xfer = None
                 return x.get_block_error(req.invoke, req.block, x.DATA_BLOCK_UNAVAILABLE)
             log.info(_TAG, "re-sending block %d" % t.block_no)
+            if self._out_ic:  # sent enciphered in place: the plaintext back, re-protected anew
+                _prot().restore(self, a, t.start, t.end)
             self._out[t.start + 2] = req.invoke  # the invoke-id-and-priority byte of the request
             return self._view(t.start, t.end)
         if req.block == t.block_no and t.finished:

@@ -172,7 +172,7 @@ class RadioSession:
         self._drop.set()
 
     async def recv(self):
-        """Next datagram for udp_port: (src_ipv6 bytes, src_port, dst_port, payload bytes)."""
+        """Next datagram for udp_port: (src_ipv6 bytes, src_port, dst_port, payload bytearray)."""
         while not self._rxq:
             self._rx_event.clear()
             await self._rx_event.wait()
@@ -384,7 +384,9 @@ class RadioSession:
             q.pop(0)
             self._stats["rx_dropped"] += 1
             log.warn(_TAG, "receive queue full: oldest datagram dropped")
-        q.append((bytes(src), sport, dport, bytes(payload)))
+        # a bytearray (no more heap than bytes): the COSEM server deciphers a ciphered request
+        # in place, in this copy, instead of in a buffer of its own
+        q.append((bytes(src), sport, dport, bytearray(payload)))
         self._stats["rx"] += 1
         self._rx_event.set()
 

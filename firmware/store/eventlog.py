@@ -9,6 +9,7 @@
 # never raises on a filesystem error (logged and counted instead).
 import os
 import struct
+from array import array
 from binascii import crc32
 
 from firmware import events as ev
@@ -86,15 +87,18 @@ class Cursor:
 
 
 class EventLog:
+    tag = "events"  # log tag (an instance attribute only when another is given)
+
     def __init__(self, path, capacity=256, clock=None, fs=None, burst=8, refill_s=300,
                  tag="events"):
         if capacity < 1:
             raise ValueError("event log capacity must be at least 1")
-        self.names = (path + ".0", path + ".1")
+        self.path = path  # segment files path.0 and path.1 (names built when opened)
         self.capacity = capacity
         self.clock = clock
         self.fs = fs or _PortFs()
-        self.tag = tag
+        if tag != "events":
+            self.tag = tag
         self.burst = burst
         self.refill_ms = max(1, refill_s) * 1000  # at least a second (never a division by 0)
         self._buf = bytearray(RECORD_SIZE)
@@ -110,9 +114,13 @@ class EventLog:
         for i in range(_BUCKETS):
             self._tokens[i] = min(burst, 255)
         self._refill_at = ticks_ms()
-        self._suppressed = [0] * _BUCKETS
+        self._suppressed = array("I", bytes(4 * _BUCKETS))  # not a list of 16 ints (heap)
         self._remount = False  # a write failed part-way: scan (and pad) before the next one
         self.stats = {"recorded": 0, "bad": 0, "errors": 0, "suppressed": 0, "padded": 0}
+
+    def name(self, k):
+        """Segment file k (0 or 1)."""
+        return "%s.%d" % (self.path, k)
 
     # --- mount --------------------------------------------------------------------------
     def mount(self):
@@ -139,7 +147,7 @@ class EventLog:
         self._slots[k] = 0
         self._valid[k] = 0
         try:
-            f = self.fs.open(self.names[k], "rb")
+            f = self.fs.open(self.name(k), "rb")
         except OSError:
             return 0, 0  # never written
         buf = self._rbuf
@@ -165,20 +173,20 @@ class EventLog:
                 if self.last is None or e[0] > self.last[0]:
                     self.last = e
         except OSError as e:
-            log.error(self.tag, "%s unreadable after %d slots: %s" % (self.names[k],
+            log.error(self.tag, "%s unreadable after %d slots: %s" % (self.name(k),
                                                                     self._slots[k], e))
         finally:
             f.close()
         if bad or tail:
             self.stats["bad"] += bad + (1 if tail else 0)
             log.warn(self.tag, "%s: %d bad slot(s)%s skipped" % (
-                self.names[k], bad, " and a torn tail of %d bytes" % tail if tail else ""))
+                self.name(k), bad, " and a torn tail of %d bytes" % tail if tail else ""))
         return top, tail
 
     def _pad(self, k, tail):
         """Zero bytes up to the next record boundary: the torn record becomes one bad slot."""
         try:
-            with self.fs.open(self.names[k], "ab") as f:
+            with self.fs.open(self.name(k), "ab") as f:
                 f.write(bytes(RECORD_SIZE - tail))
                 f.flush()
                 self.fs.fsync(f)
@@ -187,7 +195,7 @@ class EventLog:
         except OSError as e:
             # Appending after an unpadded tail would misalign every later record, and rotating
             # would drop the older segment: nothing is written until a mount pads it.
-            log.error(self.tag, "%s: torn tail not padded: %s" % (self.names[k], e))
+            log.error(self.tag, "%s: torn tail not padded: %s" % (self.name(k), e))
             self._remount = True
 
     # --- writing ------------------------------------------------------------------------
@@ -222,7 +230,7 @@ class EventLog:
                 self._slots[k] = 0
                 self._valid[k] = 0
                 self._cur = k
-            with self.fs.open(self.names[k], mode) as f:
+            with self.fs.open(self.name(k), mode) as f:
                 self._slots[k] += 1  # consumed even if the write fails: never written twice
                 self.next_seq = seq + 1
                 f.write(self._buf)
@@ -304,10 +312,10 @@ class EventLog:
                 continue
             if c.f is None:
                 try:
-                    c.f = self.fs.open(self.names[k], "rb")
+                    c.f = self.fs.open(self.name(k), "rb")
                     c.f.seek(c.slot * RECORD_SIZE)
                 except OSError as e:
-                    log.error(self.tag, "%s unreadable: %s" % (self.names[k], e))
+                    log.error(self.tag, "%s unreadable: %s" % (self.name(k), e))
                     self.close(c)
                     raise EventsGone() from None
             n = c.f.readinto(buf)

@@ -93,6 +93,20 @@ class TerminalEventsTest(unittest.TestCase):
             out.append((tm, row[1], row[2]))
         return out
 
+    def test_build_only_config_sections_dropped_after_start_up(self):
+        # dlms, events and (not pushing) push are read only while building: run() drops them
+        cfg = dict(self.cfg)
+        t = Terminal(FakeHal(self.flash), cfg)
+        t.meter_cfgs = meter_configs(cfg["meter"])
+        t._build_radio()
+        t._build_meter()
+        t._forget_build_config()
+        self.assertEqual([cfg["dlms"], cfg["events"], cfg["push"]], [None, None, None])
+        # the terminal goes on without them: association, clock set (an event), log read
+        self.assertEqual(t.server.handle_apdu(AARQ_LLS, MGMT)[0], 0x61)
+        self.assertEqual(t.server.handle_apdu(set_clock(T0), MGMT), H("c501c100"))
+        self.assertEqual(len(self.read_log(t)), 2)
+
     def test_boot_and_clock_sets_are_read_over_cosem(self):
         t = self.boot()
         self.assertEqual(self.read_log(t), [(None, 2, 1)])  # POWER_UP, boot 1, clock not set
