@@ -28,6 +28,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Placeholders in B-route format (the IoT-route credential type is not public).
 PANA_PASSWORD = "0123456789AB"
 SM_MAC = "001D129012345678"
+# The head-end is the terminal's management client: HLS-GMAC, authenticated encryption (suite 0).
+# Simulation test keys (the DLMS UA Green Book's example EK/AK); secrets in the terminal's
+# configuration, never in its log. Its system title is Green Book's client title "MMM" 12345678.
+MGMT_SAP = 1
+MGMT_EK = "000102030405060708090A0B0C0D0E0F"
+MGMT_AK = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"
+HEADEND_TITLE = "4D4D4D0000BC614E"
+SERVER_TITLE = "5858580000000001"  # the terminal's (the firmware's default dlms.system_title)
 # The heap the firmware gets in the demo and the end-to-end tests: the smallest heap at which
 # `make bench`'s heap scenario passes 3 of 3 runs (firmware.min_heap_kb, _4meters in
 # bench/results.json; docs/memory.md), plus a margin for what those runs do beyond the scenario
@@ -147,9 +155,18 @@ class Deployment:
         return self.net + str(host)
 
     def head_end(self, **kw):
-        """The smart meter's head-end of this deployment (tools.headend.HeadEnd)."""
+        """The smart meter's head-end of this deployment (tools.headend.HeadEnd): the management
+        client with the configured keys (HLS-GMAC, authenticated encryption), or the public
+        client when the configuration has none."""
         from tools.headend import HeadEnd
 
+        d = self.firmware_config()["dlms"]
+        if d.get("mgmt_ek") and d.get("mgmt_ak"):
+            sec = {"client_sap": d.get("mgmt_client_sap", MGMT_SAP),
+                   "ek": bytes.fromhex(d["mgmt_ek"]), "ak": bytes.fromhex(d["mgmt_ak"]),
+                   "system_title": bytes.fromhex(HEADEND_TITLE)}
+            for k, v in sec.items():
+                kw.setdefault(k, v)
         return HeadEnd(self.sim, local=self.sm_addr, server=self.air_addr, **kw)
 
     def firmware_config(self):
@@ -163,9 +180,9 @@ class Deployment:
                       "pana_password": PANA_PASSWORD},
             "store": {"path": os.path.join(self.workdir, "flash.bin"),
                       "state_path": os.path.join(self.workdir, "state.json")},
-            # until the head-end associates as the management client with HLS-GMAC: it sets
-            # the clock as the public client (the firmware's default refuses that)
-            "dlms": {"public_clock_write": True},
+            # the head-end sets the clock as the management client (HLS-GMAC + authenticated
+            # encryption); the public client may not (the firmware's default)
+            "dlms": {"mgmt_ek": MGMT_EK, "mgmt_ak": MGMT_AK},
         }
         if len(self.meters) > 1:
             cfg["meter"]["list"] = [{"ip": m.bind_addr[0]} for m in self.meters]
