@@ -43,6 +43,7 @@ class HeadEnd:
         self.scaler = None
         self.clock_set_at = None
         self._last_sync = None
+        self._said_role = False
 
     async def connect(self, timeout_s=60.0, alive=None):
         """Associate, retrying until the terminal has joined the PAN and answers.
@@ -55,6 +56,11 @@ class HeadEnd:
                 raise RuntimeError("terminal exited before associating")
             try:
                 await self.client.associate()
+                if not self._said_role:
+                    self._said_role = True
+                    self.out("head-end: associated as %s" % (
+                        "the management client (HLS-GMAC, authenticated encryption)"
+                        if self.client.dlms.keys is not None else "the public client"))
                 return
             except Exception as e:  # not joined yet / no answer: retry
                 last = e
