@@ -80,7 +80,9 @@ def test_every_slot_pushed_with_the_meters_values():
     push_cfg = {"enabled": True, "destination": _ipv6_text(PUSH_MAC), "client_sap": 1,
                 "randomisation_s": 0, "rate_per_min": 600, "burst": 20,
                 "repetition_delay_s": 1}
-    d = Deployment(rate=RATE, config_overrides={"push": push_cfg})
+    # push is not in the bench's heap scenario: its heap comes on top (tools/deployment.py)
+    d = Deployment(rate=RATE, heap=deployment.default_heap(push=True),
+                   config_overrides={"push": push_cfg})
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind((d.addr(PUSH_HOST), 4059))
     rx.settimeout(0.2)

@@ -104,8 +104,9 @@ def dep():
     push_cfg = {"enabled": True, "destination": _ipv6_text(PUSH_MAC), "client_sap": 1,
                 "randomisation_s": 0, "rate_per_min": 1200, "burst": 20,
                 "repetition_delay_s": 1}
-    d = Deployment(rate=RATE, config_overrides={"push": push_cfg,
-                                                "dlms": {"lls_password": READER_PW}})
+    # push is not in the bench's heap scenario: its heap comes on top (tools/deployment.py)
+    d = Deployment(rate=RATE, heap=deployment.default_heap(push=True),
+                   config_overrides={"push": push_cfg, "dlms": {"lls_password": READER_PW}})
     d.loop = loop
     d.t0 = time.monotonic()
     d.rx = PushReceiver((d.addr(PUSH_HOST), 4059))
