@@ -16,11 +16,13 @@ twin (meter emulator -> terminal -> J11 module emulator -> peers on the air side
 
 import asyncio
 import datetime
+import logging
 import socket
 import threading
 import time
 
 import pytest
+import structlog
 from dlms_cosem import cosem, enumerations
 from dlms_cosem.client import DlmsClient as CosemClient
 from dlms_cosem.cosem.capture_object import CaptureObject
@@ -38,6 +40,8 @@ from firmware.cosem import wrapper
 from firmware.radio import j11
 from tools import deployment
 from tools.deployment import Deployment, wait_until
+
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
 
 RATE = 900  # 30 simulated minutes every 2 real seconds
 EK = bytes.fromhex(deployment.MGMT_EK)
