@@ -47,6 +47,11 @@ class AssociationRejected(DlmsError):
         self.initiate_error = initiate_error
 
 
+class StaleResponse(DlmsError):
+    """A protected response whose invocation counter is not above the last accepted one: a late
+    duplicate (the radio repeated it, or it answers an earlier try); ignored, never a value."""
+
+
 class DataAccessError(DlmsError):
     def __init__(self, code, what=""):
         DlmsError.__init__(self, "data-access-result %d %s" % (code, what))
@@ -147,7 +152,7 @@ class DlmsClient:
         if f.title is not None and f.title != self.server_title:
             raise DlmsError("protected response from another system title")
         if f.ic <= self.server_ic:
-            raise DlmsError("server invocation counter %d repeated" % f.ic)
+            raise StaleResponse("server invocation counter %d repeated" % f.ic)
         self.server_ic = f.ic
         return plain
 
@@ -444,7 +449,7 @@ class AsyncDlmsUdpClient:
                     break
                 try:
                     out = parse(resp)
-                except wrapper.WrapperError:
+                except (wrapper.WrapperError, StaleResponse):
                     continue
                 if out is not None:
                     return out
@@ -513,4 +518,5 @@ __all__ = [
     "DlmsClient",
     "DlmsError",
     "ExceptionResponse",
+    "StaleResponse",
 ]

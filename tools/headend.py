@@ -1,6 +1,10 @@
 """The smart meter's side of the simulation: a DLMS head-end that reads the terminal over the
 emulated Wi-SUN path, sets the terminal's clock and prints every 30-minute value it receives.
 
+With keys (tools/deployment.py gives the simulation's) it is the terminal's management client:
+HLS-GMAC (mechanism 5) and every GET/SET protected with authenticated encryption (security suite
+0); without, the public client (reads only: the firmware refuses it the clock by default).
+
 It talks UDP to the J11 module emulator's air socket; the emulator turns each datagram into the
 radio notification the terminal's module would raise.
 """
@@ -26,9 +30,12 @@ def fmt_kwh(raw, scaler):
 
 class HeadEnd:
     def __init__(self, simclock, local=("127.0.0.4", 4059), server=("127.0.0.3", 4059),
-                 tz_offset_min=540, out=print, resync_every_s=6 * 3600):
+                 tz_offset_min=540, out=print, resync_every_s=6 * 3600, client_sap=16,
+                 **security):
+        """security: ek, ak, system_title (tools.dlms_client.DlmsClient) of the management
+        client at client_sap; none: the public client."""
         self.sim = simclock
-        self.client = AsyncDlmsUdpClient(local, server)
+        self.client = AsyncDlmsUdpClient(local, server, client_sap=client_sap, **security)
         self.tz = tz_offset_min
         self.out = out
         self.resync_every_s = resync_every_s
@@ -36,6 +43,7 @@ class HeadEnd:
         self.scaler = None
         self.clock_set_at = None
         self._last_sync = None
+        self._said_role = False
 
     async def connect(self, timeout_s=60.0, alive=None):
         """Associate, retrying until the terminal has joined the PAN and answers.
@@ -48,6 +56,11 @@ class HeadEnd:
                 raise RuntimeError("terminal exited before associating")
             try:
                 await self.client.associate()
+                if not self._said_role:
+                    self._said_role = True
+                    self.out("head-end: associated as %s" % (
+                        "the management client (HLS-GMAC, authenticated encryption)"
+                        if self.client.dlms.keys is not None else "the public client"))
                 return
             except Exception as e:  # not joined yet / no answer: retry
                 last = e

@@ -99,6 +99,9 @@ DEFAULTS = {
         "persist_every": 8,  # floor advanced this many slots -> one state file write
         "seed": 0,  # randomisation seed; 0 = from the boot's ticks
         "obis": "0.0.25.9.0.255",
+        # "auto": general-glo-ciphered (suite 0, authenticated encryption) with the management
+        # client's keys when it has keys, else plain; "none": always plain (SPEC)
+        "protect": "auto",
     },
     "discovery": {
         "multicast": True,  # search/announce on 224.0.23.0 (off on the host simulation)

@@ -205,7 +205,25 @@ class Terminal:
         self.session = RadioSession(module, self._radio_config())
         self._watch_radio()
         if self.cfg["push"]["enabled"]:
+            self.push_protect = self._push_protection()
             self._build_push(views, d)
+
+    def _push_protection(self):
+        """push.protect: "auto" protects pushes with the management client's keys
+        (general-glo-ciphering, our system title and invocation counter) when it has keys;
+        "none" sends them plain. None = plain."""
+        mode = self.cfg["push"].get("protect", "auto")
+        if mode not in ("auto", "none"):
+            log.error("push", "push.protect must be 'auto' or 'none'; using 'auto'")
+            mode = "auto"
+        if mode == "none" or not self.server.ciphered:
+            return None
+        from firmware.cosem.protection import push_protector
+
+        protect = push_protector(self.server)
+        if protect is not None:
+            log.info("push", "pushes protected: general-glo-ciphering with the management keys")
+        return protect
 
     def _build_push(self, views, d):
         """Push of every slot: the scheduler over the store, listening to its puts, and one IC 40

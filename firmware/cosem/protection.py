@@ -212,3 +212,35 @@ def hls_pass3(s, a, plain, client_sap):
     log.info(_TAG, "client %d associated (HLS-GMAC passed)" % client_sap)
     # ACTION-Response-Normal: result success, return parameters: data octet-string(17)
     return bytes((x.ACTION_RESPONSE, x.NORMAL, req.invoke, 0, 1, 0, 0x09, len(reply))) + reply
+
+def push_keys(s):
+    """The management client's key set (pushes are protected with it), or None."""
+    from firmware.cosem.objects import ROLE_MGMT
+
+    for c in s.clients.values():
+        if c.role == ROLE_MGMT and c.keys is not None:
+            return c.keys
+    return None
+
+def protect_push(s, keys, apdu_mv):
+    """A pushed APDU (DataNotification) in general-glo-ciphering with authenticated encryption:
+    `DB | 08 <our system title> | len | 30 | IC | ciphertext | tag`, IC from the server's one
+    never-repeating counter (the same as its replies). Written into the server's protected-reply
+    buffer, free between requests (a reply leaves it by the caller's reply buffer before the next
+    task runs); the caller copies the view out at once. Raises SecurityError when the counter is
+    exhausted: a push is never sent in clear instead."""
+    end = sec.seal_into(keys, s.system_title, s.counter.take(), sec.SC_AUTH_ENC, apdu_mv,
+                        s._sealed, 0, True)
+    return memoryview(s._sealed)[0:end]
+
+def push_protector(s):
+    """protect(apdu_mv) -> memoryview for the push encoder when the management client has keys
+    (push.protect "auto"), else None (pushes go out plain)."""
+    keys = push_keys(s)
+    if keys is None:
+        return None
+
+    def protect(apdu_mv):
+        return protect_push(s, keys, apdu_mv)
+
+    return protect

@@ -17,13 +17,15 @@ from dlms_cosem.cosem.capture_object import CaptureObject
 from dlms_cosem.cosem.selective_access import RangeDescriptor
 from dlms_cosem.exceptions import DlmsClientException
 from dlms_cosem.security import HighLevelSecurityGmacAuthentication
+from dlms_peers import UdpTransport, cosem_open_push, gurux_push_row
 from gurux_dlms import GXByteBuffer, GXDateTime, GXDLMSClient, GXDLMSException, GXReplyData
 from gurux_dlms.enums import Authentication, InterfaceType, Security
 from gurux_dlms.objects import GXDLMSClock, GXDLMSProfileGeneric, GXDLMSRegister
 from gurux_dlms.secure import GXDLMSSecureClient
 
 from firmware import events, timeutil
-from firmware.cosem import wrapper
+from firmware.cosem import protection, wrapper
+from firmware.cosem import push as cpush
 from firmware.cosem.objects import ROLE_MGMT, ROLE_PUBLIC, ROLE_READER
 from firmware.cosem.profile import default_table
 from firmware.cosem.server import CosemServer
@@ -264,33 +266,9 @@ def test_gurux_lls_reader_and_wrong_password(secure):
 # --- dlms-cosem -----------------------------------------------------------------------------
 
 
-class UdpTransport:
-    """dlms-cosem ships no UDP IO: one wrapped APDU per datagram."""
-
-    def __init__(self, addr, client_sap, server_sap=1):
-        self.addr = addr
-        self.client_sap = client_sap
-        self.server_sap = server_sap
-        self.sock = None
-        self.sent = []
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((CLIENT_IP, 0))
-        self.sock.settimeout(3)
-
-    def disconnect(self):
-        self.sock.close()
-
-    def send_request(self, apdu):
-        self.sent.append(bytes(apdu))
-        self.sock.sendto(wrapper.build(self.client_sap, self.server_sap, apdu), self.addr)
-        return wrapper.parse(self.sock.recv(4096))[2]
-
-
 def cosem_client(addr, ak=AK):
     return CosemClient(
-        transport=UdpTransport(addr, 1),
+        transport=UdpTransport(addr, 1, local_ip=CLIENT_IP),
         authentication=HighLevelSecurityGmacAuthentication(challenge_length=32),
         encryption_key=EK,
         authentication_key=ak,
@@ -362,3 +340,40 @@ def test_dlms_cosem_wrong_key_rejected(secure):
     finally:
         c.disconnect()
     assert evs == [(events.ASSOCIATION_FAILED, 1)]
+
+
+# --- protected push -------------------------------------------------------------------------
+
+
+def test_protected_push_decrypted_by_dlms_cosem_and_gurux(secure):
+    """A DataNotification protected with the management keys (push.protect "auto"): both
+    libraries decrypt it with EK/AK and our system title and read the row the profile serves;
+    dlms-cosem refuses a wrong AK (tag), gurux a wrong EK."""
+    u, clock, view, _, _ = secure
+    srv = u.server
+    enc = cpush.DataNotificationEncoder(srv, 1, protection.push_protector(srv),
+                                        fmt=srv.table.energy)
+    slot, fwd, rev, status = view.latest()[:4]
+    row = (slot, fwd, rev, status, 0x01)
+    ic = srv.counter.peek()
+    wpdu = bytes(enc.encode(row, 1, 5, clock.t))
+    apdu = wpdu[8:]
+    assert apdu[:2] == H("db08")
+    dn, title, got_ic = cosem_open_push(apdu, EK, AK)
+    assert (title, got_ic) == (SERVER_TITLE, ic)
+    assert dn.long_invoke_id_and_priority.long_invoke_id == 5
+    body = bytes(dn.body)
+    plain_row = bytes(cpush.DataNotificationEncoder(srv, 1, fmt=srv.table.energy).encode(
+        row, 1, 5, clock.t))[8 + 18:]
+    assert body == plain_row  # the profile's row, byte for byte
+    assert body[16:21] == b"\x06" + fwd.to_bytes(4, "big")
+    assert body[21:26] == b"\x06" + rev.to_bytes(4, "big")
+    g_clock, g_fwd, g_rev, g_status = gurux_push_row(apdu, EK, AK, SERVER_TITLE)
+    assert (g_clock, g_fwd, g_rev, g_status) == (body[4:16], fwd, rev, status)
+    from dlms_cosem.exceptions import DecryptionError
+
+    with pytest.raises(DecryptionError):
+        cosem_open_push(apdu, EK, WRONG_AK)
+    # gurux's translator does not check the tag (AK only enters the tag): a wrong EK it shows
+    with pytest.raises(AssertionError):  # no deciphered DataNotification
+        gurux_push_row(apdu, AK, AK, SERVER_TITLE)

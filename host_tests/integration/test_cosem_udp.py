@@ -20,6 +20,7 @@ from tools.dlms_client import (
     DataAccessError,
     DlmsClient,
     ExceptionResponse,
+    StaleResponse,
 )
 
 T0 = timeutil.t2k_from_fields(2024, 4, 1, 0, 0, 0)
@@ -289,3 +290,64 @@ def test_hls_gmac_client_wrong_key(udp_secure):
 
     run(go())
     assert evs == [8]
+
+
+class _Sim:
+    def __init__(self, t):
+        self.t = t
+
+    def now_t2k(self):
+        return self.t
+
+
+def test_headend_is_the_management_client(udp_secure):
+    """tools/headend.py with the deployment's keys: associates with HLS-GMAC, sets the clock
+    (a management right) and polls the profile through protected blocks; the public head-end
+    (no keys) is refused the clock set."""
+    from tools import deployment
+    from tools.headend import HeadEnd
+
+    u, clock, view, evs = udp_secure
+    sim = _Sim(T0 + 5000)
+    keys = {"client_sap": deployment.MGMT_SAP, "ek": bytes.fromhex(deployment.MGMT_EK),
+            "ak": bytes.fromhex(deployment.MGMT_AK),
+            "system_title": bytes.fromhex(deployment.HEADEND_TITLE)}
+    assert (keys["ek"], keys["ak"]) == (EK, AK)  # the fixture's server has the same keys
+
+    async def go():
+        h = HeadEnd(sim, local=(CLIENT_IP, 0), server=u.addr, out=lambda *a: None, **keys)
+        pub = HeadEnd(sim, local=(CLIENT_IP, 0), server=u.addr, out=lambda *a: None)
+        try:
+            await h.connect(timeout_s=5)
+            assert h.client.dlms.server_title == bytes.fromhex(deployment.SERVER_TITLE)
+            await h.sync_clock()
+            assert await h.poll(T0, T0 + 20 * 1800, quiet=True) > 0
+            assert h.scaler == 0  # Wh
+            await pub.connect(timeout_s=5)
+            with pytest.raises(DataAccessError) as ei:
+                await pub.sync_clock()
+            assert ei.value.code == 3  # read-write-denied
+        finally:
+            h.close()
+            pub.close()
+
+    run(go())
+    assert clock.t == T0 + 5000
+    assert evs == []
+
+
+def test_repeated_protected_response_is_stale():
+    """A protected response seen twice (the radio repeated it) is ignored as stale, never
+    taken for a new answer."""
+    from firmware.hal import aes
+
+    server = CosemServer(default_table(FakeView(ROWS)), FakeClock(T0 + 7200),
+                         {"mgmt_ek": EK.hex(), "mgmt_ak": AK.hex()}, aes_ecb=aes.ecb,
+                         rng=lambda n: bytes(n))
+    c = DlmsClient(client_sap=1, ek=EK, ak=AK)
+    c.parse_aare(server.handle_wpdu(c.build_aarq()))
+    assert c.parse_hls_result(server.handle_wpdu(c.build_hls_reply()))
+    resp = bytes(server.handle_wpdu(c.build_get(8, "0.0.1.0.0.255", 2)))
+    assert c.feed_get(resp)[0] is True
+    with pytest.raises(StaleResponse):
+        c.feed_get(resp)

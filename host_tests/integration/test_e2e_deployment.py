@@ -15,6 +15,7 @@ from gurux_dlms.enums import InterfaceType
 from gurux_dlms.objects import GXDLMSClock, GXDLMSProfileGeneric, GXDLMSRegister
 
 from firmware import timeutil
+from tools import deployment
 from tools.deployment import Deployment, wait_until
 
 RATE = 900  # 30 simulated minutes every 2 real seconds
@@ -71,6 +72,12 @@ def test_values_delivered_equal_meter_values(dep):
         b += 1800
     assert checked >= 3
     assert dep.firmware_alive()
+    # the head-end is the management client; the keys the deployment configured never reach
+    # the terminal's log, in either case
+    log_text = dep.terminal_log()
+    assert "client 1 associated (HLS-GMAC passed)" in log_text
+    for key in (deployment.MGMT_EK, deployment.MGMT_AK):
+        assert key.upper() not in log_text and key.lower() not in log_text
     # the meter's replies came through its own connected socket (hal.udp.PeerEndpoint)
     assert "meter0: own socket for %s:3610" % dep.meter_addr[0] in dep.terminal_log()
 

@@ -1,21 +1,24 @@
 """Push end to end, under the real `micropython` binary: meter emulator -> terminal firmware ->
 J11 module emulator (pty) -> a push receiver on the air side (loopback UDP). With push enabled,
 the terminal sends a DataNotification for every slot it stores, live and backfilled from the
-meter's history; gurux-dlms and dlms-cosem decode each one, and its values are the meter's."""
+meter's history, protected (general-glo-ciphering) with the management client's keys, which the
+deployment configures; dlms-cosem and gurux-dlms decrypt and decode each one, and its values
+are the meter's."""
 
 import asyncio
-import re
 import socket
 import threading
 import time
 
-from dlms_cosem.protocol.xdlms import DataNotification
-from gurux_dlms import GXByteBuffer, GXDLMSClient, GXDLMSTranslator, GXReplyData
-from gurux_dlms.enums import Authentication, InterfaceType
+from dlms_peers import cosem_open_push, gurux_push_row
+from gurux_dlms import GXByteBuffer, GXReplyData
+from gurux_dlms.enums import Authentication, InterfaceType, Security
 from gurux_dlms.objects import GXDLMSPushSetup
+from gurux_dlms.secure import GXDLMSSecureClient
 
 from firmware import timeutil
 from firmware.radio import j11
+from tools import deployment
 from tools.deployment import Deployment, wait_until
 
 RATE = 900  # 30 simulated minutes every 2 real seconds
@@ -23,15 +26,23 @@ PUSH_HOST = 22  # the push receiver on N.22 of the deployment's loopback /24
 PUSH_MAC = "001D12AABBCCDD16"
 GURUX_HOST = 20
 GURUX_MAC = "001D12AABBCCDD05"
-LLS = "12345678"
+EK = bytes.fromhex(deployment.MGMT_EK)
+AK = bytes.fromhex(deployment.MGMT_AK)
+SERVER_TITLE = bytes.fromhex(deployment.SERVER_TITLE)
 
 
 class GuruxManagement:
-    """gurux-dlms as the management client (LLS, SAP 1) over the emulated radio."""
+    """gurux-dlms as the management client (SAP 1, HLS-GMAC, authenticated encryption with the
+    deployment's keys) over the emulated radio."""
 
     def __init__(self, dep):
         self.air = dep.air_addr
-        self.c = GXDLMSClient(True, 1, 1, Authentication.LOW, LLS, InterfaceType.WRAPPER)
+        self.c = GXDLMSSecureClient(True, 1, 1, Authentication.HIGH_GMAC, None,
+                                    InterfaceType.WRAPPER)
+        self.c.ciphering.security = Security.AUTHENTICATION_ENCRYPTION
+        self.c.ciphering.systemTitle = b"GRX00001"
+        self.c.ciphering.blockCipherKey = EK
+        self.c.ciphering.authenticationKey = AK
         self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.s.bind((dep.addr(GURUX_HOST), 4059))
         self.s.settimeout(3)
@@ -43,6 +54,12 @@ class GuruxManagement:
             self.c.getData(GXByteBuffer(self.s.recvfrom(4096)[0]), reply)
         return reply
 
+    def associate(self):
+        self.c.parseAareResponse(self.exchange(self.c.aarqRequest()).data)
+        if self.c.isAuthenticationRequired:
+            reply = self.exchange(self.c.getApplicationAssociationRequest())
+            self.c.parseApplicationAssociationResponse(reply.data)
+
     def close(self):
         self.s.close()
 
@@ -50,17 +67,6 @@ class GuruxManagement:
 def _ipv6_text(mac):
     ip = j11.link_local_of_mac(bytes.fromhex(mac))
     return ":".join("%x" % ((ip[i] << 8) | ip[i + 1]) for i in range(0, 16, 2))
-
-
-def _gurux_row(apdu):
-    """(clock octets, +A, -A, status) as gurux-dlms decodes the DataNotification."""
-    xml = GXDLMSTranslator().pduToXml(GXByteBuffer(apdu))
-    assert "<DataNotification>" in xml, xml
-    body = xml[xml.index("<NotificationBody>"):]
-    clock = re.search(r'<OctetString Value="([0-9A-F]+)"', body).group(1)
-    ints = [int(v, 16) for v in re.findall(r'<UInt(?:32|64) Value="([0-9A-F]+)"', body)]
-    status = int(re.search(r'<UInt8 Value="([0-9A-F]+)"', body).group(1), 16)
-    return bytes.fromhex(clock), ints[0], ints[1], status
 
 
 def test_every_slot_pushed_with_the_meters_values():
@@ -71,11 +77,12 @@ def test_every_slot_pushed_with_the_meters_values():
     def run(coro, timeout_s=30):
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout_s)
 
-    push_cfg = {"enabled": True, "destination": _ipv6_text(PUSH_MAC), "client_sap": 16,
+    push_cfg = {"enabled": True, "destination": _ipv6_text(PUSH_MAC), "client_sap": 1,
                 "randomisation_s": 0, "rate_per_min": 600, "burst": 20,
                 "repetition_delay_s": 1}
-    d = Deployment(rate=RATE, config_overrides={"push": push_cfg,
-                                                "dlms": {"lls_password": LLS}})
+    # push is not in the bench's heap scenario: its heap comes on top (tools/deployment.py)
+    d = Deployment(rate=RATE, heap=deployment.default_heap(push=True),
+                   config_overrides={"push": push_cfg})
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind((d.addr(PUSH_HOST), 4059))
     rx.settimeout(0.2)
@@ -104,30 +111,37 @@ def test_every_slot_pushed_with_the_meters_values():
         # three live boundaries after the clock was set
         time.sleep(d.sim.wall_seconds_until(first_b + 3 * 1800 + 300))
         live = [timeutil.slot_of_t2k(first_b + i * 1800) for i in range(3)]
-        assert wait_until(lambda: all(
-            any(_slot_of(dg) == s for dg in list(datagrams)) for s in live), 20), \
-            d.terminal_log()[-3000:]
-        for dg in list(datagrams):
-            assert dg[:6] == bytes.fromhex("000100010010")  # wPort 1 -> client SAP 16
+        def pushed_slots():
+            return {_slot_of(bytes(cosem_open_push(dg[8:], EK, AK)[0].body[4:16]))
+                    for dg in list(datagrams)}
+
+        assert wait_until(lambda: set(live) <= pushed_slots(), 20), d.terminal_log()[-3000:]
+        last_ic = 0
+        snapshot = list(datagrams)  # the receiver goes on appending
+        for dg in snapshot:
+            assert dg[:6] == bytes.fromhex("000100010001")  # wPort 1 -> client SAP 1
             assert int.from_bytes(dg[6:8], "big") == len(dg) - 8
             apdu = dg[8:]
-            clock, fwd, rev, status = _gurux_row(apdu)
-            dn = DataNotification.from_bytes(apdu)
-            assert bytes(dn.body[4:16]) == clock  # dlms-cosem sees the same row
-            slot = _slot_of(dg)
+            assert apdu[:10] == b"\xdb\x08" + SERVER_TITLE  # general-glo, our system title
+            dn, _title, ic = cosem_open_push(apdu, EK, AK)  # dlms-cosem: verified, decrypted
+            assert ic > last_ic  # our invocation counter never repeats
+            last_ic = ic
+            clock, fwd, rev, status = gurux_push_row(apdu, EK, AK, SERVER_TITLE)
+            assert bytes(dn.body[4:16]) == clock  # both libraries see the same row
+            slot = _slot_of(clock)
             got[slot] = (fwd, rev, status)
         for slot, (fwd, rev, status) in got.items():
-            assert (fwd, rev) == d.model.at_slot(slot), timeutil.iso(
-                timeutil.t2k_of_slot(slot), 540)
+            assert (fwd, rev) == d.model.served_at_slot(slot), timeutil.iso(
+                timeutil.t2k_of_slot(slot), 540)  # Wh
             assert status in (0, 0x40)  # 0x40: recovered from the meter's history
         backfilled = [s for s in got if got[s][2] == 0x40]
-        assert len(got) == len(datagrams), "a slot was pushed twice"
+        assert len(got) == len(snapshot), "a slot was pushed twice"
         assert backfilled, "no slot recovered by backfill was pushed"
         assert min(backfilled) < live[0]
         # the push setup object, read by the management client through the radio
         g = GuruxManagement(d)
         try:
-            g.c.parseAareResponse(g.exchange(g.c.aarqRequest()).data)
+            g.associate()
             ps = GXDLMSPushSetup("0.0.25.9.0.255")
             ps.version = 0  # ours is version 0 (gurux defaults to 2)
             for attr in (2, 3, 6):
@@ -144,6 +158,7 @@ def test_every_slot_pushed_with_the_meters_values():
         assert d.firmware_alive()
         log_text = d.terminal_log()
         assert "push: pushing every slot to" in log_text
+        assert "pushes protected" in log_text
         assert "Traceback" not in log_text
     finally:
         stop.set()
@@ -156,9 +171,8 @@ def test_every_slot_pushed_with_the_meters_values():
         loop.close()
 
 
-def _slot_of(dg):
-    """The slot of a pushed row: its clock is the slot boundary in JST (deviation -540)."""
-    c = dg[8 + 18 + 4 : 8 + 18 + 16]  # 0F inv(4) 0C dt(12) | 02 04 09 0C <clock>
+def _slot_of(c):
+    """The slot of a pushed row's clock octets: the slot boundary in JST (deviation -540)."""
     y = (c[0] << 8) | c[1]
     t = timeutil.t2k_from_fields(y, c[2], c[3], c[5], c[6], c[7]) - 540 * 60
     return timeutil.slot_of_t2k(t)
