@@ -222,25 +222,33 @@ def push_keys(s):
             return c.keys
     return None
 
-def protect_push(s, keys, apdu_mv):
+_PUSH_APDU = const(96)  # a DataNotification of one profile row (cosem/push.py): 46..82 bytes
+
+
+def protect_push(s, keys, apdu_mv, out):
     """A pushed APDU (DataNotification) in general-glo-ciphering with authenticated encryption:
     `DB | 08 <our system title> | len | 30 | IC | ciphertext | tag`, IC from the server's one
-    never-repeating counter (the same as its replies). Written into the server's protected-reply
-    buffer, free between requests (a reply leaves it by the caller's reply buffer before the next
-    task runs); the caller copies the view out at once. Raises SecurityError when the counter is
-    exhausted: a push is never sent in clear instead."""
+    never-repeating counter (the same as its replies), written into `out` (the protector's own
+    buffer: the server's PDU buffer may hold a block kept for a re-send). The caller copies the
+    view out at once. Raises SecurityError when the counter is exhausted: a push is never sent
+    in clear instead."""
+    if len(apdu_mv) + sec.OVERHEAD > len(out):
+        out = bytearray(len(apdu_mv) + sec.OVERHEAD)  # never for one row; kept correct anyway
     end = sec.seal_into(keys, s.system_title, s.counter.take(), sec.SC_AUTH_ENC, apdu_mv,
-                        s._sealed, 0, True)
-    return memoryview(s._sealed)[0:end]
+                        out, 0, True)
+    return memoryview(out)[0:end]
+
 
 def push_protector(s):
     """protect(apdu_mv) -> memoryview for the push encoder when the management client has keys
-    (push.protect "auto"), else None (pushes go out plain)."""
+    (push.protect "auto"), else None (pushes go out plain). Its buffer (~130 bytes) is made
+    once, here."""
     keys = push_keys(s)
     if keys is None:
         return None
+    out = bytearray(_PUSH_APDU + sec.OVERHEAD)
 
     def protect(apdu_mv):
-        return protect_push(s, keys, apdu_mv)
+        return protect_push(s, keys, apdu_mv, out)
 
     return protect
