@@ -19,7 +19,6 @@ import time
 from firmware import timeutil
 from tools.deployment import (
     HEAP_MARGIN_KB,
-    KEYS_HEAP_KB,
     MIN_HEAP_KB,
     Deployment,
     build_host_mpy,
@@ -32,7 +31,7 @@ from tools.esp32sim import host as esp32sim
 # what the stand-in modules cost: they are imported from source (tools/esp32sim/*.py), so the
 # compiler runs on the heap.
 STAND_INS_KB = 24
-HEAP = "%dk" % (MIN_HEAP_KB[1] + HEAP_MARGIN_KB + KEYS_HEAP_KB + STAND_INS_KB)
+HEAP = "%dk" % (MIN_HEAP_KB[1] + HEAP_MARGIN_KB + STAND_INS_KB)
 RATE = 1800  # 30 simulated minutes per real second: one day in 48 s
 SLOT = timeutil.SLOT_S
 DROP_AFTER_SLOTS = 4  # boundaries after the first read
