@@ -34,7 +34,7 @@ class BackfillPlanner:
         self.retention = None  # days of meter history (0xD3), read once per meter session
         self.unit_code = None  # set by the caller from the live meter (records need it)
         self.stats = {"runs": 0, "filled": 0, "unavailable": 0, "errors": 0, "date_moved": 0,
-                      "unexpected": 0}
+                      "meter_changed": 0, "unexpected": 0}
         self._no_history_said = False  # the missing 0xD3 is logged once, not every pass
         self.event = events.ignore  # the event log's event(code, detail), set by the app
 
@@ -103,8 +103,8 @@ class BackfillPlanner:
                 return 0
             self.retention = days
             self._no_history_said = False
-        days = self.retention + 1 if horizon_days is None else min(horizon_days,
-                                                                   self.retention + 1)
+        retention = self.retention  # this pass's: forget_meter() may reset the attribute
+        days = retention + 1 if horizon_days is None else min(horizon_days, retention + 1)
         first, last = self.window(now, days)
         if first > last:
             return 0
@@ -126,10 +126,16 @@ class BackfillPlanner:
             if meter_day is None:
                 meter_day = await self._meter_date()
             d = meter_day - ld
-            if d < 0 or d > self.retention:
+            if d < 0 or d > retention:
                 continue  # outside the meter's history: stays missing
             fwd, rev = await self.reader.read_history(d)
             heapmon.sample("backfill day")  # the day's 2 x 48 values are still referenced
+            if self.retention is None:
+                # forget_meter() ran while we waited (the meter rebooted or was replaced): this
+                # day may be another meter's history; never store it. Planned again next pass.
+                self.stats["meter_changed"] += 1
+                log.info(self.tag, "meter changed during the pass: planning again")
+                break
             if await self._meter_date() != meter_day:
                 self.stats["date_moved"] += 1
                 log.info(self.tag, "meter date changed during the pass: planning again")

@@ -74,6 +74,34 @@ class BackfillTest(unittest.TestCase):
         self.assertIsNone(self.store.get(0, slot(b)))
         self.assertEqual(self.store.get(0, slot(b) - 1)[:2], self.meter.model.at_slot(slot(b) - 1))
 
+    def test_meter_forgotten_during_a_pass_stores_nothing_more(self):
+        # A meter reboot or swap (MeterChannel calls forget_meter) while a pass waits for the
+        # meter: the day being read may be another meter's history. Before, the next retention
+        # check raised TypeError (int > None) and the pass died as an unexpected error.
+        reads = []
+        real = self.meter.read_history
+
+        async def read_history(d):
+            reads.append(d)
+            if len(reads) == 2:
+                self.p.forget_meter()
+            return await real(d)
+
+        self.meter.read_history = read_history
+        filled = run(self.p.run_once())
+        self.assertEqual(len(reads), 2)
+        self.assertEqual(self.p.stats["meter_changed"], 1)
+        self.assertEqual(self.p.stats["unexpected"], 0)
+        first, last = self.window()
+        stored = [r[0] for r in self.store.rows(0, first, last)]
+        # only the first day read was stored; the second (read across the swap) was not
+        self.assertEqual(filled, len(stored))
+        days = set(self.p._local_days(timeutil.t2k_of_slot(s)) for s in stored)
+        self.assertEqual(len(days), 1)
+        # the next pass asks the meter's history depth again, then fills the rest
+        self.assertGreater(run(self.p.run_once()), 0)
+        self.assertEqual(self.p.stats["unexpected"], 0)
+
     def test_backfilled_values_say_so_in_the_profile_status(self):
         run(self.p.run_once())
         view = MeterView(self.store, 0)
