@@ -427,14 +427,15 @@ class AsyncDlmsUdpClient:
                 lambda: _Proto(self.server_addr), local_addr=self.local_addr
             )
 
-    async def _exchange(self, wpdu, parse):
-        """Send wpdu and return parse(response) for the first response it accepts (not None)."""
+    async def _exchange(self, wpdu, parse, tries=None):
+        """Send wpdu and return parse(response) for the first response it accepts (not None).
+        tries: attempts (default retries + 1)."""
         await self._open()
         q = self._proto.queue
         while not q.empty():
             q.get_nowait()  # drop late answers to earlier requests
         loop = asyncio.get_running_loop()
-        for attempt in range(self.retries + 1):
+        for attempt in range(self.retries + 1 if tries is None else tries):
             if attempt and self.dlms.keys is not None:
                 wpdu = self.dlms.rewrap()  # a repeated invocation counter would be a replay
             self._transport.sendto(wpdu, self.server_addr)
@@ -494,7 +495,19 @@ class AsyncDlmsUdpClient:
         return axdr.parse_datetime(b, self.dlms.deviation_sign, self.dlms.offset_min)
 
     async def set_clock(self, t2k):
-        await self.set(CLASS_CLOCK, CLOCK_LN, 2, self.dlms.datetime_octets(t2k))
+        """t2k: the time, or a callable giving it, called again for every attempt: a retried
+        SET then carries the time of its own sending, not a stale one (at x3600 each timeout
+        is an hour of calendar; the chaos soak once set a clock 6 h stale that way)."""
+        if not callable(t2k):
+            return await self.set(CLASS_CLOCK, CLOCK_LN, 2, self.dlms.datetime_octets(t2k))
+        for attempt in range(self.retries + 1):
+            req = self.dlms.build_set(CLASS_CLOCK, CLOCK_LN, 2, self.dlms.datetime_octets(t2k()))
+            try:
+                return await self._exchange(req, lambda r: self.dlms.parse_result(r, 0xC5),
+                                            tries=1)
+            except TimeoutError:
+                if attempt == self.retries:
+                    raise
 
     async def get_register(self, ln):
         value = await self.get(CLASS_REGISTER, ln, 2)

@@ -134,7 +134,7 @@ class Soak:
         held: a read that waits out its timeouts holds it for hours of calendar (seed 512432
         set a clock 8.5 hours stale and took it for true time)."""
         async with self.lock:
-            await self.head.client.set_clock(self.sim.now_t2k() + offset_s)
+            await self.head.client.set_clock(lambda: self.sim.now_t2k() + offset_s)
 
     async def ensure_clock(self):
         """After a boot: associate and set the terminal's clock (not a step: it had none)."""
@@ -142,7 +142,7 @@ class Soak:
             return
         async with self.lock:
             await self.head.connect(timeout_s=60, alive=self.dep.firmware_alive)
-            await self.head.client.set_clock(self.sim.now_t2k())
+            await self.head.client.set_clock(self.sim.now_t2k)
         self.clock_set = True
         self._clock_true()
         self.log("terminal clock set after boot")

@@ -351,3 +351,29 @@ def test_repeated_protected_response_is_stale():
     assert c.feed_get(resp)[0] is True
     with pytest.raises(StaleResponse):
         c.feed_get(resp)
+
+
+def test_clock_set_retry_carries_the_time_of_its_own_sending(udp):
+    """set_clock(callable): a retried SET is built again with the time of that attempt (at
+    x3600 a timeout is an hour of calendar: re-sending the first attempt's time set a clock
+    hours stale in the chaos soak)."""
+    u, clock, _view = udp
+    times = iter((T0 + 1000, T0 + 2000, T0 + 3000))
+    asked = []
+
+    def now():
+        asked.append(next(times))
+        return asked[-1]
+
+    async def go():
+        c = AsyncDlmsUdpClient((CLIENT_IP, 0), u.addr, timeout_s=0.5, retries=2)
+        try:
+            await c.associate()
+            u.drop = {u.n + 1}  # the answer to the first SET is lost
+            await c.set_clock(now)
+        finally:
+            c.close()
+
+    run(go())
+    assert asked == [T0 + 1000, T0 + 2000]
+    assert clock.t == T0 + 2000
