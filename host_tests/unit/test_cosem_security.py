@@ -4,6 +4,8 @@ invocation counter. Runs on CPython and under micropython (cryptolib)."""
 
 import unittest
 
+from rng import Rng
+
 from firmware.cosem import security as s
 from firmware.hal import aes
 
@@ -17,25 +19,6 @@ GOLD_CT_TAG = H("411312FF935A47566827C467BC7D825C3BE4A77C3FCC056B6B")
 
 def keys():
     return s.Keys(aes.ecb, EK, AK)
-
-
-class Rng:
-    """xorshift32: the same sequence on both runtimes (31-bit-safe arithmetic not needed here:
-    the host and the unix port have big ints)."""
-
-    def __init__(self, seed):
-        self.x = seed
-
-    def next(self):
-        x = self.x
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.x = x
-        return x
-
-    def below(self, n):
-        return self.next() % n
 
 
 class GoldenTest(unittest.TestCase):

@@ -1,6 +1,8 @@
 import binascii
 import unittest
 
+from rng import Rng
+
 from firmware.hal import udp
 from firmware.meter import discovery, echonet
 from firmware.meter.discovery import DiscoveryError
@@ -46,21 +48,6 @@ class BuildTest(unittest.TestCase):
         with self.assertRaises(DiscoveryError):
             discovery.encode_instance_list([0x05FF01] * 85)
         self.assertEqual(len(discovery.encode_instance_list([0x05FF01] * 84)), 253)
-
-
-class Rng:
-    """Seeded xorshift32: the same sequence on both runtimes (MicroPython has no random.Random)."""
-
-    def __init__(self, seed):
-        self.s = seed or 1
-
-    def below(self, n):
-        s = self.s
-        s ^= (s << 13) & 0xFFFFFFFF
-        s ^= s >> 17
-        s ^= (s << 5) & 0xFFFFFFFF
-        self.s = s
-        return s % n
 
 
 class ParseTest(unittest.TestCase):

@@ -1,0 +1,176 @@
+# Commissioning report: what an installer runs once the terminal is mounted, to confirm that it
+# reaches the smart meter (guideline: the installer confirms reachability). It joins, measures
+# the signal, the join time and a DLMS round trip to the smart meter, and prints PASS/FAIL with
+# reasons an installer can act on. Pure: it takes a radio session (firmware/radio/session.py),
+# the calendar clock and an output function; tools/commission.py and the REPL (main()) wire it.
+import asyncio
+
+from firmware import log
+from firmware.compat import sleep_ms, ticks_diff, ticks_ms, wait_ms
+from firmware.cosem import probe
+from firmware.radio import j11
+
+_TAG = "commission"
+
+DEFAULTS = {
+    "join_timeout_s": 300,  # a full scan at duration 9 is ~70 s; PANA up to 60 s; plus retries
+    "rssi_good_dbm": -85,  # at or above: PASS
+    "rssi_min_dbm": -95,  # below: FAIL (Wi-SUN 100 kbit/s sensitivity is about -100 dBm)
+    "dlms_port": 4059,
+    "client_sap": 16,  # public client (SPEC: the smart meter's client/server SAPs are not public)
+    "server_sap": 1,
+    "reply_timeout_s": 10,
+    "tries": 3,
+    "rtt_good_ms": 2000,
+    "clock_tolerance_s": 60,  # terminal clock vs smart meter clock, when the terminal's is set
+    "deviation_sign": -1,
+    "offset_min": 540,
+}
+
+PASS = "PASS"
+WARN = "WARN"
+FAIL = "FAIL"
+
+
+def _join_reason(session):
+    st = session.stats
+    state = session.state
+    err = st.get("last_error") or ""
+    if state == "auth_failed":
+        if st.get("auth_failed"):
+            return ("the smart meter rejected the terminal's credentials: check the Wi-SUN ID and "
+                    "password in the configuration against the utility's registration")
+        return "no Wi-SUN credentials configured: set radio.pana_password"
+    if "scan" in err or "beacon" in err:
+        return ("no smart meter heard on any channel: check the antenna, move the terminal or "
+                "the antenna nearer the smart meter, check the pairing ID / PAN ID")
+    if "PANA" in err:
+        return ("the smart meter was heard but did not complete authentication: the signal is "
+                "too weak or the terminal is not registered at the smart meter yet")
+    if "timeout" in err or st.get("module_timeouts"):
+        return ("the Wi-SUN module does not answer: check its power, the UART wiring (TX/RX "
+                "crossed) and the baud rate")
+    return "not joined (%s, last error: %s)" % (state, err or "none")
+
+
+class Report:
+    def __init__(self, out):
+        self.out = out
+        self.checks = []
+
+    def add(self, name, verdict, detail):
+        self.checks.append((name, verdict, detail))
+        self.out("%-10s %-4s %s" % (name, verdict, detail))
+
+    def verdict(self):
+        for _n, v, _d in self.checks:
+            if v == FAIL:
+                return FAIL
+        return PASS
+
+
+async def _exchange(session, dst, cfg, apdu, check):
+    """Send one request, return (reply value, round-trip ms) or raise probe.ProbeError."""
+    req = probe.wpdu(cfg["client_sap"], cfg["server_sap"], apdu)
+    last = "no reply"
+    for _ in range(cfg["tries"]):
+        t0 = ticks_ms()
+        if not await session.send(dst, cfg["dlms_port"], req):
+            last = "the radio did not send the request"
+            continue
+        limit = cfg["reply_timeout_s"] * 1000
+        while True:
+            left = limit - ticks_diff(ticks_ms(), t0)
+            if left <= 0:
+                break
+            try:
+                _src, sport, _dport, payload = await wait_ms(session.recv(), left)
+            except asyncio.TimeoutError:
+                break
+            if sport != cfg["dlms_port"]:
+                continue
+            rtt = ticks_diff(ticks_ms(), t0)
+            return check(payload), rtt
+        last = "no reply within %d s" % cfg["reply_timeout_s"]
+    raise probe.ProbeError(last)
+
+
+async def run(session, clock, config=None, out=print):
+    """Join, measure, probe; returns (verdict, checks). Starts and stops session.run()."""
+    cfg = dict(DEFAULTS)
+    cfg.update(config or {})
+    rep = Report(out)
+    out("commissioning: joining the smart meter (up to %d s)" % cfg["join_timeout_s"])
+    t0 = ticks_ms()
+    task = asyncio.create_task(session.run())
+    try:
+        limit = cfg["join_timeout_s"] * 1000
+        while not session.is_ready() and ticks_diff(ticks_ms(), t0) < limit:
+            if session.state == "auth_failed":
+                break
+            await sleep_ms(100)
+        if not session.is_ready():
+            rep.add("join", FAIL, _join_reason(session))
+            out("commissioning: %s" % FAIL)
+            return FAIL, rep.checks
+        join_ms = ticks_diff(ticks_ms(), t0)
+        st = session.stats
+        rep.add("join", PASS, "joined in %d.%d s on channel %s (%d scans)"
+                % (join_ms // 1000, join_ms % 1000 // 100, session.channel, st.get("scans", 0)))
+        _signal(rep, st, cfg)
+        await _dlms(rep, session, clock, cfg)
+    finally:
+        task.cancel()
+        try:
+            await task
+        except BaseException:  # the session task ends by cancellation here
+            pass
+    v = rep.verdict()
+    out("commissioning: %s" % v)
+    return v, rep.checks
+
+
+def _signal(rep, st, cfg):
+    rssi = st.get("rssi")
+    lqi = st.get("lqi")
+    extra = "" if lqi is None else ", LQI %d" % lqi
+    if rssi is None:
+        rep.add("signal", WARN, "the module reported no RSSI" + extra)
+    elif rssi >= cfg["rssi_good_dbm"]:
+        rep.add("signal", PASS, "RSSI %d dBm%s" % (rssi, extra))
+    elif rssi >= cfg["rssi_min_dbm"]:
+        rep.add("signal", WARN, "RSSI %d dBm%s: marginal, expect retries; a better antenna "
+                "position is advised" % (rssi, extra))
+    else:
+        rep.add("signal", FAIL, "RSSI %d dBm%s: too weak for a reliable link (need >= %d dBm); "
+                "move the terminal or its antenna" % (rssi, extra, cfg["rssi_min_dbm"]))
+
+
+async def _dlms(rep, session, clock, cfg):
+    dst = j11.link_local_of_mac(session.peer_mac)
+    cs, ss = cfg["client_sap"], cfg["server_sap"]
+    try:
+        refused, rtt = await _exchange(session, dst, cfg, probe.AARQ,
+                                       lambda p: probe.check_aare(p, cs, ss))
+        if refused:
+            rep.add("dlms", FAIL, "the smart meter answered but %s" % refused)
+            return
+        sm_t2k, rtt2 = await _exchange(
+            session, dst, cfg, probe.GET_CLOCK,
+            lambda p: probe.parse_clock(p, cs, ss, cfg["deviation_sign"], cfg["offset_min"]))
+        await _exchange(session, dst, cfg, probe.RLRQ, lambda p: probe.check_rlre(p, cs, ss))
+    except probe.ProbeError as e:
+        rep.add("dlms", FAIL, "no DLMS round trip to the smart meter: %s" % e)
+        log.warn(_TAG, "DLMS probe failed: %s" % e)
+        return
+    worst = max(rtt, rtt2)
+    v = PASS if worst <= cfg["rtt_good_ms"] else WARN
+    rep.add("dlms", v, "association %d ms, clock read %d ms" % (rtt, rtt2))
+    now = clock.now_t2k() if clock is not None else None
+    if now is None:
+        rep.add("clock", PASS, "smart meter clock read; the terminal's clock is not set yet "
+                "(the smart meter sets it)")
+    else:
+        d = now - sm_t2k
+        ok = -cfg["clock_tolerance_s"] <= d <= cfg["clock_tolerance_s"]
+        rep.add("clock", PASS if ok else WARN, "terminal clock %+d s from the smart meter's" % d)
