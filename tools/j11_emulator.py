@@ -684,15 +684,21 @@ class J11Emulator:
         if self.han_reauth:
             return self._result(cmd, R_HAN_AUTHENTICATING)
         self._result(cmd, R_OK)
-        await self._han_pana(first=True)
+        self.han_reauth = True
+        self._spawn(self._han_pana(first=True))
 
     async def _han_pana(self, first):
-        await self._delay(SIM_PANA_S, self.pana_ms)
-        peer = self.han_peer or self.sm_mac
-        result = self._pana_outcome("han", peer)
-        self.stats["pana_%d" % result] += 1
-        self.authenticated = result == 1
-        self.han_auth_at = self.sim_now()
+        # The PANA exchange runs in the module while the UART keeps taking commands: a command
+        # that needs the session meanwhile is answered 0x33 (HAN authenticating).
+        try:
+            await self._delay(SIM_PANA_S, self.pana_ms)
+            peer = self.han_peer or self.sm_mac
+            result = self._pana_outcome("han", peer)
+            self.stats["pana_%d" % result] += 1
+            self.authenticated = result == 1
+            self.han_auth_at = self.sim_now()
+        finally:
+            self.han_reauth = False
         self._notify(j11.NOTIFY_PANA, bytes((result,)) + self.sm_mac)
         if result == 1 and first:
             self._notify(j11.NOTIFY_CONNECTION, b"\x02" + self.sm_mac + self._rssi_byte())
@@ -713,10 +719,7 @@ class J11Emulator:
             return self._result(cmd, R_HAN_AUTHENTICATING)
         self._result(cmd, R_OK)
         self.han_reauth = True
-        try:
-            await self._han_pana(first=False)
-        finally:
-            self.han_reauth = False
+        self._spawn(self._han_pana(first=False))
 
     async def _cmd_open_udp(self, cmd, data):
         if len(data) != 2:
@@ -893,11 +896,17 @@ class J11Emulator:
                      + self._rssi_byte(rssi))
 
     async def _broute_pana(self, first):
-        await self._delay(SIM_PANA_S, self.pana_ms)
-        result = self._pana_outcome("broute", self.broute_peer)
-        self.stats["broute_pana_%d" % result] += 1
-        self.broute = BR_AUTHENTICATED if result == 1 else BR_STARTED
-        self.broute_auth_at = self.sim_now()
+        # Runs in the module while the UART keeps taking commands (0x35 meanwhile).
+        try:
+            await self._delay(SIM_PANA_S, self.pana_ms)
+            result = self._pana_outcome("broute", self.broute_peer)
+            self.stats["broute_pana_%d" % result] += 1
+            self.broute = BR_AUTHENTICATED if result == 1 else BR_STARTED
+            self.broute_auth_at = self.sim_now()
+        finally:
+            self.broute_reauth = False
+            if self.broute == BR_AUTHENTICATING:
+                self.broute = BR_STARTED
         self._notify(j11.NOTIFY_PANA, bytes((result,)) + self.broute_peer)
         if result == 1 and first:
             self._notify(j11.NOTIFY_CONNECTION,
@@ -916,7 +925,7 @@ class J11Emulator:
             return self._result(cmd, R_BROUTE_OPERATING)
         self._result(cmd, R_OK)
         self.broute = BR_AUTHENTICATING
-        await self._broute_pana(first=True)
+        self._spawn(self._broute_pana(first=True))
 
     async def _cmd_broute_reauth(self, cmd, data):
         err = self._broute_mode_error()
@@ -928,10 +937,7 @@ class J11Emulator:
             return self._result(cmd, R_NOT_STARTED)
         self._result(cmd, R_OK)
         self.broute_reauth = True
-        try:
-            await self._broute_pana(first=False)
-        finally:
-            self.broute_reauth = False
+        self._spawn(self._broute_pana(first=False))
 
     async def _cmd_broute_pana_end(self, cmd, data):
         err = self._broute_mode_error()
