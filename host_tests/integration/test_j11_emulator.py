@@ -548,3 +548,67 @@ def test_merged_writes_put_two_frames_in_one_write():
             assert u.reads[-1] >= len(resp(0x206B, bytes(9))) + len(resp(0x200E, bytes(9)))
 
     run(body())
+
+
+def test_request_parser_fuzz():
+    """The module-side parser over random streams: every intact request comes out once and in
+    order, every mangled one draws exactly one answer of the right kind, noise draws none."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(40):
+        parser = emu_mod.RequestParser()
+        stream, want_frames, want_replies = bytearray(), [], []
+        for _ in range(rng.randrange(1, 30)):
+            cmd = rng.choice((0x0001, 0x0005, 0x0008, 0x0051, 0x005F, 0x00D1))
+            data = bytes(rng.choice(range(0x00, 0xD0)) for _ in range(rng.randrange(0, 60)))
+            frame = bytearray(req(cmd, data))
+            kind = rng.choice(("good", "good", "header", "data", "noise"))
+            if kind == "header":
+                frame[9] ^= 0x01
+                want_replies.append((0x2FFF, b"\xf0"))
+            elif kind == "data" and data:
+                frame[11] ^= 0x01
+                want_replies.append((cmd | 0x2000, b"\xf1"))
+            else:
+                want_frames.append((cmd, data))
+            if kind == "noise":  # bytes below 0xD0 never start a unique code
+                stream += bytes(rng.randrange(0xD0) for _ in range(rng.randrange(1, 20)))
+            stream += frame
+        got_frames, got_replies = [], []
+        off = 0
+        while off < len(stream):
+            n = rng.randrange(1, 50)
+            for ev in parser.feed(bytes(stream[off:off + n]), now=0.0):
+                (got_frames if ev[0] == "frame" else got_replies).append(ev[1:])
+            off += n
+        assert got_frames == want_frames
+        assert got_replies == want_replies
+        assert parser.expire(5.0) == []  # nothing pending
+        # a request that stops half way: one 0x13 once its second has passed
+        assert parser.feed(req(0x006B)[:8], now=10.0) == []
+        assert parser.expire(10.5) == []
+        assert parser.expire(11.1) == [("reply", 0x206B, b"\x13")]
+        assert parser.expire(20.0) == []
+
+
+@pytest.mark.timeout(60)
+def test_random_bytes_on_the_uart_leave_the_module_answering():
+    async def body():
+        import random
+
+        rng = random.Random(3)
+        async with Rig() as r:
+            u = r.uart
+            await r.boot()
+            for _ in range(20):
+                u.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))))
+            await u.quiet(1.3)  # let any partial frame time out
+            u.pos = len(u.raw)
+            code, d = (0, b"")
+            u.write(req(0x006B))
+            while code != 0x206B:
+                code, d = await u.frame()
+            assert d[0] == 1
+
+    run(body())
