@@ -612,3 +612,39 @@ def test_random_bytes_on_the_uart_leave_the_module_answering():
             assert d[0] == 1
 
     run(body())
+
+
+@pytest.mark.timeout(60)
+def test_every_command_answers_random_data():
+    """Random data for the whole command set, in random module states: every request draws an
+    answer and nothing crashes."""
+
+    async def body():
+        import random
+
+        emu = J11Emulator(air_addr=("127.0.0.3", 0), sm_addr=("127.0.0.4", 9), pana_ms=0,
+                          boot_ms=0, scan_ms_per_channel=0, broute_id=ROHM_ID)
+        await emu.start()
+        try:
+            rng = random.Random(11)
+            codes = (0x0001, 0x0005, 0x0006, 0x0007, 0x0008, 0x0009, 0x000A, 0x000E, 0x002B,
+                     0x002C, 0x003A, 0x003B, 0x0051, 0x0053, 0x0054, 0x0056, 0x0057, 0x0058,
+                     0x0059, 0x005E, 0x005F, 0x006B, 0x00D1, 0x00D2, 0x0107, 0x4321)
+            good = {0x005F: bytes((5, 0, 4, 0)), 0x0054: (ROHM_ID + ROHM_PW).encode()}
+            for i in range(3000):
+                cmd = rng.choice(codes)
+                if cmd in good and rng.random() < 0.3:
+                    data = good[cmd]
+                else:
+                    n = rng.choice((0, 1, 2, 4, 6, 8, 14, 19, 22, 44, rng.randrange(100)))
+                    data = bytes(rng.getrandbits(8) for _ in range(n))
+                before = emu.stats["frames_out"]
+                await emu._execute(cmd, data)
+                assert emu.stats["frames_out"] > before, (hex(cmd), data)
+                await asyncio.sleep(0)  # let module-internal exchanges run
+                if i % 100 == 0:
+                    emu._reset_state()
+        finally:
+            await emu.stop()
+
+    run(body())
