@@ -1,12 +1,22 @@
-"""Byte-faithful ROHM BP35Cx-J11 module emulator on a pseudo-terminal (host tool, CPython asyncio).
+"""Byte-faithful ROHM BP35Cx-J11 dual-stack module emulator on a pseudo-terminal (host tool,
+CPython asyncio).
 
-UART side: a pty in raw mode; the firmware opens `slave_path` as its radio UART. Requests are
-reassembled with the firmware's own codec and answered as reference wisun-modules.md section 3
-describes: result byte first, 0x6019 after a reset, 0x4051 per channel before 0x2051, 0x6028 after
-0x003A, 0x2008 with the tx result, 0x13 when a request does not arrive whole within 1 s.
+UART side: a pty in raw mode; the firmware (or an unmodified broute-j11 session) opens
+`slave_path` as its radio UART. Requests are parsed the way the module does it (reference
+wisun-modules.md section 3): one answer per request, result byte first, the ROHM result codes for
+mangled requests (0x2FFF header checksum, 0xF1 data checksum, 0xF3 length over the maximum, 0x13
+frame not whole within 1 s), 0x6019 after a reset, 0x4051 per channel as its dwell ends and 0x2051
+after the whole scan, 0x6028 after a PANA exchange. B-route and HAN state are kept apart as in
+the dual stack (mode 5). docs/j11.md (section "Emulator") lists every command, result code and
+fault knob, and marks our inferences [I].
 
-Air side: a UDP socket on a loopback address (default 127.0.0.3:4059). A 0x0008 transmit to IPv6 X
-becomes a datagram to the loopback address registered for X in the peer table (peer MAC ->
+Time: every modelled delay (scan dwell, PANA exchange, reset, ping round trip) is a *simulated*
+duration; it takes `time_scale` real seconds per simulated second and is added to
+`sim_elapsed_s`. `sim_now()` is the simulated clock (real time / time_scale + `advance()`), used
+for the PANA lifetime and the ARIB T108 sliding hour.
+
+Air side: a UDP socket on a loopback address (default 127.0.0.3:4059). A 0x0008 transmit to IPv6
+X becomes a datagram to the loopback address registered for X in the peer table (peer MAC ->
 fe80::IID with the U/L bit flipped); a datagram from a registered peer becomes a 0x6018
 notification. Faults are data (see FAULTS) and can be changed while running with set_faults().
 
@@ -17,14 +27,15 @@ prints the pty path and runs until killed.
 import argparse
 import asyncio
 import collections
+import hashlib
 import os
 import random
 import signal
 import struct
 import sys
+import time
 import tty
 
-from firmware.compat import ticks_diff, ticks_ms
 from firmware.radio import j11
 
 DEFAULT_AIR = ("127.0.0.3", 4059)
@@ -40,6 +51,7 @@ FAULTS = {
     "bad_data_checksum": 0,  # next N frames to the host carry a wrong data checksum
     "garbage": 0,  # next N frames to the host are preceded by random noise
     "split_writes": False,  # write every frame in small random pieces with pauses
+    "merge_writes": 0,  # next N frames to the host go out in one write with the frame after
     "drop_responses": 0,  # next N 0x2xxx responses are not sent (the command still runs)
     "drop_notifications": 0,  # next N notifications are not sent
     "mute": False,  # vanished device: nothing is sent at all
@@ -47,19 +59,82 @@ FAULTS = {
     "pana_result": 0,  # next PANA attempts end with this 0x6028 result (2 or 3) ...
     "pana_result_count": 0,  # ... this many times
     "silent_scans": 0,  # next N active scans hear no beacon
+    "mac_fail": 0,  # next N Route-B starts (0x0053) answer 0x0E, MAC connection failed
+    "credentials_already_set": 0,  # next N 0x0054 answer 0x58 (True: every one)
     "truncate_requests": 0,  # next N requests lose their tail on the wire -> 0x13 after 1 s
+    # PANA session lifetime in simulated seconds (0 = never expires). On expiry the module
+    # re-authenticates by itself and shows the host the redo's 0x6028 [I].
+    "lifetime_s": 0,
+    "lifetime_disconnect_first": False,  # also send 0x601A status 4 before the redo [I]
+    "reauth_result": 0,  # next lifetime redos end with this 0x6028 result (2 or 3) ...
+    "reauth_result_count": 0,  # ... this many times
+    "t108_limited": False,  # ARIB T108 limit forced on: every transmit is refused
     # the smart meter is out of reach (radio loss): scans hear no beacon, PANA gets no answer
     # (result 3), transmits are not acknowledged (tx result 5), nothing arrives from the air
     "air_down": False,
 }
 
-_RESULT_OK = 0x01
-_RESULT_INVALID_PARAM = 0x04
-_RESULT_HAN_ACTIVE = 0x0F
-_RESULT_NOT_STARTED = 0x10
-_RESULT_UART_TIMEOUT = 0x13
-_RESULT_BUSY = 0x3D
+# Result codes (ROHM 63TR008E Table 34, as carried by broute-j11 commands.py)
+R_OK = 0x01
+R_INVALID_COMMAND = 0x03
+R_INVALID_PARAM = 0x04
+R_PORT_OPEN = 0x0A
+R_PORT_NOT_OPEN = 0x0B
+R_MAC_FAILED = 0x0E
+R_HAN_ACTIVE = 0x0F  # HAN operating, or mode mismatch
+R_NOT_STARTED = 0x10
+R_TOO_MANY_PORTS = 0x12
+R_UART_TIMEOUT = 0x13
+R_WRONG_MODE = 0x14
+R_HAN_AUTHENTICATING = 0x33
+R_BROUTE_OPERATING = 0x34
+R_BROUTE_AUTHENTICATING = 0x35
+R_PING_PENDING = 0x3C
+R_PANA_NOT_READY = 0x51
+R_CREDENTIALS_SET = 0x58
+R_HEADER_CHECKSUM = 0xF0  # data of the 0x2FFF error frame [I]
+R_DATA_CHECKSUM = 0xF1
+R_LENGTH_SHORT = 0xF2
+R_LENGTH_OVER = 0xF3
+
+# Commands beyond the firmware codec's names
+CMD_CLOSE_UDP = 0x0006
+CMD_GET_PORTS = 0x0007
+CMD_GET_IP = 0x0009
+CMD_GET_MAC = 0x000E
+CMD_HAN_REAUTH = 0x002B
+CMD_HAN_PANA_END = 0x003B
+CMD_BROUTE_START = 0x0053
+CMD_BROUTE_CREDENTIALS = 0x0054
+CMD_BROUTE_PANA_START = 0x0056
+CMD_BROUTE_PANA_END = 0x0057
+CMD_BROUTE_END = 0x0058
+CMD_BROUTE_KEY = 0x0059
+CMD_BROUTE_PAN_ID = 0x005E
+CMD_GET_INIT = 0x0107
+CMD_PING = 0x00D1
+CMD_BROUTE_REAUTH = 0x00D2
+NOTIFY_PING = 0x60D1
+
 _FRAME_TIMEOUT_S = 1.0
+_MAX_PORTS = 6  # [I] open UDP ports the module holds (0x12 beyond)
+
+# Modelled durations in simulated seconds [I: ROHM gives no figures]; time_scale makes them real.
+SCAN_DWELL_UNIT_S = 0.00964  # per channel: 9.64 ms x 2^duration (reference section 3.2)
+SIM_BOOT_S = 3.0  # reset -> 0x6019
+SIM_PANA_S = 3.0  # one PANA exchange (start, re-auth, lifetime redo)
+SIM_PING_TIMEOUT_S = 3.0  # no echo reply -> 0x60D1 result 2
+SIM_PING_TURNAROUND_S = 0.02  # the peer's processing of an echo request
+# ARIB T108: 360 s of transmit time in any hour; air time at 100 kbit/s of payload + UDP header +
+# an assumed 54 bytes of PHY (8 preamble, 2 SFD, 2 PHR), MAC with security and FCS (35) and
+# 6LoWPAN IPHC (7) [I]; fragmentation is not modelled.
+AIR_BITRATE = 100000
+AIR_OVERHEAD = 8 + 54
+T108_WINDOW_S = 3600.0
+T108_TX_RESULT = 0x07  # [I] tx result nibble of a transmit refused by the T108 limit
+
+# B-route states
+BR_IDLE, BR_STARTED, BR_AUTHENTICATING, BR_AUTHENTICATED = 0, 1, 2, 3
 
 
 def _loopback(addr):
@@ -73,28 +148,97 @@ def _parse_addr(text):
     return _loopback((host, int(port)))
 
 
+def air_time_s(payload_len):
+    """Modelled air time (simulated seconds) of one datagram of payload_len bytes."""
+    return (payload_len + AIR_OVERHEAD) * 8 / AIR_BITRATE
 
-class ModuleReassembler(j11.Reassembler):
-    """The firmware's reassembler plus what the module itself does with a frame that stops
-    coming: after 1 s it answers result 0x13 for the command in the partial header."""
 
-    def partial_age(self, now=None):
-        """ms since the last byte arrived while a partial frame is pending, else -1."""
-        if self._end == self._start:
-            return -1
-        return ticks_diff(ticks_ms() if now is None else now, self._last_rx)
+def scan_dwell_s(duration, mask):
+    """Modelled duration of an active scan: 9.64 ms x 2^duration per channel in the mask."""
+    return sum(1 for ch in range(4, 18) if mask >> ch & 1) * SCAN_DWELL_UNIT_S * 2 ** duration
 
-    def partial_cmd(self):
-        """Command code of the pending partial frame, or -1 when its header is incomplete."""
-        if self._end - self._start >= 6 and self._at_unique(self._start):
-            return struct.unpack_from(">H", self._buf, self._start + 4)[0]
-        return -1
 
-    def drop_partial(self):
-        """Discard a pending partial frame (after the 1 s frame timeout)."""
-        if self._end > self._start:
-            self._drop_stale()
-        self.flush()
+class RequestParser:
+    """The module's side of the UART: what the J11 does with the bytes the host writes.
+
+    feed() returns events: ("frame", cmd, data) for a good request, ("reply", code, data) for an
+    error answer the module sends at once. Rules: bytes before a request unique code are
+    dropped silently; a bad header checksum draws one 0x2FFF and only the unique code is
+    dropped (the rest is garbage to the rescan, so nothing else is answered); a length field
+    below 4 draws cmd|0x2000 + 0xF2, above the maximum + 0xF3, and the header is dropped; a bad
+    data checksum draws 0xF1 and the whole frame is dropped. A frame not whole within 1 s of its
+    first byte is answered by expire() with 0x13."""
+
+    def __init__(self):
+        self.buf = bytearray()
+        self.pending_since = None  # monotonic time the pending frame's first bytes arrived
+        self.stats = collections.Counter()
+
+    def feed(self, data, now):
+        self.buf += data
+        out = []
+        buf = self.buf
+        while True:
+            i = buf.find(j11.UC_REQUEST)
+            if i < 0:
+                keep = min(len(buf), 3)  # a unique code may straddle two reads
+                self.stats["garbage_bytes"] += len(buf) - keep
+                del buf[:len(buf) - keep]
+                self.pending_since = None
+                break
+            if i:
+                self.stats["garbage_bytes"] += i
+                del buf[:i]
+                self.pending_since = None
+            if self.pending_since is None:
+                self.pending_since = now
+            if len(buf) < j11.HEADER_LEN:
+                break
+            cmd, length, hsum = struct.unpack_from(">HHH", buf, 4)
+            if sum(buf[:8]) & 0xFFFF != hsum:
+                self.stats["bad_header"] += 1
+                out.append(("reply", j11.ERR_HEADER_CHECKSUM, bytes((R_HEADER_CHECKSUM,))))
+                del buf[:4]
+                self.pending_since = None
+                continue
+            if length < 4 or length - 4 > j11.MAX_DATA:
+                self.stats["bad_length"] += 1
+                result = R_LENGTH_SHORT if length < 4 else R_LENGTH_OVER
+                out.append(("reply", cmd | j11.RESP_FLAG, bytes((result,))))
+                del buf[:j11.HEADER_LEN]
+                self.pending_since = None
+                continue
+            total = j11.HEADER_LEN + length - 4
+            if len(buf) < total:
+                break
+            dsum = struct.unpack_from(">H", buf, 10)[0]
+            data = bytes(buf[j11.HEADER_LEN:total])
+            del buf[:total]
+            self.pending_since = None
+            if sum(data) & 0xFFFF != dsum:
+                self.stats["bad_data"] += 1
+                out.append(("reply", cmd | j11.RESP_FLAG, bytes((R_DATA_CHECKSUM,))))
+                continue
+            self.stats["frames"] += 1
+            out.append(("frame", cmd, data))
+        return out
+
+    def expire(self, now):
+        """Events for a pending frame older than 1 s: cmd|0x2000 + 0x13, or 0xFFFF + 0x13 when
+        even the command code has not arrived; the partial frame is dropped."""
+        if self.pending_since is None or now - self.pending_since <= _FRAME_TIMEOUT_S:
+            return []
+        self.stats["frame_timeouts"] += 1
+        buf = self.buf
+        if len(buf) >= 6:
+            reply = ("reply", struct.unpack_from(">H", buf, 4)[0] | j11.RESP_FLAG,
+                     bytes((R_UART_TIMEOUT,)))
+        else:
+            reply = ("reply", j11.ERR_INVALID_COMMAND, bytes((R_UART_TIMEOUT,)))
+        del buf[:4]
+        self.pending_since = None
+        return [reply] + self.feed(b"", now)
+
 
 class _AirProtocol(asyncio.DatagramProtocol):
     def __init__(self, emu):
@@ -105,10 +249,20 @@ class _AirProtocol(asyncio.DatagramProtocol):
 
 
 class J11Emulator:
+    """coordinator: optional smart-meter twin with beacons(emu, channel_mask, pairing_id) ->
+    [(channel, pan_id, mac_bytes, rssi)] and authenticate(emu, own_mac, peer_mac, credentials)
+    -> 0x6028 result (1/2/3), credentials {"id": str|None, "password": str}. None: the one
+    configured smart meter (sm_mac, pan_id, channel, pairing_id, passwords) answers.
+
+    boot_ms / pana_ms / scan_ms_per_channel, when given, override the real duration of those
+    delays (tests that want them instant); the simulated figures are unchanged."""
+
     def __init__(self, air_addr=DEFAULT_AIR, sm_addr=DEFAULT_SM, sm_mac=DEFAULT_SM_MAC,
                  pan_id=DEFAULT_PAN_ID, channel=DEFAULT_CHANNEL, pana_password="0123456789AB",
-                 own_mac=DEFAULT_OWN_MAC, faults=None, scan_ms_per_channel=10, boot_ms=30,
-                 pana_ms=30, rssi=-52, seed=1, version=(0x0400, 1, 2, 3), app_port=None):
+                 own_mac=DEFAULT_OWN_MAC, faults=None, scan_ms_per_channel=None, boot_ms=None,
+                 pana_ms=None, rssi=-52, seed=1, version=(0x0400, 1, 2, 3), app_port=None,
+                 time_scale=0.01, pairing_id=None, broute_id=None, broute_password=None,
+                 coordinator=None, lifetime_s=None, t108_budget_s=360.0):
         self.air_addr = _loopback(air_addr)
         # The terminal's UDP port as the air sees it (0x6018 destination port). It defaults to
         # the air socket's port, so the default deployment is 4059 end to end.
@@ -117,15 +271,30 @@ class J11Emulator:
         self.sm_addr = _loopback(sm_addr)
         self.pan_id = pan_id
         self.sm_channel = channel
-        self.pana_password = pana_password.encode() if isinstance(pana_password, str) \
-            else bytes(pana_password)
+        self.pana_password = _bytes(pana_password)
+        # The smart meter's B-route credentials: None id = any ID is accepted; the password
+        # defaults to the HAN one. Its pairing ID is the last 8 characters of the B-route ID
+        # unless given; None = it answers every pairing ID.
+        self.broute_id = broute_id.upper() if broute_id else None
+        self.broute_password = _bytes(broute_password) if broute_password is not None \
+            else self.pana_password
+        if pairing_id is None and self.broute_id:
+            pairing_id = self.broute_id[-8:]
+        if pairing_id is not None and len(pairing_id) != 8:
+            raise ValueError("pairing_id must be 8 characters")
+        self.pairing_id = _bytes(pairing_id) if pairing_id is not None else None
+        self.coordinator = coordinator
         self.own_mac = j11.mac_bytes(own_mac)
+        self.time_scale = time_scale
         self.scan_ms_per_channel = scan_ms_per_channel
         self.boot_ms = boot_ms
         self.pana_ms = pana_ms
         self.rssi = rssi
         self.version = version
+        self.t108_budget_s = t108_budget_s
         self.faults = dict(FAULTS)
+        if lifetime_s:
+            self.faults["lifetime_s"] = lifetime_s
         if faults:
             self.set_faults(faults)
         self._rng = random.Random(seed)
@@ -134,13 +303,18 @@ class J11Emulator:
         self.requests = collections.deque(maxlen=2000)  # (cmd, data) as received
         self.sent = collections.deque(maxlen=2000)  # (code, data) as sent (before faults)
         self.stats = collections.Counter()
+        self.sim_elapsed_s = 0.0  # total modelled time of the module's timed operations
+        self._sim_offset = 0.0
+        self._t0 = time.monotonic()
+        self._air_log = collections.deque()  # (sim time, air time s) of transmits, last hour
         self.slave_path = None
         self._master = self._slave = None
-        self._rx = ModuleReassembler(j11.UC_REQUEST, "j11emu")
+        self._rx = RequestParser()
         self._out = None
         self._cmdq = None
         self._tasks = []
         self._proc_task = None
+        self._aux = set()  # module-internal activities (ping, lifetime redo): die with a reset
         self._air = None
         self._reset_state()
 
@@ -162,10 +336,28 @@ class J11Emulator:
             self.disconnect(3 if status is True else status)
 
     def disconnect(self, status=3):
-        """Drop the HAN session and tell the host (0x601A: 3 MAC / 4 PANA disconnected)."""
+        """Drop the session(s) and tell the host (0x601A: 3 MAC / 4 PANA disconnected)."""
         self.authenticated = False
+        peer = self.broute_peer or self.sm_mac
+        if self.broute >= BR_AUTHENTICATED:
+            self.broute = BR_STARTED if status == 4 else BR_IDLE
         self.stats["disconnects"] += 1
-        self._notify(j11.NOTIFY_CONNECTION, bytes((status,)) + self.sm_mac + self._rssi_byte())
+        self._notify(j11.NOTIFY_CONNECTION, bytes((status,)) + peer + self._rssi_byte())
+
+    def sim_now(self):
+        """The simulated clock (s): real time since construction / time_scale + advance()."""
+        real = time.monotonic() - self._t0
+        return self._sim_offset + (real / self.time_scale if self.time_scale > 0
+                                   else self.sim_elapsed_s)
+
+    def advance(self, seconds):
+        """Move the simulated clock forward (lifetime expiry, T108 window) without waiting."""
+        self._sim_offset += seconds
+
+    def t108_air_s(self):
+        """Modelled transmit time (s) in the sliding hour ending now."""
+        self._trim_air_log()
+        return sum(a for _, a in self._air_log)
 
     async def start(self):
         loop = asyncio.get_running_loop()
@@ -181,12 +373,13 @@ class J11Emulator:
             lambda: _AirProtocol(self), local_addr=self.air_addr)
         self.air_addr = self._air.get_extra_info("sockname")[:2]  # resolves port 0
         self._tasks = [asyncio.create_task(self._writer()),
-                       asyncio.create_task(self._frame_timer())]
+                       asyncio.create_task(self._frame_timer()),
+                       asyncio.create_task(self._lifetime_timer())]
         self._proc_task = asyncio.create_task(self._processor())
 
     async def stop(self):
         loop = asyncio.get_running_loop()
-        tasks = self._tasks + ([self._proc_task] if self._proc_task else [])
+        tasks = self._tasks + ([self._proc_task] if self._proc_task else []) + list(self._aux)
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -195,6 +388,7 @@ class J11Emulator:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks = []
+        self._aux.clear()
         self._proc_task = None
         if self._master is not None:
             loop.remove_reader(self._master)
@@ -209,14 +403,57 @@ class J11Emulator:
 
     def _reset_state(self):
         self.mode = None  # set by 0x005F
+        self.sleep = self.power = 0
         self.channel = None
+        # HAN side
         self.han_peer = None
         self.password = None
-        self.authenticated = False
-        self.open_ports = set()
+        self.authenticated = False  # HAN PANA session up
+        self.han_reauth = False
+        self.han_auth_at = 0.0
+        # B-route side
+        self.broute = BR_IDLE
+        self.broute_creds = None  # (id bytes, password bytes) from 0x0054
+        self.broute_peer = None  # MAC, PAN ID, channel, rssi of the coordinator joined
+        self.broute_pan = None
+        self.broute_rssi = self.rssi
+        self.broute_reauth = False
+        self.broute_auth_at = 0.0
+        self.open_ports = []
+        self.last_scan = []  # beacons heard by the last scan
+        self.ping_pending = False
+        for t in list(self._aux):
+            t.cancel()
+        self._aux.clear()
 
-    def _rssi_byte(self):
-        return bytes((self.rssi & 0xFF,))
+    def _rssi_byte(self, rssi=None):
+        return bytes(((self.rssi if rssi is None else rssi) & 0xFF,))
+
+    def _take(self, knob):
+        """Consume one use of a counter knob; True stays on. Returns whether it fired."""
+        v = self.faults[knob]
+        if v is True:
+            return True
+        if v and v > 0:
+            self.faults[knob] = v - 1
+            return True
+        return False
+
+    async def _delay(self, sim_s, real_ms=None):
+        """One modelled delay: sim_s simulated seconds (real_ms overrides the real wait)."""
+        real = real_ms / 1000 if real_ms is not None else sim_s * self.time_scale
+        if real > 0:
+            await asyncio.sleep(real)
+        self.sim_elapsed_s += sim_s
+
+    def _spawn(self, coro):
+        t = asyncio.get_running_loop().create_task(coro)
+        self._aux.add(t)
+        t.add_done_callback(self._aux.discard)
+        return t
+
+    def _session_up(self):
+        return self.authenticated or self.broute == BR_AUTHENTICATED
 
     # -- UART in ------------------------------------------------------------------------------
 
@@ -227,18 +464,15 @@ class J11Emulator:
             return
         except OSError:  # EIO: no process has the slave open (our own fd keeps it rare)
             return
-        mv = memoryview(data)
-        off = 0
-        bad_before = self._rx.stats["bad_header"]
-        while off < len(data):
-            off += self._rx.feed(mv[off:])
-            while True:
-                f = self._rx.next_frame()
-                if f is None:
-                    break
-                self._request(f[0], bytes(f[1]))
-        for _ in range(self._rx.stats["bad_header"] - bad_before):
-            self._send(j11.ERR_HEADER_CHECKSUM, b"")  # the module reports header errors
+        self._events(self._rx.feed(data, time.monotonic()))
+
+    def _events(self, events):
+        for ev in events:
+            if ev[0] == "frame":
+                self._request(ev[1], ev[2])
+            else:
+                self.stats["uart_errors"] += 1
+                self._send(ev[1], ev[2])
 
     def _request(self, cmd, data):
         self.requests.append((cmd, data))
@@ -247,7 +481,7 @@ class J11Emulator:
             self.faults["truncate_requests"] -= 1
             self.stats["truncated"] += 1
             asyncio.get_running_loop().call_later(
-                _FRAME_TIMEOUT_S, self._respond, cmd, bytes((_RESULT_UART_TIMEOUT,)))
+                _FRAME_TIMEOUT_S, self._respond, cmd, bytes((R_UART_TIMEOUT,)))
             return
         if cmd == j11.CMD_RESET:
             # Reset acts at once, even in the middle of a scan.
@@ -262,18 +496,14 @@ class J11Emulator:
     async def _frame_timer(self):
         # A request that started but did not complete within 1 s is answered with result 0x13.
         while True:
-            await asyncio.sleep(0.1)
-            if self._rx.partial_age() > _FRAME_TIMEOUT_S * 1000:
-                cmd = self._rx.partial_cmd()
-                self._rx.drop_partial()
+            await asyncio.sleep(0.05)
+            events = self._rx.expire(time.monotonic())
+            if events:
                 self.stats["frame_timeouts"] += 1
-                if cmd >= 0:
-                    self._respond(cmd, bytes((_RESULT_UART_TIMEOUT,)))
-                else:
-                    self._send(j11.ERR_INVALID_COMMAND, bytes((_RESULT_UART_TIMEOUT,)))
+                self._events(events)
 
     async def _boot(self):
-        await asyncio.sleep(self.boot_ms / 1000)
+        await self._delay(SIM_BOOT_S, self.boot_ms)
         self._notify(j11.NOTIFY_STARTUP, b"")
         await self._processor()
 
@@ -295,15 +525,31 @@ class J11Emulator:
             j11.CMD_VERSION: self._cmd_version,
             j11.CMD_STATUS: self._cmd_status,
             j11.CMD_INIT: self._cmd_init,
+            CMD_GET_INIT: self._cmd_get_init,
             j11.CMD_ACTIVE_SCAN: self._cmd_scan,
             j11.CMD_HAN_START: self._cmd_han_start,
             j11.CMD_HAN_PANA_SET: self._cmd_pana_set,
             j11.CMD_HAN_PANA_START: self._cmd_pana_start,
+            CMD_HAN_PANA_END: self._cmd_han_pana_end,
+            CMD_HAN_REAUTH: self._cmd_han_reauth,
             j11.CMD_OPEN_UDP: self._cmd_open_udp,
+            CMD_CLOSE_UDP: self._cmd_close_udp,
+            CMD_GET_PORTS: self._cmd_get_ports,
+            CMD_GET_IP: self._cmd_get_ip,
+            CMD_GET_MAC: self._cmd_get_mac,
             j11.CMD_TRANSMIT: self._cmd_transmit,
+            CMD_PING: self._cmd_ping,
+            CMD_BROUTE_CREDENTIALS: self._cmd_broute_credentials,
+            CMD_BROUTE_START: self._cmd_broute_start,
+            CMD_BROUTE_PANA_START: self._cmd_broute_pana_start,
+            CMD_BROUTE_PANA_END: self._cmd_broute_pana_end,
+            CMD_BROUTE_END: self._cmd_broute_end,
+            CMD_BROUTE_REAUTH: self._cmd_broute_reauth,
+            CMD_BROUTE_KEY: self._cmd_broute_key,
+            CMD_BROUTE_PAN_ID: self._cmd_broute_pan_id,
         }.get(cmd)
         if handler is None:
-            self._send(j11.ERR_INVALID_COMMAND, b"\x03")
+            self._send(j11.ERR_INVALID_COMMAND, bytes((R_INVALID_COMMAND,)))
             return
         await handler(cmd, data)
 
@@ -312,123 +558,471 @@ class J11Emulator:
 
     async def _cmd_version(self, cmd, data):
         fw, major, minor, rev = self.version
-        self._result(cmd, _RESULT_OK, struct.pack(">HBBI", fw, major, minor, rev))
+        self._result(cmd, R_OK, struct.pack(">HBBI", fw, major, minor, rev))
 
     async def _cmd_status(self, cmd, data):
+        # block states (1 inactive, 2 active, 3 authenticating): global, B-route, HAN
         han = 2 if self.authenticated else (3 if self.han_peer else 1)
-        self._result(cmd, _RESULT_OK, bytes((2 if self.mode else 1, 1, han)))
+        br = {BR_IDLE: 1, BR_AUTHENTICATING: 3}.get(self.broute, 2)
+        self._result(cmd, R_OK, bytes((2 if self.mode else 1, br, han)))
 
     async def _cmd_init(self, cmd, data):
         if len(data) != 4:
-            return self._result(cmd, _RESULT_INVALID_PARAM)
+            return self._result(cmd, R_INVALID_PARAM)
         mode, sleep, channel, power = data
         if mode not in (1, 2, 3, 5) or sleep > 1 or not 4 <= channel <= 17 or power > 2:
-            return self._result(cmd, _RESULT_INVALID_PARAM)
+            return self._result(cmd, R_INVALID_PARAM)
         if self.han_peer is not None:
-            return self._result(cmd, _RESULT_HAN_ACTIVE)
-        self.mode, self.channel = mode, channel
-        self._result(cmd, _RESULT_OK)
+            return self._result(cmd, R_HAN_ACTIVE)
+        if self.broute != BR_IDLE:
+            return self._result(cmd, R_BROUTE_OPERATING)
+        self.mode, self.sleep, self.channel, self.power = mode, sleep, channel, power
+        self._result(cmd, R_OK)
+
+    async def _cmd_get_init(self, cmd, data):
+        if self.mode is None:
+            return self._result(cmd, R_NOT_STARTED)
+        self._result(cmd, R_OK, bytes((self.mode, self.sleep, self.channel, self.power)))
+
+    def _beacons(self, mask, pairing_id):
+        """[(channel, pan_id, mac, rssi)] of the coordinators that answer a scan."""
+        if self.coordinator is not None:
+            pid = pairing_id.decode("latin-1") if pairing_id is not None else None
+            return [(ch, pan, bytes(mac), rssi) for ch, pan, mac, rssi
+                    in self.coordinator.beacons(self, mask, pid) if mask >> ch & 1]
+        if not mask >> self.sm_channel & 1:
+            return []
+        if pairing_id is not None and self.pairing_id is not None \
+                and pairing_id != self.pairing_id:
+            return []
+        return [(self.sm_channel, self.pan_id, self.sm_mac, self.rssi)]
 
     async def _cmd_scan(self, cmd, data):
-        if len(data) not in (6, 14) or not 1 <= data[0] <= 14:
-            return self._result(cmd, _RESULT_INVALID_PARAM)
-        if self.mode is None:
-            return self._result(cmd, _RESULT_NOT_STARTED)
+        if len(data) not in (6, 14) or not 1 <= data[0] <= 14 or data[5] > 1 \
+                or (data[5] == 1 and len(data) != 14):
+            return self._result(cmd, R_INVALID_PARAM)
+        duration = data[0]
         mask = struct.unpack_from(">I", data, 1)[0]
-        silent = self.faults["silent_scans"] > 0
-        if silent:
-            self.faults["silent_scans"] -= 1
-        silent = silent or self.faults["air_down"]
+        if not mask or mask & ~j11.SCAN_MASK_ALL:
+            return self._result(cmd, R_INVALID_PARAM)
+        if self.mode is None:
+            return self._result(cmd, R_NOT_STARTED)
+        pairing_id = bytes(data[6:14]) if data[5] == 1 else None
+        silent = self._take("silent_scans") or self.faults["air_down"]
         self.stats["scans"] += 1
+        heard = {}
+        if not silent:
+            for b in self._beacons(mask, pairing_id):
+                heard.setdefault(b[0], []).append(b)
+        self.last_scan = []
+        dwell = SCAN_DWELL_UNIT_S * 2 ** duration
         for ch in range(4, 18):
             if not mask & (1 << ch):
                 continue
-            await asyncio.sleep(self.scan_ms_per_channel / 1000)
-            if ch == self.sm_channel and not silent:
-                body = bytes((0, ch, 1)) + self.sm_mac + struct.pack(">H", self.pan_id) \
-                    + self._rssi_byte()
+            await self._delay(dwell, self.scan_ms_per_channel)
+            found = heard.get(ch)
+            if found:
+                body = bytearray((0, ch, len(found)))
+                for _, pan, mac, rssi in found:
+                    body += mac + struct.pack(">H", pan) + bytes((rssi & 0xFF,))
+                self.last_scan += found
             else:
                 body = bytes((1, ch))
-            self._notify(j11.NOTIFY_SCAN, body)
-        self._result(cmd, _RESULT_OK)
+            self._notify(j11.NOTIFY_SCAN, bytes(body))
+        self._result(cmd, R_OK)
 
     async def _cmd_han_start(self, cmd, data):
         if self.mode is None:
-            return self._result(cmd, _RESULT_NOT_STARTED)
+            return self._result(cmd, R_NOT_STARTED)
         want = 2 if self.mode == 1 else 8
         if len(data) != want:
-            return self._result(cmd, _RESULT_INVALID_PARAM)
+            return self._result(cmd, R_INVALID_PARAM)
         if self.han_peer is not None:
-            return self._result(cmd, _RESULT_HAN_ACTIVE)
+            return self._result(cmd, R_HAN_ACTIVE)
         self.han_peer = data if want == 8 else b""
-        self._result(cmd, _RESULT_OK)
+        self._result(cmd, R_OK)
 
     async def _cmd_pana_set(self, cmd, data):
         if self.mode is None:
-            return self._result(cmd, _RESULT_NOT_STARTED)
+            return self._result(cmd, R_NOT_STARTED)
         # [peer MAC (8)] + password: the MAC is present when the first 8 bytes name a peer.
         pw = data
         if len(data) > 8 and (data[:8] == self.sm_mac or j11.link_local_of_mac(data[:8])
                               in self.peers):
             pw = data[8:]
         if not 1 <= len(pw) <= 32:
-            return self._result(cmd, _RESULT_INVALID_PARAM)
+            return self._result(cmd, R_INVALID_PARAM)
         self.password = pw
-        self._result(cmd, _RESULT_OK)
+        self._result(cmd, R_OK)
+
+    def _pana_outcome(self, route, peer_mac, forced=("pana_result", "pana_result_count")):
+        """0x6028 result (1 OK, 2 bad credentials, 3 no response) of one PANA exchange."""
+        knob, count = forced
+        if self.faults[count] > 0 and self.faults[knob]:
+            self.faults[count] -= 1
+            return self.faults[knob]
+        if self.faults["air_down"]:
+            return 3
+        if route == "broute":
+            cid, pw = self.broute_creds
+            creds = {"id": cid.decode("latin-1"), "password": pw.decode("latin-1")}
+        else:
+            creds = {"id": None, "password": bytes(self.password).decode("latin-1")}
+        if self.coordinator is not None:
+            return self.coordinator.authenticate(self, self.own_mac, bytes(peer_mac), creds)
+        if self.channel != self.sm_channel or bytes(peer_mac) != self.sm_mac:
+            return 3  # nobody answers on that channel / address
+        if route == "broute":
+            if self.broute_id is not None and creds["id"].upper() != self.broute_id:
+                return 2
+            return 1 if self.broute_creds[1] == self.broute_password else 2
+        return 1 if self.password == self.pana_password else 2
 
     async def _cmd_pana_start(self, cmd, data):
         if self.han_peer is None or self.password is None:
-            return self._result(cmd, _RESULT_NOT_STARTED)
-        self._result(cmd, _RESULT_OK)
-        await asyncio.sleep(self.pana_ms / 1000)
-        if self.faults["pana_result_count"] > 0 and self.faults["pana_result"]:
-            self.faults["pana_result_count"] -= 1
-            result = self.faults["pana_result"]
-        elif (self.channel != self.sm_channel or self.han_peer != self.sm_mac
-              or self.faults["air_down"]):
-            result = 3  # nobody answers on that channel / address
-        elif self.password != self.pana_password:
-            result = 2
-        else:
-            result = 1
-        self.stats["pana_%d" % result] += 1
-        self.authenticated = result == 1
+            return self._result(cmd, R_NOT_STARTED)
+        if self.han_reauth:
+            return self._result(cmd, R_HAN_AUTHENTICATING)
+        self._result(cmd, R_OK)
+        self.han_reauth = True
+        self._spawn(self._han_pana(first=True))
+
+    async def _han_pana(self, first):
+        # The PANA exchange runs in the module while the UART keeps taking commands: a command
+        # that needs the session meanwhile is answered 0x33 (HAN authenticating).
+        try:
+            await self._delay(SIM_PANA_S, self.pana_ms)
+            peer = self.han_peer or self.sm_mac
+            result = self._pana_outcome("han", peer)
+            self.stats["pana_%d" % result] += 1
+            self.authenticated = result == 1
+            self.han_auth_at = self.sim_now()
+        finally:
+            self.han_reauth = False
         self._notify(j11.NOTIFY_PANA, bytes((result,)) + self.sm_mac)
-        if result == 1:
+        if result == 1 and first:
             self._notify(j11.NOTIFY_CONNECTION, b"\x02" + self.sm_mac + self._rssi_byte())
+        return result
+
+    async def _cmd_han_pana_end(self, cmd, data):
+        if not self.authenticated:
+            return self._result(cmd, R_NOT_STARTED)
+        self.authenticated = False
+        self._result(cmd, R_OK)
+
+    async def _cmd_han_reauth(self, cmd, data):
+        if len(data) != 8:
+            return self._result(cmd, R_INVALID_PARAM)
+        if not self.authenticated:
+            return self._result(cmd, R_NOT_STARTED)
+        if self.han_reauth:
+            return self._result(cmd, R_HAN_AUTHENTICATING)
+        self._result(cmd, R_OK)
+        self.han_reauth = True
+        self._spawn(self._han_pana(first=False))
 
     async def _cmd_open_udp(self, cmd, data):
         if len(data) != 2:
-            return self._result(cmd, _RESULT_INVALID_PARAM)
+            return self._result(cmd, R_INVALID_PARAM)
         if self.mode is None:
-            return self._result(cmd, _RESULT_NOT_STARTED)
-        self.open_ports.add(struct.unpack(">H", data)[0])
-        self._result(cmd, _RESULT_OK)
+            return self._result(cmd, R_NOT_STARTED)
+        port = struct.unpack(">H", data)[0]
+        if port == 0:
+            return self._result(cmd, R_INVALID_PARAM)
+        if port in self.open_ports:
+            return self._result(cmd, R_PORT_OPEN)
+        if len(self.open_ports) >= _MAX_PORTS:
+            return self._result(cmd, R_TOO_MANY_PORTS)
+        self.open_ports.append(port)
+        self._result(cmd, R_OK)
+
+    async def _cmd_close_udp(self, cmd, data):
+        if len(data) != 2:
+            return self._result(cmd, R_INVALID_PARAM)
+        if self.mode is None:
+            return self._result(cmd, R_NOT_STARTED)
+        port = struct.unpack(">H", data)[0]
+        if port not in self.open_ports:
+            return self._result(cmd, R_PORT_NOT_OPEN)
+        self.open_ports.remove(port)
+        self._result(cmd, R_OK)
+
+    async def _cmd_get_ports(self, cmd, data):
+        # [I] result, count (1), ports (2 each) in opening order
+        self._result(cmd, R_OK, bytes((len(self.open_ports),))
+                     + b"".join(struct.pack(">H", p) for p in self.open_ports))
+
+    async def _cmd_get_ip(self, cmd, data):
+        self._result(cmd, R_OK, j11.link_local_of_mac(self.own_mac))
+
+    async def _cmd_get_mac(self, cmd, data):
+        self._result(cmd, R_OK, self.own_mac)
+
+    # -- transmit / ping ----------------------------------------------------------------------
+
+    def _trim_air_log(self):
+        horizon = self.sim_now() - T108_WINDOW_S
+        log = self._air_log
+        while log and log[0][0] <= horizon:
+            log.popleft()
+
+    def _t108_refuses(self, air):
+        if self.faults["t108_limited"]:
+            return True
+        return self.t108_air_s() + air > self.t108_budget_s
+
+    def _reauthenticating(self):
+        if self.broute == BR_AUTHENTICATING or self.broute_reauth:
+            return R_BROUTE_AUTHENTICATING
+        if self.han_reauth:
+            return R_HAN_AUTHENTICATING
+        return 0
 
     async def _cmd_transmit(self, cmd, data):
         if len(data) < 22:
-            return self._result(cmd, _RESULT_INVALID_PARAM)
+            return self._result(cmd, R_INVALID_PARAM)
         dst = bytes(data[:16])
         _sport, _dport, n = struct.unpack_from(">HHH", data, 16)
         payload = data[22:]
-        if n != len(payload) or n > j11.MAX_UDP_PAYLOAD:
-            return self._result(cmd, _RESULT_INVALID_PARAM)
-        if not self.authenticated:
-            return self._result(cmd, _RESULT_NOT_STARTED)
+        if n != len(payload) or n > j11.MAX_UDP_PAYLOAD or n == 0:
+            return self._result(cmd, R_INVALID_PARAM)
+        busy = self._reauthenticating()
+        if busy:
+            return self._result(cmd, busy)
+        if not self._session_up():
+            return self._result(cmd, R_NOT_STARTED)
+        air = air_time_s(n)
+        if self._t108_refuses(air):
+            self.stats["tx_t108"] += 1
+            return self._result(cmd, R_OK, bytes((T108_TX_RESULT,)))
+        self._air_log.append((self.sim_now(), air))  # the frame goes on the air from here on
         if self.faults["air_down"]:
             self.stats["tx_air_down"] += 1
-            return self._result(cmd, _RESULT_OK, b"\x05")
+            return self._result(cmd, R_OK, b"\x05")
         if self.faults["tx_no_ack"] > 0:
             self.faults["tx_no_ack"] -= 1
             self.stats["tx_no_ack"] += 1
-            return self._result(cmd, _RESULT_OK, b"\x05")
+            return self._result(cmd, R_OK, b"\x05")
         addr = self.peers.get(dst)
         if addr is None:
             self.stats["tx_unknown_peer"] += 1
-            return self._result(cmd, _RESULT_OK, b"\x05")  # nobody acknowledges
+            return self._result(cmd, R_OK, b"\x05")  # nobody acknowledges
         self._air.sendto(payload, addr)
         self.stats["tx"] += 1
-        self._result(cmd, _RESULT_OK, b"\x00" + payload[:5])
+        self._result(cmd, R_OK, b"\x00" + payload[:5])
+
+    async def _cmd_ping(self, cmd, data):
+        # IPv6 (16), length of the echo data (2), type (1) [, data] [I: the fields after the
+        # address are not checked beyond their lengths]
+        if len(data) < 19:
+            return self._result(cmd, R_INVALID_PARAM)
+        n = struct.unpack_from(">H", data, 16)[0]
+        if n > j11.MAX_UDP_PAYLOAD:
+            return self._result(cmd, R_INVALID_PARAM)
+        if not self._session_up():
+            return self._result(cmd, R_NOT_STARTED)
+        if self.ping_pending:
+            return self._result(cmd, R_PING_PENDING)
+        dst = bytes(data[:16])
+        self.ping_pending = True
+        self._result(cmd, R_OK)
+        self._spawn(self._ping(dst, n))
+
+    async def _ping(self, dst, n):
+        # The echo request and reply each take their air time; the peer turns it round.
+        air = air_time_s(n + 8)
+        self._air_log.append((self.sim_now(), air))
+        reachable = dst in self.peers and not self.faults["air_down"]
+        try:
+            if reachable:
+                await self._delay(2 * air + SIM_PING_TURNAROUND_S)
+                self.stats["ping_ok"] += 1
+            else:
+                await self._delay(SIM_PING_TIMEOUT_S)
+                self.stats["ping_lost"] += 1
+        finally:
+            self.ping_pending = False
+        # [I] 0x60D1: result (1 echo reply received, 2 none), the pinged IPv6 (16)
+        self._notify(NOTIFY_PING, bytes((1 if reachable else 2,)) + dst)
+
+    # -- B-route ------------------------------------------------------------------------------
+
+    def _broute_mode_error(self):
+        if self.mode is None:
+            return R_NOT_STARTED
+        if self.mode != 5:
+            return R_WRONG_MODE  # B-route exists only in the dual-stack mode
+        return 0
+
+    async def _cmd_broute_credentials(self, cmd, data):
+        err = self._broute_mode_error()
+        if err:
+            return self._result(cmd, err)
+        if len(data) != 44 or not all(0x21 <= b < 0x7F for b in data):
+            return self._result(cmd, R_INVALID_PARAM)
+        if self.broute != BR_IDLE:
+            return self._result(cmd, R_BROUTE_OPERATING)
+        if self._take("credentials_already_set"):
+            if self.broute_creds is None:  # what the module holds: these very credentials
+                self.broute_creds = (bytes(data[:32]), bytes(data[32:]))
+            return self._result(cmd, R_CREDENTIALS_SET)
+        if self.broute_creds is not None:
+            return self._result(cmd, R_CREDENTIALS_SET)
+        self.broute_creds = (bytes(data[:32]), bytes(data[32:]))
+        self._result(cmd, R_OK)
+
+    async def _cmd_broute_start(self, cmd, data):
+        err = self._broute_mode_error()
+        if err:
+            return self._result(cmd, err)
+        if self.broute != BR_IDLE:
+            return self._result(cmd, R_BROUTE_OPERATING)
+        if self.broute_creds is None:
+            return self._result(cmd, R_PANA_NOT_READY)
+        if self._take("mac_fail"):
+            self.stats["mac_fail"] += 1
+            return self._result(cmd, R_MAC_FAILED)
+        # The module finds the meter on its channel itself: the beacon whose pairing ID is the
+        # last 8 characters of the B-route ID.
+        found = [] if self.faults["air_down"] else \
+            self._beacons(1 << self.channel, self.broute_creds[0][-8:])
+        if not found:
+            self.stats["mac_fail"] += 1
+            return self._result(cmd, R_MAC_FAILED)
+        ch, pan, mac, rssi = max(found, key=lambda b: b[3])
+        self.broute = BR_STARTED
+        self.broute_peer, self.broute_pan, self.broute_rssi = bytes(mac), pan, rssi
+        self._result(cmd, R_OK, bytes((ch,)) + struct.pack(">H", pan) + mac
+                     + self._rssi_byte(rssi))
+
+    async def _broute_pana(self, first):
+        # Runs in the module while the UART keeps taking commands (0x35 meanwhile).
+        try:
+            await self._delay(SIM_PANA_S, self.pana_ms)
+            result = self._pana_outcome("broute", self.broute_peer)
+            self.stats["broute_pana_%d" % result] += 1
+            self.broute = BR_AUTHENTICATED if result == 1 else BR_STARTED
+            self.broute_auth_at = self.sim_now()
+        finally:
+            self.broute_reauth = False
+            if self.broute == BR_AUTHENTICATING:
+                self.broute = BR_STARTED
+        self._notify(j11.NOTIFY_PANA, bytes((result,)) + self.broute_peer)
+        if result == 1 and first:
+            self._notify(j11.NOTIFY_CONNECTION,
+                         b"\x02" + self.broute_peer + self._rssi_byte(self.broute_rssi))
+        return result
+
+    async def _cmd_broute_pana_start(self, cmd, data):
+        err = self._broute_mode_error()
+        if err:
+            return self._result(cmd, err)
+        if self.broute == BR_IDLE:
+            return self._result(cmd, R_NOT_STARTED)
+        if self.broute == BR_AUTHENTICATING or self.broute_reauth:
+            return self._result(cmd, R_BROUTE_AUTHENTICATING)
+        if self.broute == BR_AUTHENTICATED:
+            return self._result(cmd, R_BROUTE_OPERATING)
+        self._result(cmd, R_OK)
+        self.broute = BR_AUTHENTICATING
+        self._spawn(self._broute_pana(first=True))
+
+    async def _cmd_broute_reauth(self, cmd, data):
+        err = self._broute_mode_error()
+        if err:
+            return self._result(cmd, err)
+        if self.broute == BR_AUTHENTICATING or self.broute_reauth:
+            return self._result(cmd, R_BROUTE_AUTHENTICATING)
+        if self.broute != BR_AUTHENTICATED:
+            return self._result(cmd, R_NOT_STARTED)
+        self._result(cmd, R_OK)
+        self.broute_reauth = True
+        self._spawn(self._broute_pana(first=False))
+
+    async def _cmd_broute_pana_end(self, cmd, data):
+        err = self._broute_mode_error()
+        if err:
+            return self._result(cmd, err)
+        if self.broute == BR_AUTHENTICATING or self.broute_reauth:
+            return self._result(cmd, R_BROUTE_AUTHENTICATING)
+        if self.broute != BR_AUTHENTICATED:
+            return self._result(cmd, R_NOT_STARTED)
+        self.broute = BR_STARTED
+        self._result(cmd, R_OK)
+
+    async def _cmd_broute_end(self, cmd, data):
+        err = self._broute_mode_error()
+        if err:
+            return self._result(cmd, err)
+        if self.broute == BR_IDLE:
+            return self._result(cmd, R_NOT_STARTED)
+        if self.broute == BR_AUTHENTICATING or self.broute_reauth:
+            return self._result(cmd, R_BROUTE_AUTHENTICATING)
+        self.broute = BR_IDLE
+        self.broute_peer = None
+        self._result(cmd, R_OK)
+
+    async def _cmd_broute_key(self, cmd, data):
+        err = self._broute_mode_error()
+        if err:
+            return self._result(cmd, err)
+        if self.broute != BR_AUTHENTICATED:
+            return self._result(cmd, R_NOT_STARTED)
+        # [I] result + the 16-byte session key: a stable stand-in derived from the two MACs
+        key = hashlib.sha256(self.own_mac + self.broute_peer).digest()[:16]
+        self._result(cmd, R_OK, key)
+
+    async def _cmd_broute_pan_id(self, cmd, data):
+        err = self._broute_mode_error()
+        if err:
+            return self._result(cmd, err)
+        if self.broute == BR_IDLE:
+            return self._result(cmd, R_NOT_STARTED)
+        self._result(cmd, R_OK, struct.pack(">H", self.broute_pan))
+
+    # -- PANA lifetime ------------------------------------------------------------------------
+
+    async def _lifetime_timer(self):
+        while True:
+            await asyncio.sleep(0.02)
+            life = self.faults["lifetime_s"]
+            if not life:
+                continue
+            now = self.sim_now()
+            if self.broute == BR_AUTHENTICATED and not self.broute_reauth \
+                    and now - self.broute_auth_at >= life:
+                self.broute_reauth = True
+                self._spawn(self._lifetime_redo("broute"))
+            if self.authenticated and not self.han_reauth and now - self.han_auth_at >= life:
+                self.han_reauth = True
+                self._spawn(self._lifetime_redo("han"))
+
+    async def _lifetime_redo(self, route):
+        """The session lifetime ran out: the module redoes PANA by itself. What J11 shows the
+        host is not public; we show the redo's 0x6028 (and, on failure, 0x601A status 4) [I]."""
+        broute = route == "broute"
+        peer = self.broute_peer if broute else self.sm_mac
+        self.stats["lifetime_expiries"] += 1
+        try:
+            if self.faults["lifetime_disconnect_first"]:
+                self._notify(j11.NOTIFY_CONNECTION, b"\x04" + peer + self._rssi_byte())
+            await self._delay(SIM_PANA_S, self.pana_ms)
+            result = self._pana_outcome(route, peer, ("reauth_result", "reauth_result_count"))
+            self.stats["reauth_%d" % result] += 1
+            if broute:
+                self.broute = BR_AUTHENTICATED if result == 1 else BR_STARTED
+                self.broute_auth_at = self.sim_now()
+            else:
+                self.authenticated = result == 1
+                self.han_auth_at = self.sim_now()
+            self._notify(j11.NOTIFY_PANA, bytes((result,)) + peer)
+            if result != 1:
+                self._notify(j11.NOTIFY_CONNECTION, b"\x04" + peer + self._rssi_byte())
+        finally:
+            if broute:
+                self.broute_reauth = False
+            else:
+                self.han_reauth = False
 
     # -- air ----------------------------------------------------------------------------------
 
@@ -445,15 +1039,16 @@ class J11Emulator:
         if self.faults["air_down"]:
             self.stats["air_down_dropped"] += 1
             return
-        if not self.authenticated or port not in self.open_ports:
+        if not self._session_up() or port not in self.open_ports:
             self.stats["air_dropped"] += 1
             return
         if len(data) > j11.MAX_UDP_PAYLOAD:
             self.stats["air_too_long"] += 1
             return
         self.stats["rx"] += 1
-        head = struct.pack(">HHHBBBH", addr[1], port, self.pan_id, 0, 2, self.rssi & 0xFF,
-                           len(data))
+        pan = self.broute_pan if self.broute == BR_AUTHENTICATED and not self.authenticated \
+            else self.pan_id
+        head = struct.pack(">HHHBBBH", addr[1], port, pan, 0, 2, self.rssi & 0xFF, len(data))
         self._notify(j11.NOTIFY_UDP_RX, src + head + data)
 
     # -- UART out -----------------------------------------------------------------------------
@@ -491,11 +1086,20 @@ class J11Emulator:
             f["garbage"] -= 1
             noise = bytes(self._rng.randrange(256) for _ in range(self._rng.randint(1, 40)))
             frame = bytearray(noise + b"\xd0\xf9") + frame  # include a false unique-code start
-        self._out.put_nowait(bytes(frame))
+        if self._out is not None:
+            self._out.put_nowait(bytes(frame))
 
     async def _writer(self):
         while True:
             data = await self._out.get()
+            if self.faults["merge_writes"] > 0:
+                # hold this frame until the next one exists, then write both at once
+                self.faults["merge_writes"] -= 1
+                try:
+                    data += await asyncio.wait_for(self._out.get(), 2.0)
+                    self.stats["merged_writes"] += 1
+                except asyncio.TimeoutError:
+                    pass
             if self.faults["split_writes"]:
                 off = 0
                 while off < len(data):
@@ -516,10 +1120,15 @@ class J11Emulator:
                 await asyncio.sleep(0.005)
 
 
+def _bytes(v):
+    return v.encode() if isinstance(v, str) else bytes(v)
+
+
 async def _main(args):
     emu = J11Emulator(air_addr=_parse_addr(args.air), sm_addr=_parse_addr(args.sm),
                       sm_mac=args.sm_mac, pan_id=int(args.pan_id, 0), channel=args.channel,
-                      pana_password=args.password)
+                      pana_password=args.password, time_scale=args.time_scale,
+                      broute_id=args.broute_id or None, pairing_id=args.pairing_id or None)
     await emu.start()
     print(emu.slave_path, flush=True)
     stop = asyncio.Event()
@@ -538,6 +1147,10 @@ def main(argv=None):
     p.add_argument("--pan-id", default="0x%04X" % DEFAULT_PAN_ID)
     p.add_argument("--channel", type=int, default=DEFAULT_CHANNEL)
     p.add_argument("--password", default="0123456789AB", help="expected PANA password")
+    p.add_argument("--broute-id", default="", help="the meter's B-route ID (32 hex)")
+    p.add_argument("--pairing-id", default="", help="the meter's pairing ID (8 characters)")
+    p.add_argument("--time-scale", type=float, default=0.01,
+                   help="real seconds per simulated second (1 = real time)")
     asyncio.run(_main(p.parse_args(argv)))
 
 
