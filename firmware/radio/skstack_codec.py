@@ -356,7 +356,7 @@ class Reader:
                 self._error(E_GARBLED)
             return
         m = hex_int(self.line, self.ts[t], self.te[t])
-        if m < 0:
+        if m < 0 or m > MAX_UDP:  # no module sends more than 0x04D0: garbage, resync
             self._error(E_GARBLED)
             return
         self.datalen_tok = t
