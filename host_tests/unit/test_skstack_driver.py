@@ -47,9 +47,16 @@ class FakeUart:
         self.writes.append(data)
         for prefix, resp in self.answers:
             if data.startswith(prefix):
-                if resp:
+                if isinstance(resp, tuple):  # (now, later, ms): `later` after a pause
+                    self.push(resp[0])
+                    asyncio.create_task(self._later(resp[1], resp[2]))
+                elif resp:
                     self.push(resp)
                 return
+
+    async def _later(self, b, ms):
+        await asyncio.sleep(ms / 1000)
+        self.push(b)
 
     def push(self, b):
         self.rx += b
@@ -137,24 +144,25 @@ class DriverTest(unittest.TestCase):
 
     def test_send_bytes_and_results(self):
         payload = bytes.fromhex("1081000105FF010288016201E700") + b"\r\n"
+        cases = ((False, ev(b"21", b"00") + OK, link.TX_OK),  # EVENT 21 before OK
+                 (False, ev(b"21", b"02") + OK + ev(b"21", b"01"), link.TX_NO_ACK),
+                 (False, ev(b"21", b"02") + ev(b"21", b"00") + OK, link.TX_OK),  # ND first
+                 (True, OK + ev(b"21", b"00", b"0"), link.TX_OK))
 
         async def main():
             res = []
-            for dse, answer in ((False, ev(b"21", b"00") + OK),
-                                (False, ev(b"21", b"02") + OK + ev(b"21", b"01")),
-                                (True, OK + ev(b"21", b"00", b"0"))):
+            for dse, answer, _ in cases:
                 uart, lk = make([(b"SKSENDTO", answer)], dse=dse)
                 await lk.open_udp(3610)
-                res.append(await lk.send(SM16, 3610, 0x0E1A, payload))
-                res.append(uart.writes[-1])
+                res.append((await lk.send(SM16, 3610, 0x0E1A, payload), uart.writes[-1]))
                 lk.stop()
             return res
 
         r = run(main())
         head = b"SKSENDTO 1 " + SM + b" 0E1A 1 0010 "
-        self.assertEqual(r[0:2], [link.TX_OK, head + payload])
-        self.assertEqual(r[2:4], [link.TX_NO_ACK, head + payload])
-        self.assertEqual(r[4:6], [link.TX_OK, head.replace(b" 1 0010", b" 1 0 0010") + payload])
+        dse_head = b"SKSENDTO 1 " + SM + b" 0E1A 1 0 0010 "
+        for (dse, _, want), got in zip(cases, r):
+            self.assertEqual(got, (want, (dse_head if dse else head) + payload))
 
     def test_open_udp_uses_free_handle(self):
         async def main():
@@ -167,6 +175,21 @@ class DriverTest(unittest.TestCase):
         w = run(main())
         self.assertEqual(w.count(b"SKUDPPORT 3 0FDB\r\n"), 1)  # 3610 and 716 hold 1 and 2
         self.assertEqual(w[-2:], [b"SKUDPPORT 3 0FDB\r\n", b"SKTABLE E\r\n"])
+
+    def test_late_ok_after_ll64_does_not_answer_skjoin(self):
+        # Some modules send an OK after SKLL64's address. Taken as SKJOIN's answer, it would hide
+        # SKJOIN's FAIL (the join would then wait for EVENT 25 and report no response).
+        async def main():
+            uart, lk = make([(b"SKLL64", (SM + b"\r\n", OK, 20)),
+                             (b"SKJOIN", (b"", b"FAIL ER10\r\n", 60))])
+            try:
+                return await lk.join(4, 0x1234, MAC, {"password": PW})
+            except link.LinkCommandError as e:
+                return e.code
+            finally:
+                lk.stop()
+
+        self.assertEqual(run(main()), "ER10")
 
     def test_fail_is_command_error_without_arguments(self):
         async def main():
