@@ -108,6 +108,7 @@ class SkStackLink:
         self.rx = sk.Reader(max_udp, line_cb=self._on_line, udp_cb=self._on_udp,
                             err_cb=self._on_error)
         self._rbuf = bytearray(_READ)
+        self._rmv = memoryview(self._rbuf)
         self._tx = bytearray(_HDR + max_udp)
         self._txv = memoryview(self._tx)
         self._val = bytearray(_VAL)
@@ -175,6 +176,7 @@ class SkStackLink:
 
     async def _reader(self):
         buf = self._rbuf
+        mv = self._rmv
         rx = self.rx
         while True:
             try:
@@ -185,7 +187,7 @@ class SkStackLink:
                 await sleep_ms(200)
                 continue
             try:
-                rx.feed(buf, n)
+                rx.feed(mv, n)
             except Exception as e:  # a parser bug must not kill the reader either
                 self.stats["rx_errors"] += 1
                 log.exc(_TAG, "receive failed", e)

@@ -208,6 +208,8 @@ class Reader:
         """Process data[:n] (bytes, bytearray or memoryview)."""
         if n is None:
             n = len(data)
+        if not isinstance(data, memoryview):  # slices of a view copy nothing
+            data = memoryview(data)
         i = 0
         while i < n:
             st = self.state
@@ -435,7 +437,8 @@ class Event:
         self.param = -1
 
     def parse(self, r):
-        b, ts, te, nt = r.line, r.ts, r.te, r.nt
+        b, ts, te = r.line, r.ts, r.te  # (a 4-name unpack would build a tuple)
+        nt = r.nt
         if nt < 2 or nt > 5 or te[1] - ts[1] != 2:
             return False
         self.num = hex_int(b, ts[1], te[1])
