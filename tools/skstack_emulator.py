@@ -56,6 +56,14 @@ FAULTS = {
     "garbage": 0,  # next N lines to the host are preceded by a line of random noise
     "mute": False,  # vanished device: nothing is sent at all
     "air_down": False,  # the smart meter is out of reach: no beacon, no PANA, no ACK, no rx
+    # PANA lifetime expiry: this many simulated ms after each successful join, EVENT 29, then
+    # the automatic re-authentication ends EVENT 25, or EVENT 24 with reauth_fail (0: never)
+    "expire_ms": 0,
+    "reauth_fail": False,
+    # ARIB T108: after this many acknowledged sends EVENT 32 (sends then FAIL ER10), and EVENT 33
+    # t108_ms simulated ms later (0: the limit stays until t108(False))
+    "t108_after_sends": 0,
+    "t108_ms": 0,
 }
 
 _REG_DEFAULTS = {
@@ -145,6 +153,7 @@ class SkStackEmulator:
         self._out = None
         self._cmdq = None
         self._tasks = []
+        self._timers = []
         self._air = None
         self._reset_state()
 
@@ -171,7 +180,20 @@ class SkStackEmulator:
             else:
                 self.authenticated = False
                 self._event(0x24, self.peer_ip)
-        asyncio.get_running_loop().create_task(finish())
+        self._timers.append(asyncio.get_running_loop().create_task(finish()))
+
+    def _timer(self, sim_ms, fn):
+        async def later():
+            await self._sleep(sim_ms)
+            fn()
+        self._timers.append(asyncio.get_running_loop().create_task(later()))
+
+    def _expire_now(self):
+        if self.authenticated:
+            self.stats["expiries"] += 1
+            self.expire_session(reauth_ok=not self.faults["reauth_fail"])
+            if self.faults["expire_ms"] > 0 and not self.faults["reauth_fail"]:
+                self._timer(self.faults["expire_ms"], self._expire_now)
 
     def t108(self, on):
         """ARIB T108 transmit limit reached (EVENT 32) / lifted (EVENT 33)."""
@@ -204,6 +226,9 @@ class SkStackEmulator:
 
     async def stop(self):
         loop = asyncio.get_running_loop()
+        for t in self._timers:
+            t.cancel()
+        self._timers = []
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -550,6 +575,8 @@ class SkStackEmulator:
         if result == 1:
             self.authenticated = True
             self._event(0x25, ip)
+            if self.faults["expire_ms"] > 0:
+                self._timer(self.faults["expire_ms"], self._expire_now)
         else:
             self._event(0x24, ip)
 
@@ -653,6 +680,11 @@ class SkStackEmulator:
             self.air_out.append(data)
             self.stats["tx"] += 1
             self._event(0x21, ip, 0)
+            n = f["t108_after_sends"]
+            if n > 0 and self.stats["tx"] % n == 0:
+                self.t108(True)
+                if f["t108_ms"] > 0:
+                    self._timer(f["t108_ms"], lambda: self.t108(False))
         if not ok_first:
             self._line("OK")
 

@@ -239,6 +239,25 @@ def test_session_events(dse):
     run(main())
 
 
+def test_lifetime_and_t108_as_data_knobs():
+    async def main():
+        async with Rig(True, emu=dict(faults=dict(expire_ms=5000, t108_after_sends=2,
+                                                  t108_ms=30000))) as r:
+            await r.up()
+            await r.until(lambda: link.EV_REAUTH_OK in r.events, what="timed expiry")
+            assert r.events[:2] == [link.EV_REAUTH_STARTED, link.EV_REAUTH_OK]
+            assert await r.link.send(SM_IP6, PORT, PORT, b"1") == link.TX_OK
+            assert await r.link.send(SM_IP6, PORT, PORT, b"2") == link.TX_OK
+            await r.until(lambda: r.link.tx_limited, what="EVENT 32")
+            assert await r.link.send(SM_IP6, PORT, PORT, b"3") == link.TX_LIMITED
+            await r.until(lambda: link.EV_TX_LIMIT_OFF in r.events, what="EVENT 33")
+            assert await r.link.send(SM_IP6, PORT, PORT, b"4") == link.TX_OK
+            r.emu.set_faults(reauth_fail=True)
+            await r.until(lambda: link.EV_REAUTH_FAILED in r.events, what="failed re-auth")
+            assert not r.emu.authenticated
+    run(main())
+
+
 @pytest.mark.parametrize("dse", [False, True], ids=["single", "dse"])
 def test_line_quirks_split_reads_and_garbage(dse):
     async def main():
