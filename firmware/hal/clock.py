@@ -98,8 +98,9 @@ class CalendarClock:
             return
         now = self._ticks()
         self._reanchor(now, self._diff(now, self._base_ticks))
-        off_ms = (t2k - self._base_t2k) * 1000 - self._frac_ms
-        if -self.slew_max_s * 1000 <= off_ms <= self.slew_max_s * 1000:
+        off_s = t2k - self._base_t2k  # whole seconds, as sets come (hundredths not used)
+        if self.slew_max_s and -self.slew_max_s <= off_s <= self.slew_max_s:
+            off_ms = off_s * 1000 - self._frac_ms
             self._pending = None  # the newest set says what the time is
             old = self._base_t2k
             self._slew_ms = off_ms
