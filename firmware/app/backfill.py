@@ -19,7 +19,7 @@ from firmware.store.record import FLAG_CLOCK_ADJUSTED
 
 _EPC_DATE = 0x98
 _SLOTS_PER_DAY = 48
-_ADJ_RANGES = 4  # crossed-slot ranges kept (a fifth is merged into the newest: docs/clock.md)
+_ADJ_RANGES = 4  # crossed-slot ranges kept (a fifth drops the oldest: docs/clock.md)
 
 
 class BackfillPlanner:
@@ -50,9 +50,11 @@ class BackfillPlanner:
         a = self._adj
         n = self._nadj
         if n == _ADJ_RANGES:
-            n -= 1  # full: widen the newest range to cover this one too (may over-flag)
-            lo = lo if lo < a[2 * n] else a[2 * n]
-            hi = hi if hi > a[2 * n + 1] else a[2 * n + 1]
+            # full: forget the oldest (its slots are still re-read, without the flag; merging
+            # ranges far apart would flag every slot between them)
+            for i in range(2 * n - 2):
+                a[i] = a[i + 2]
+            n -= 1
         a[2 * n] = lo
         a[2 * n + 1] = hi
         self._nadj = n + 1

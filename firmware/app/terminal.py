@@ -26,6 +26,10 @@ from firmware.store import record
 from firmware.store.eventlog import DETAIL_NO_OLD_TIME
 
 _TAG = "terminal"
+# Crossed slots are re-read with the clock-adjusted flag at most this far (46 days: the meter's
+# history, 0xD3 <= 45 plus today) either side of the new time: a step to a wrong year must not
+# flag years of backfill (docs/clock.md section 3).
+_REREAD_SPAN = 46 * 48
 
 
 async def supervise(name, start, backoff_ms=1000, max_backoff_ms=60000):
@@ -333,7 +337,7 @@ class Terminal:
         # Recorded with the step exactly when the next record is flagged "clock adjusted":
         # the event's time is the new time, so old = time - detail.
         self.event(ev.CLOCK_SET, step)
-        lo, hi = crossed_slots(old, new)
+        lo, hi = crossed_slots(old, new, _REREAD_SPAN)
         if lo > hi:
             return
         log.info("clock", "%d boundaries crossed: re-read from the meter's history"
@@ -440,14 +444,18 @@ class Terminal:
         await asyncio.gather(*tasks)
 
 
-def crossed_slots(old, new):
+def crossed_slots(old, new, span=None):
     """(lo, hi): the slots whose boundary a step from `old` to `new` crossed, i.e. the
-    boundaries in (min, max] (forward: never reached live; backward: they occur again);
-    lo > hi when none."""
+    boundaries in (min, max] (forward: never reached live; backward: they occur again), at most
+    `span` slots either side of the new time's slot; lo > hi when none."""
     a, b = (old, new) if old < new else (new, old)
-    lo = a - a % timeutil.SLOT_S + timeutil.SLOT_S
-    hi = b - b % timeutil.SLOT_S
-    return timeutil.slot_of_t2k(lo), timeutil.slot_of_t2k(hi)
+    lo = timeutil.slot_of_t2k(a - a % timeutil.SLOT_S + timeutil.SLOT_S)
+    hi = timeutil.slot_of_t2k(b - b % timeutil.SLOT_S)
+    if span is not None:
+        s = timeutil.slot_of_t2k(new)
+        lo = lo if lo > s - span else s - span
+        hi = hi if hi < s + span else s + span
+    return lo, hi
 
 
 def _gc_early():

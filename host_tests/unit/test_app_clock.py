@@ -179,6 +179,9 @@ class CrossedTest(unittest.TestCase):
         self.assertEqual(crossed_slots(B, B + 1799), (s + 1, s))  # none: B was passed before
         self.assertEqual(crossed_slots(B - 1, B), (s, s))
         self.assertEqual(crossed_slots(B - 1, B + 86400), (s, s + 48))
+        # clipped to `span` slots either side of the new time
+        self.assertEqual(crossed_slots(B - 10 * 86400, B + 1, 96), (s - 96, s))
+        self.assertEqual(crossed_slots(B + 1, B - 10 * 86400, 96), (s - 479, s - 384))
 
     def test_ranges_are_bounded_and_pruned(self):
         clock, _t = make_clock()
@@ -187,15 +190,16 @@ class CrossedTest(unittest.TestCase):
         for k in range(6):
             p.mark_adjusted(100 + 10 * k, 101 + 10 * k)
         self.assertEqual(p._nadj, 4)
-        self.assertTrue(p.adjusted(101) and p.adjusted(121))
-        self.assertTrue(p.adjusted(135) and p.adjusted(151))  # widened, never lost
-        for s in range(100, 102):
+        self.assertFalse(p.adjusted(101) or p.adjusted(111))  # the oldest two were dropped
+        self.assertTrue(p.adjusted(121) and p.adjusted(151))
+        self.assertFalse(p.adjusted(135))  # never merged: nothing between ranges is flagged
+        for s in range(120, 122):
             store.put(0, s, 1, 1, 1, "history")
-        p._prune_adjusted(0, 1000)  # 100..101 all stored: forgotten
-        self.assertFalse(p.adjusted(100))
-        p._prune_adjusted(115, 1000)  # 110..111 fell out of the window
-        self.assertFalse(p.adjusted(110))
-        self.assertTrue(p.adjusted(121))
+        p._prune_adjusted(0, 1000)  # 120..121 all stored: forgotten
+        self.assertFalse(p.adjusted(120))
+        p._prune_adjusted(135, 1000)  # 130..131 fell out of the window
+        self.assertFalse(p.adjusted(130))
+        self.assertTrue(p.adjusted(141) and p.adjusted(150))
 
 
 if __name__ == "__main__":
