@@ -18,6 +18,7 @@ REPLAY_REJECTED = const(9)  # a ciphered APDU with a used invocation counter; de
 CLOCK_SHIFT = const(10)  # shift_time or adjust_* by the management client; detail: step in seconds
 PUSH_GIVEN_UP = const(11)  # push retries exhausted for a slot; detail: the slot number
 FLASH_SEALED = const(12)  # the flash log sealed a torn sector at mount; detail: sectors sealed
+CLOCK_SLEW = const(13)  # a set beyond clock.adjust_flag_s is being slewed; detail: offset in s
 
 NAMES = {
     CLOCK_SET: "clock set",
@@ -32,6 +33,7 @@ NAMES = {
     CLOCK_SHIFT: "clock shift",
     PUSH_GIVEN_UP: "push given up",
     FLASH_SEALED: "flash sealed",
+    CLOCK_SLEW: "clock slew",
 }
 
 

@@ -318,6 +318,7 @@ class Soak:
             return self._skip(f, "terminal off, radio down or clock not set")
         step = f.params["step_s"]
         t = self.sim.now_t2k()
+        self.tl.crossed.append((min(t, t + step), max(t, t + step)))
         self.tl.unusable.append((t, None))
         self.clock_wrong_since = t
         try:
@@ -338,6 +339,9 @@ class Soak:
             if len(self.tl.kills) != state["boot_kills"]:
                 return  # the terminal rebooted meanwhile: ensure_clock set true time
             if self.down_since is None and not self.radio_down:
+                step = f.params["step_s"]
+                t = self.sim.now_t2k()
+                self.tl.crossed.append((min(t, t + step), max(t, t + step)))
                 try:
                     await self._set_clock()
                     now = self.sim.now_t2k()

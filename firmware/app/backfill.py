@@ -15,9 +15,11 @@ from firmware.app import heapmon
 from firmware.compat import sleep_ms
 from firmware.meter import drmeter
 from firmware.meter.drmeter import MeterTimeout
+from firmware.store.record import FLAG_CLOCK_ADJUSTED
 
 _EPC_DATE = 0x98
 _SLOTS_PER_DAY = 48
+_ADJ_RANGES = 4  # crossed-slot ranges kept (a fifth drops the oldest: docs/clock.md)
 
 
 class BackfillPlanner:
@@ -37,6 +39,55 @@ class BackfillPlanner:
                       "meter_changed": 0, "unexpected": 0}
         self._no_history_said = False  # the missing 0xD3 is logged once, not every pass
         self.event = events.ignore  # the event log's event(code, detail), set by the app
+        # [lo, hi] slot ranges whose boundary a clock step crossed (docs/clock.md): a slot in
+        # one is filled with the clock-adjusted flag. RAM only (a power cut forgets them).
+        self._adj = [0] * (2 * _ADJ_RANGES)
+        self._nadj = 0
+
+    def mark_adjusted(self, lo, hi):
+        """Slots lo..hi had their boundary crossed by a clock step: re-read them (the caller
+        asks for a pass) and flag what is filled there clock-adjusted."""
+        a = self._adj
+        n = self._nadj
+        if n == _ADJ_RANGES:
+            # full: forget the oldest (its slots are still re-read, without the flag; merging
+            # ranges far apart would flag every slot between them)
+            for i in range(2 * n - 2):
+                a[i] = a[i + 2]
+            n -= 1
+        a[2 * n] = lo
+        a[2 * n + 1] = hi
+        self._nadj = n + 1
+
+    def adjusted(self, slot):
+        """True if a clock step crossed this slot's boundary (a range still kept)."""
+        a = self._adj
+        for i in range(self._nadj):
+            if a[2 * i] <= slot <= a[2 * i + 1]:
+                return True
+        return False
+
+    def _prune_adjusted(self, first, last):
+        """Forget the ranges with nothing left to fill: wholly before the window (out of the
+        meter's history) or wholly inside it with every slot stored."""
+        a = self._adj
+        i = 0
+        while i < self._nadj:
+            lo = a[2 * i]
+            hi = a[2 * i + 1]
+            done = hi < first
+            if not done and lo >= first and hi <= last:
+                done = True
+                for _s in self.store.missing(self.meter, lo, hi):
+                    done = False
+                    break
+            if done:
+                n = self._nadj - 1
+                a[2 * i] = a[2 * n]
+                a[2 * i + 1] = a[2 * n + 1]
+                self._nadj = n
+            else:
+                i += 1
 
     def forget_meter(self):
         """After a meter swap or reboot: re-read its retention before the next pass."""
@@ -145,9 +196,13 @@ class BackfillPlanner:
                 if fwd[i] is None or rev[i] is None:
                     self.stats["unavailable"] += 1
                     continue
-                if self.store.put(self.meter, slot, fwd[i], rev[i], self.unit_code, "history", 0):
+                flags = FLAG_CLOCK_ADJUSTED if self._nadj and self.adjusted(slot) else 0
+                if self.store.put(self.meter, slot, fwd[i], rev[i], self.unit_code, "history",
+                                  flags):
                     filled += 1
             await sleep_ms(0)  # let the boundary read and the radio run between days
+        if self._nadj and horizon_days is None:
+            self._prune_adjusted(first, last)  # a full pass covered every range it could
         if filled:
             self.stats["filled"] += filled
             log.info(self.tag, "filled %d slots from the meter's history" % filled)

@@ -21,6 +21,14 @@ DEFAULTS = {
         "rate": 1,
         # A clock step larger than this (seconds) marks the next record "clock adjusted".
         "adjust_flag_s": 10,
+        # Discipline (docs/clock.md). An offset up to slew_max_s is slewed at 1 s per
+        # slew_div s of calendar time (0 = every set steps); a larger one steps, waiting up to
+        # hold_max_s (real seconds) for a capture in progress to finish.
+        "slew_max_s": 60,
+        "slew_div": 10,
+        "hold_max_s": 60,
+        # IC 8 clock status "doubtful" (0x02) after this long without a set (0 = never).
+        "doubtful_after_s": 172800,
     },
     "lan": {
         "kind": "host",  # host | wifi | ethernet (ESP32 HAL)

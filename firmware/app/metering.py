@@ -80,7 +80,16 @@ class SlotPoller:
             return self._nap(next_b)
         if self._retry_at and self._retry_at[0] == slot and now < self._retry_at[1]:
             return self._nap(self._retry_at[1])
-        await self._read(b, slot, now)
+        hold = getattr(self.clock, "hold", None)
+        if hold is not None:
+            # A step of the clock waits until this capture is stored (docs/clock.md): the record
+            # and its clock-adjusted flag then belong to one side of the step.
+            hold()
+        try:
+            await self._read(b, slot, now)
+        finally:
+            if hold is not None:
+                self.clock.release()
         if self.sink.has(self.meter, slot):
             return self._nap(next_b)
         self._retry_at = (slot, now + self.cfg["retry_every_s"])

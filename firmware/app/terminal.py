@@ -21,10 +21,15 @@ from firmware.app import config as cfgmod
 from firmware.app import heapmon
 from firmware.app.views import MeterView
 from firmware.compat import sleep_ms, ticks_diff, ticks_ms
+from firmware.hal import clock as clockmod
 from firmware.store import record
 from firmware.store.eventlog import DETAIL_NO_OLD_TIME
 
 _TAG = "terminal"
+# Crossed slots are re-read with the clock-adjusted flag at most this far (46 days: the meter's
+# history, 0xD3 <= 45 plus today) either side of the new time: a step to a wrong year must not
+# flag years of backfill (docs/clock.md section 3).
+_REREAD_SPAN = 46 * 48
 
 
 async def supervise(name, start, backoff_ms=1000, max_backoff_ms=60000):
@@ -70,6 +75,7 @@ class Terminal:
         self.pusher = None  # PushScheduler when push.enabled
         # suite 0's protect(apdu_mv) -> bytes|memoryview for pushed APDUs (None = plain)
         self.push_protect = None
+        self._configure_clock(cfg["clock"])
         self.clock.add_listener(self._on_clock_set)
 
     def _open_state(self, path):
@@ -288,21 +294,64 @@ class Terminal:
 
     # -- clock -------------------------------------------------------------------------------
 
+    def _configure_clock(self, c):
+        """The calendar clock's discipline (docs/clock.md): slew, step hold, doubtful status.
+        A value out of range is logged and its default used."""
+        d = cfgmod.DEFAULTS["clock"]
+        v = {}
+        for key, lo, hi in (("slew_max_s", 0, 3600), ("slew_div", 2, 1000),
+                            ("hold_max_s", 0, 3600), ("doubtful_after_s", 0, 10 * 365 * 86400)):
+            x = c[key]
+            if x < lo or x > hi:
+                log.error("config", "clock.%s = %d out of %d..%d; using %d"
+                          % (key, x, lo, hi, d[key]))
+                x = d[key]
+            v[key] = x
+        self.clock.configure(slew_max_s=v["slew_max_s"], slew_div=v["slew_div"],
+                             hold_max_ms=v["hold_max_s"] * 1000,
+                             doubtful_after_s=v["doubtful_after_s"])
+
     def _on_clock_set(self, old, new):
+        """Every set that took effect (docs/clock.md): the first set and every adjustment beyond
+        clock.adjust_flag_s are events and flag the next live record "clock adjusted"; a step
+        also has the slots whose boundary it crossed re-read from the meter's history."""
         tz = self.cfg["meter"]["tz_offset_min"]
         if old is None:
             log.info("clock", "set by the smart meter to %s" % timeutil.iso(new, tz))
             self.event(ev.CLOCK_SET, DETAIL_NO_OLD_TIME)
             return
         step = new - old
-        if step > self.cfg["clock"]["adjust_flag_s"] or -step > self.cfg["clock"]["adjust_flag_s"]:
-            log.warn("clock", "stepped by %d s to %s" % (step, timeutil.iso(new, tz)))
-            # Recorded with the step exactly when the next record is flagged "clock adjusted":
-            # the event's time is the new time, so old = time - detail. Routine synchronisation
-            # (a few seconds) is not recorded: it would push every other event out of the log.
-            self.event(ev.CLOCK_SET, step)
-            for ch in getattr(self, "channels", ()):
-                ch.poller.flag_next(record.FLAG_CLOCK_ADJUSTED)
+        lim = self.cfg["clock"]["adjust_flag_s"]
+        if -lim <= step <= lim:
+            # Routine synchronisation (a few seconds) is not recorded: it would push every
+            # other event out of the log.
+            return
+        chs = getattr(self, "channels", ())
+        for ch in chs:
+            ch.poller.flag_next(record.FLAG_CLOCK_ADJUSTED)
+        if self.clock.last_kind == clockmod.SLEW:
+            log.info("clock", "slewing %+d s towards %s" % (step, timeutil.iso(new, tz)))
+            self.event(ev.CLOCK_SLEW, step)
+            return
+        log.warn("clock", "stepped by %d s to %s" % (step, timeutil.iso(new, tz)))
+        # Recorded with the step exactly when the next record is flagged "clock adjusted":
+        # the event's time is the new time, so old = time - detail.
+        self.event(ev.CLOCK_SET, step)
+        lo, hi = crossed_slots(old, new, _REREAD_SPAN)
+        if lo > hi:
+            return
+        log.info("clock", "%d boundaries crossed: re-read from the meter's history"
+                 % (hi - lo + 1))
+        for ch in chs:
+            ch.planner.mark_adjusted(lo, hi)
+            ch.on_event("gave_up")  # a full backfill pass: the crossed slots may be days back
+
+    def clock_status(self):
+        """"ok", "invalid" (never set since boot) or "doubtful" (no set for
+        clock.doubtful_after_s), as the COSEM clock object reports it."""
+        st = self.clock.status()
+        return "invalid" if st & clockmod.STATUS_INVALID else \
+            "doubtful" if st & clockmod.STATUS_DOUBTFUL else "ok"
 
     # -- housekeeping ------------------------------------------------------------------------
 
@@ -323,6 +372,7 @@ class Terminal:
                     for ch in self.channels:
                         ch.on_event("recovered")  # radio back: check for gaps at once
             was_ready = ready
+            self.clock.poll()  # a step held past clock.hold_max_s by a hanging capture
             heapmon.daily(self.clock.now_t2k())
             if n % 60 == 0:
                 gc.collect()
@@ -336,9 +386,11 @@ class Terminal:
 
         chs = self.channels
         amb = ["meter%d: %s" % (ch.index, ch.ambiguous) for ch in chs if ch.ambiguous]
-        line = "alive: stored=%d radio=%s free=%s unexpected=%d" % (
+        clk = getattr(self, "clock", None)
+        line = "alive: stored=%d radio=%s clock=%s free=%s unexpected=%d" % (
             sum(ch.poller.stats["stored"] for ch in chs),
             self.session.state if self.session else "-",
+            self.clock_status() if clk is not None else "-",
             gc.mem_free() if hasattr(gc, "mem_free") else "?",
             sum(ch.poller.stats["unexpected"] + ch.planner.stats["unexpected"] for ch in chs))
         if amb:
@@ -390,6 +442,20 @@ class Terminal:
             tasks.append(supervise("meter%d" % ch.index, ch.capture))
             tasks.append(supervise("backfill%d" % ch.index, ch.backfill))
         await asyncio.gather(*tasks)
+
+
+def crossed_slots(old, new, span=None):
+    """(lo, hi): the slots whose boundary a step from `old` to `new` crossed, i.e. the
+    boundaries in (min, max] (forward: never reached live; backward: they occur again), at most
+    `span` slots either side of the new time's slot; lo > hi when none."""
+    a, b = (old, new) if old < new else (new, old)
+    lo = timeutil.slot_of_t2k(a - a % timeutil.SLOT_S + timeutil.SLOT_S)
+    hi = timeutil.slot_of_t2k(b - b % timeutil.SLOT_S)
+    if span is not None:
+        s = timeutil.slot_of_t2k(new)
+        lo = lo if lo > s - span else s - span
+        hi = hi if hi < s + span else s + span
+    return lo, hi
 
 
 def _gc_early():

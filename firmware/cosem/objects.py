@@ -345,11 +345,11 @@ class ClockObject(CosemObject):
             now = env.clock.now_t2k()
             if now is None:
                 return Value(_w_octets, axdr.UNSPECIFIED_DATETIME[:11] + b"\x01")
-            return Value(_w_time, (env, now))
+            return Value(_w_time, (env, now, clock_status(env.clock)))
         if attr == 3:
             return Value(_w_i16, env.time_zone)
         if attr == 4:
-            return Value(_w_u8, 0 if env.clock.is_set() else CLOCK_STATUS_INVALID)
+            return Value(_w_u8, clock_status(env.clock))
         if attr == 5 or attr == 6:
             return Value(_w_octets, axdr.UNSPECIFIED_DATETIME)
         if attr == 7:
@@ -413,8 +413,17 @@ class ClockObject(CosemObject):
 
 
 def _w_time(w, arg):
-    env, t = arg
-    w.datetime(t, env.time_zone, env.offset_min, 0)
+    env, t, st = arg
+    w.datetime(t, env.time_zone, env.offset_min, st)
+
+
+def clock_status(clock):
+    """IC 8 status byte: 0x01 invalid until the first set since boot, 0x02 doubtful after
+    clock.doubtful_after_s without a set (docs/clock.md); a clock without status(): set or not."""
+    fn = getattr(clock, "status", None)
+    if fn is not None:
+        return fn()
+    return 0 if clock.is_set() else CLOCK_STATUS_INVALID
 
 
 class SapAssignmentObject(CosemObject):

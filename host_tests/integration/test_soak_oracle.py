@@ -76,6 +76,21 @@ def test_clock_adjusted_must_follow_a_clock_set():
     assert _audit(rows, truth, tl, first, last)["status_wrong"] == 0
 
 
+def test_clock_adjusted_on_a_backfilled_row_only_where_a_step_crossed():
+    truth, tl, first, last, rows = _setup()
+    i = next(i for i, row in enumerate(rows) if row[0] >= T0 + 10 * S)
+    bf = soak_oracle.BACKFILL
+    re_read = list(rows)
+    t, f, rv, _ = re_read[i]
+    re_read[i] = (t, f, rv, bf | soak_oracle.CAD)  # re-read from history, flagged
+    assert _audit(re_read, truth, tl, first, last)["status_wrong"] == 1  # no step crossed it
+    tl.crossed.append((t - 600, t + 3600))  # a +1 h step 10 min before its boundary
+    assert _audit(re_read, truth, tl, first, last)["status_wrong"] == 0
+    t, f, rv, _ = re_read[i + 5]  # 2.5 h later: outside the step (and its slot of slack)
+    re_read[i + 5] = (t, f, rv, bf | soak_oracle.CAD)
+    assert _audit(re_read, truth, tl, first, last)["status_wrong"] == 1
+
+
 def test_reset_flag_only_after_a_counter_reset_and_bits_no_fault_causes():
     truth, tl, first, last, rows = _setup()
     rslot = timeutil.slot_of_t2k(T0 + 20 * S)
