@@ -18,6 +18,9 @@ REPLAY_REJECTED = const(9)  # a ciphered APDU with a used invocation counter; de
 CLOCK_SHIFT = const(10)  # shift_time or adjust_* by the management client; detail: step in seconds
 PUSH_GIVEN_UP = const(11)  # push retries exhausted for a slot; detail: the slot number
 FLASH_SEALED = const(12)  # the flash log sealed a torn sector at mount; detail: sectors sealed
+RADIO_AUTH_FAILED = const(13)  # PANA rejected the credentials: radio latched; detail: 0
+LINK_DOWN = const(14)  # the radio session ended; detail: why (firmware/radio/session.py DOWN_*)
+LINK_UP = const(15)  # the radio session is ready; detail: the channel (J11 numbering 4..17)
 
 NAMES = {
     CLOCK_SET: "clock set",
@@ -32,6 +35,9 @@ NAMES = {
     CLOCK_SHIFT: "clock shift",
     PUSH_GIVEN_UP: "push given up",
     FLASH_SEALED: "flash sealed",
+    RADIO_AUTH_FAILED: "radio auth failed",
+    LINK_DOWN: "link down",
+    LINK_UP: "link up",
 }
 
 
