@@ -11,8 +11,7 @@ import time
 import pytest
 
 from firmware import log
-from firmware.radio import j11
-from firmware.radio import j11_link
+from firmware.radio import j11, j11_link
 from firmware.radio.j11_module import J11Module
 from firmware.radio.session import ST_AUTH_FAILED, ST_READY, RadioSession
 from tools.j11_emulator import J11Emulator

@@ -5,8 +5,7 @@ import unittest
 
 from firmware import log
 from firmware.compat import sleep_ms, ticks_diff, ticks_ms
-from firmware.radio import j11
-from firmware.radio import j11_link
+from firmware.radio import j11, j11_link
 from firmware.radio.j11_module import J11CommandError, J11Module, J11Timeout
 from firmware.radio.session import ST_AUTH_FAILED, ST_READY, RadioSession, _settings
 
