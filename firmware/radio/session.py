@@ -47,7 +47,7 @@ DEFAULTS = {
     "tx_power": 0,  # 0 = 20 mW, 1 = 10 mW, 2 = 1 mW
     "backoff_min_ms": 2000,
     "backoff_max_ms": 300000,
-    "fast_retries": 3,  # immediate retries in a row (MAC failure, cached peer gone) before back-off
+    "fast_retries": 3,  # immediate retries in a row (MAC failure, cached peer gone), then back-off
     "liveness_s": 3600,  # 0 disables the application watchdog
     "stale_tries": 3,  # consecutive unacknowledged sends that tear the session down (0 = off)
     "pana_lifetime_s": 3600,  # [I] re-authenticate at 80 % of it (0 = never)
@@ -357,7 +357,7 @@ class RadioSession:
 
     def may_send(self, bulk=False):
         """True when a send would go now: ready, no gate closed, and budget left -- for bulk
-        traffic (push backlog) more than the reserve kept for replies. Bulk refusals are counted."""
+        traffic (push backlog) more than the reserve kept for replies. Bulk refusals counted."""
         if self.state != ST_READY or self._reauthing or self._limited():
             return False
         left = self.airtime_left_ms()
@@ -418,7 +418,9 @@ class RadioSession:
         need = airtime_ms(len(payload))
         left = self.airtime_left_ms()
         reserve = self._cfg["airtime_budget_ms"] * self._cfg["bulk_reserve_pct"] // 100
-        if need > left or (bulk and left - need < reserve):
+        # bulk goes while more than the reserve is left (the last may dip into it by one
+        # datagram); a reply goes while it fits at all
+        if need > left or (bulk and left <= reserve):
             if bulk:
                 st["bulk_deferred"] += 1
             else:
