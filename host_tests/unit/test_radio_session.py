@@ -129,7 +129,17 @@ class Matrix(unittest.TestCase):
             self.assertEqual(s.stats["mac_failures"], 5)
             self.assertEqual(sum(1 for x in self.lines if "next join attempt" in x), 1)
 
-        self.run_session(body)
+        self.run_session(body, {"fast_retries": 10})  # the MAC bound, not the fast-retry cap
+
+    def test_fast_retries_capped(self):
+        async def body(lk, s):
+            lk.join_script = [link.JOIN_MAC_FAILED] * 2
+            await self.serving(lk, s)
+            self.assertEqual(lk.count("join"), 3)
+            # the first retry at once, the second after a back-off: fast_retries = 1
+            self.assertEqual(sum(1 for x in self.lines if "next join attempt" in x), 1)
+
+        self.run_session(body, {"fast_retries": 1})
 
     def test_pana_no_response_backs_off_and_retries(self):
         async def body(lk, s):
@@ -338,7 +348,7 @@ class Matrix(unittest.TestCase):
                 self.assertLess(bulk, 20)
             self.assertEqual(bulk, 8)  # 7 + 8 x 112 = 903 ms: 97 left, under the 200 ms reserve
             self.assertGreaterEqual(s.stats["bulk_deferred"], 1)
-            self.assertFalse(await s.send(DST, 4059, big, bulk=True))
+            self.assertFalse(await s.send(DST, 4059, bytes(200), bulk=True))  # fits, but reserve
             replies = 0
             while await s.send(DST, 4059, bytes(200)):  # 23 ms each
                 replies += 1
