@@ -138,23 +138,25 @@ class Terminal:
             return
         st.update({"sm_mac": mac, "channel": c[0], "pan_id": c[1]})
 
-    async def _detect_radio(self):
+    async def _detect_radio(self, detect_family=None):
         """radio.family "auto": ask the module which family it is (firmware.radio.detect), once
-        at boot before anything is built; J11 when detection fails or the build lacks it."""
+        at boot before anything is built; J11 when detection fails or the build lacks it.
+        detect_family: tests pass their own."""
         from firmware.radio import link
 
         family = self.cfg["radio"].get("family", "auto")
         if family != "auto":
             self._radio_family = family
             return
-        try:
-            from firmware.radio import detect
-        except ImportError:
-            detect = None
-        family = None
-        if detect is not None:
+        if detect_family is None:
             try:
-                family = await detect.detect_family(self.hal.radio_uart(), _DETECT_MS)
+                from firmware.radio.detect import detect_family
+            except ImportError:
+                detect_family = None
+        family = None
+        if detect_family is not None:
+            try:
+                family = await detect_family(self.hal.radio_uart(), _DETECT_MS)
             except Exception as e:  # noqa: BLE001 - detection must never stop the radio
                 log.exc(_TAG, "radio module detection failed", e)
         if family is None:
