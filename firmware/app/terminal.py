@@ -160,7 +160,10 @@ class Terminal:
             except Exception as e:  # noqa: BLE001 - detection must never stop the radio
                 log.exc(_TAG, "radio module detection failed", e)
         if family is None:
-            log.warn(_TAG, "radio module family not detected: assuming J11")
+            if detect_family is None:
+                log.info(_TAG, "no radio module detection in this build: J11")
+            else:
+                log.warn(_TAG, "radio module family not detected: assuming J11")
             family = link.FAMILY_J11
         else:
             log.info(_TAG, "radio module family: %s" % family)
