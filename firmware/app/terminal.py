@@ -1,7 +1,7 @@
 # The terminal: builds every component from the board and configuration and runs their tasks.
 #
 #   meter (ECHONET Lite over LAN) --SlotPoller--> IntervalStore (NOR flash log)
-#   IntervalStore --MeterView--> COSEM objects --CosemServer--> RadioSession (J11) --> smart meter
+#   IntervalStore --MeterView--> COSEM objects --CosemServer--> RadioSession (any driver) --> meter
 #   smart meter --DLMS SET Clock--> calendar clock --> slot boundaries
 #
 # Each task runs under a supervisor: an unexpected exception is logged and the task restarts after
