@@ -10,12 +10,12 @@
 # watchdogs (link down, module silent, N unacknowledged sends, application silence) that tear the
 # session down and join again.
 import asyncio
-from array import array
 
 from firmware import events as ev
 from firmware import health, log
 from firmware.compat import const, ticks_add, ticks_diff, ticks_ms, wait_ms
 from firmware.radio import link
+from firmware.radio.airtime import AirtimeBudget, airtime_ms
 
 _TAG = "radio"
 
@@ -75,26 +75,11 @@ DOWN_LIVENESS = const(4)  # no application activity for liveness_s
 DOWN_REAUTH = const(5)  # PANA re-authentication failed
 DOWN_REQUESTED = const(6)  # reopen() by the application
 
-# The air-time model (docs/radio.md "T108 budget"): 100 kbit/s = 80 us per byte; every frame of
-# at most _FRAG_PAYLOAD payload bytes adds _FRAME_OVERHEAD bytes (PHY preamble/SFD/PHR, MAC
-# header, security, FCS, 6LoWPAN/IPv6/UDP headers) and the ACK's air time.
-_US_PER_BYTE = const(80)
-_FRAG_PAYLOAD = const(200)
-_FRAME_OVERHEAD = const(80)
-_BUCKETS = const(60)  # one per minute of the sliding hour
-_BUCKET_MS = const(60000)
-
 # join attempt outcomes
 _OK = const(0)
 _FAIL = const(1)  # back off
 _FAST = const(2)  # retry at once (bounded by fast_retries)
 _LATCHED = const(3)
-
-
-def airtime_ms(n):
-    """Modelled air time of one n-byte datagram, rounded up to whole ms."""
-    frames = 1 + (n - 1) // _FRAG_PAYLOAD if n > 0 else 1
-    return ((n + frames * _FRAME_OVERHEAD) * _US_PER_BYTE + 999) // 1000
 
 
 def _int_in(cfg, key, lo, hi, default):
@@ -165,7 +150,6 @@ class RadioSession:
         cfg = _settings(config)
         self._cfg = cfg
         self._event = event or ev.ignore
-        self._ticks = ticks
         self.udp_port = cfg["udp_port"]
         self._password = cfg["pana_password"]
         self._rb_id = cfg["route_b_id"]
@@ -202,11 +186,7 @@ class RadioSession:
         self._last_app = ticks_ms()
         self._authed_at = ticks_ms()
         self._seed = (ticks_ms() ^ 0x5DEECE6) & 0x7FFFFFFF
-        # T108: air time (ms) per minute of the sliding hour, and their sum
-        self._air = array("H", bytes(2 * _BUCKETS))
-        self._air_i = 0
-        self._air_t0 = ticks()
-        self._air_sum = 0
+        self.air = AirtimeBudget(cfg["airtime_budget_ms"], ticks)  # ARIB T108, our sends
         self.peer_mac = None
         self.channel = None
         self.pan_id = None
@@ -262,7 +242,7 @@ class RadioSession:
             s["bad_frames"] = ls.get("bad_frames", 0)
             s["tx_no_ack"] = ls.get("tx_no_ack", 0)
             s["module_timeouts"] = ls.get("timeouts", 0)
-        s["airtime_ms"] = self._air_used()
+        s["airtime_ms"] = self.air.used_ms()
         return s
 
     def is_ready(self):
@@ -304,46 +284,9 @@ class RadioSession:
 
     # -- T108 budget --------------------------------------------------------------------------
 
-    def _air_used(self):
-        """Air time of our sends in the last hour (ms); advances the minute ring first."""
-        now = self._ticks()
-        steps = ticks_diff(now, self._air_t0) // _BUCKET_MS
-        if steps <= 0:
-            if steps < 0:  # the clock jumped back (or wrapped): start over
-                self._air_clear(now)
-            return self._air_sum
-        if steps >= _BUCKETS:
-            self._air_clear(now)
-            return 0
-        a = self._air
-        i = self._air_i
-        for _ in range(steps):
-            i = (i + 1) % _BUCKETS
-            self._air_sum -= a[i]
-            a[i] = 0
-        self._air_i = i
-        self._air_t0 = ticks_add(self._air_t0, steps * _BUCKET_MS)
-        return self._air_sum
-
-    def _air_clear(self, now):
-        for i in range(_BUCKETS):
-            self._air[i] = 0
-        self._air_sum = 0
-        self._air_t0 = now
-
-    def _air_charge(self, ms):
-        self._air_used()
-        i = self._air_i
-        v = self._air[i] + ms
-        if v > 0xFFFF:  # a minute holds at most 60000 ms of air; the model's excess is capped
-            ms -= v - 0xFFFF
-            v = 0xFFFF
-        self._air[i] = v
-        self._air_sum += ms
-
     def airtime_left_ms(self):
         """What is left of the T108 budget (our own transmissions, sliding hour)."""
-        return max(0, self._cfg["airtime_budget_ms"] - self._air_used())
+        return self.air.left_ms()
 
     def _limited(self):
         u = self._limit_until
@@ -455,7 +398,7 @@ class RadioSession:
                 self._update_gate()
             return False
         # every attempt of the driver's own no-ACK retries was on the air too
-        self._air_charge(need * (1 + ls.get("tx_no_ack", 0) - retries0))
+        self.air.charge(need * (1 + ls.get("tx_no_ack", 0) - retries0))
         if r == link.TX_OK or r == link.TX_QUEUED:
             st["tx_ok"] += 1
             self._unacked = 0

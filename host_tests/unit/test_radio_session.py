@@ -424,12 +424,6 @@ class Units(unittest.TestCase):
     def tearDown(self):
         log.set_sink(None)
 
-    def test_airtime_model(self):
-        self.assertEqual(rs.airtime_ms(0), 7)  # one frame's overhead: 80 x 80 us = 6.4 ms
-        self.assertEqual(rs.airtime_ms(200), 23)  # (200 + 80) x 80 us = 22.4 ms
-        self.assertEqual(rs.airtime_ms(201), 29)  # two frames: (201 + 160) x 80 us = 28.9 ms
-        self.assertEqual(rs.airtime_ms(1232), 144)  # 7 frames: (1232 + 560) x 80 us
-
     def test_settings_repairs(self):
         s = rs._settings({"route": "x", "stale_tries": -1, "bulk_reserve_pct": 99,
                           "pana_lifetime_s": True, "airtime_budget_ms": 10})
