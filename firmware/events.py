@@ -19,6 +19,9 @@ CLOCK_SHIFT = const(10)  # shift_time or adjust_* by the management client; deta
 PUSH_GIVEN_UP = const(11)  # push retries exhausted for a slot; detail: the slot number
 FLASH_SEALED = const(12)  # the flash log sealed a torn sector at mount; detail: sectors sealed
 CLOCK_SLEW = const(13)  # a set beyond clock.adjust_flag_s is being slewed; detail: offset in s
+RADIO_AUTH_FAILED = const(14)  # PANA rejected the credentials: radio latched; detail: 0
+LINK_DOWN = const(15)  # the radio session ended; detail: why (firmware/radio/session.py DOWN_*)
+LINK_UP = const(16)  # the radio session is ready; detail: the channel (J11 numbering 4..17)
 
 NAMES = {
     CLOCK_SET: "clock set",
@@ -34,6 +37,9 @@ NAMES = {
     PUSH_GIVEN_UP: "push given up",
     FLASH_SEALED: "flash sealed",
     CLOCK_SLEW: "clock slew",
+    RADIO_AUTH_FAILED: "radio auth failed",
+    LINK_DOWN: "link down",
+    LINK_UP: "link up",
 }
 
 

@@ -74,6 +74,9 @@ DEFAULTS = {
     # truth, see _component_defaults); only the keys below are added or changed here.
     "radio": {
         "uart": "",  # host: pty path of the module emulator; ESP32: see boards/*.json
+        # the module: "auto" detects it at boot (J11 when detection fails), "j11", "skstack"
+        # (single-hop: BP35A1, RL7023 IPS) or "skstack-dse" (dual stack: BP35C2, RL7023 DSS)
+        "family": "auto",
     },
     "dlms": {
         # SPEC: OBIS codes (partial overrides of firmware.cosem.profile.DEFAULT_OBIS)
@@ -151,8 +154,8 @@ DEFAULTS = {
     },
 }
 
-SECRET_KEYS = ("wifi_psk", "pana_password", "lls_password", "mgmt_password", "mgmt_ek",
-               "mgmt_ak", "reader_ek", "reader_ak")
+SECRET_KEYS = ("wifi_psk", "pana_password", "route_b_id", "lls_password", "mgmt_password",
+               "mgmt_ek", "mgmt_ak", "reader_ek", "reader_ak")
 
 
 class ConfigError(ValueError):

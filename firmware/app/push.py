@@ -393,7 +393,9 @@ class PushScheduler:
             wait = self.due(now)
             if wait is None:
                 dst = self.destination(session)
-                if dst is None or not session.is_ready():
+                # bulk traffic: stops while the radio keeps its T108 reserve for DLMS replies
+                may = getattr(session, "may_send", None)
+                if dst is None or not session.is_ready() or (may is not None and not may(True)):
                     self.not_ready(now)
                     continue
                 k, row = self.current

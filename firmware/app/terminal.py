@@ -1,7 +1,7 @@
 # The terminal: builds every component from the board and configuration and runs their tasks.
 #
 #   meter (ECHONET Lite over LAN) --SlotPoller--> IntervalStore (NOR flash log)
-#   IntervalStore --MeterView--> COSEM objects --CosemServer--> RadioSession (J11) --> smart meter
+#   IntervalStore --MeterView--> COSEM objects --CosemServer--> RadioSession (any driver) --> meter
 #   smart meter --DLMS SET Clock--> calendar clock --> slot boundaries
 #
 # Each task runs under a supervisor: an unexpected exception is logged and the task restarts after
@@ -30,6 +30,7 @@ _TAG = "terminal"
 # history, 0xD3 <= 45 plus today) either side of the new time: a step to a wrong year must not
 # flag years of backfill (docs/clock.md section 3).
 _REREAD_SPAN = 46 * 48
+_DETECT_MS = 3000  # radio module family detection at boot (radio.family "auto")
 
 
 async def supervise(name, start, backoff_ms=1000, max_backoff_ms=60000):
@@ -72,6 +73,7 @@ class Terminal:
         self.poller = None
         self.server = None
         self.session = None
+        self._radio_family = None  # set by _detect_radio (radio.family "auto")
         self.pusher = None  # PushScheduler when push.enabled
         # suite 0's protect(apdu_mv) -> bytes|memoryview for pushed APDUs (None = plain)
         self.push_protect = None
@@ -110,22 +112,92 @@ class Terminal:
             self.event(ev.FLASH_SEALED, torn)
 
     def _radio_config(self):
-        """The radio section, with the smart meter remembered from the last join when none is
-        configured (a rejoin after a reboot then skips the scan)."""
-        r = dict(self.cfg["radio"])
-        if not r["sm_mac"] and self.state.get("sm_mac"):
-            r["sm_mac"] = self.state.get("sm_mac")
-            r["channel"] = self.state.get("channel", r["channel"])
-            log.info(_TAG, "smart meter %s on channel %d remembered from the last join"
-                     % (r["sm_mac"], r["channel"]))
-        return r
+        """The radio section (the session's settings; secrets stay in the config)."""
+        return self.cfg["radio"]
+
+    def _radio_cache(self):
+        """(channel, pan_id, mac) of the smart meter the last join found, from the state file:
+        a rejoin after a reboot then skips the scan (and scans again if that peer is gone)."""
+        from firmware.radio.session import mac_bytes
+
+        st = self.state
+        mac = st.get("sm_mac")
+        if not mac or self.cfg["radio"]["sm_mac"]:
+            return None
+        try:
+            c = (st.get("channel", 4), st.get("pan_id", -1), mac_bytes(mac))
+        except ValueError:
+            log.warn(_TAG, "remembered smart meter MAC unreadable: scanning")
+            return None
+        log.info(_TAG, "smart meter %s on channel %d remembered from the last join"
+                 % (mac, c[0]))
+        return c
 
     def _remember_radio(self):
-        s = self.session
-        if s.peer_mac is None or s.channel is None:
+        """Keep the joined peer in the state file (written only when it changed: flash wear)."""
+        c = self.session.cached
+        if c is None:
             return
-        mac = "".join("%02X" % b for b in s.peer_mac)
-        self.state.update({"sm_mac": mac, "channel": s.channel})
+        mac = "".join("%02X" % b for b in c[2])
+        st = self.state
+        if st.get("sm_mac") == mac and st.get("channel") == c[0] and st.get("pan_id") == c[1]:
+            return
+        st.update({"sm_mac": mac, "channel": c[0], "pan_id": c[1]})
+
+    async def _detect_radio(self, detect_family=None):
+        """radio.family "auto": ask the module which family it is (firmware.radio.detect), once
+        at boot before anything is built; J11 when detection fails or the build lacks it.
+        detect_family: tests pass their own."""
+        from firmware.radio import link
+
+        family = self.cfg["radio"].get("family", "auto")
+        if family != "auto":
+            self._radio_family = family
+            return
+        if detect_family is None:
+            try:
+                from firmware.radio.detect import detect_family
+            except ImportError:
+                detect_family = None
+        family = None
+        if detect_family is not None:
+            try:
+                family = await detect_family(self.hal.radio_uart(), _DETECT_MS)
+            except Exception as e:  # noqa: BLE001 - detection must never stop the radio
+                log.exc(_TAG, "radio module detection failed", e)
+        if family is None:
+            if detect_family is None:
+                log.info(_TAG, "no radio module detection in this build: J11")
+            else:
+                log.warn(_TAG, "radio module family not detected: assuming J11")
+            family = link.FAMILY_J11
+        else:
+            log.info(_TAG, "radio module family: %s" % family)
+        self._radio_family = family
+
+    def _radio_link(self, r):
+        """The driver of the module family (radio.family, or what _detect_radio found): "j11",
+        "skstack" or "skstack-dse". The SKSTACK driver is imported only when chosen."""
+        from firmware.radio import link
+
+        family = self._radio_family or r.get("family", "auto")
+        uart = self.hal.radio_uart()
+        if family in (link.FAMILY_SKSTACK, link.FAMILY_SKSTACK_DSE):
+            try:
+                from firmware.radio.skstack import SkStackLink
+            except ImportError:
+                log.error(_TAG, "radio.family %s: no SKSTACK driver in this build; using J11"
+                          % family)
+            else:
+                return SkStackLink(uart, dse=family == link.FAMILY_SKSTACK_DSE,
+                                   max_udp=self.server.max_wpdu)
+        elif family not in (link.FAMILY_J11, "auto"):
+            log.error(_TAG, "radio.family %r unknown; using J11" % (family,))
+        from firmware.radio import j11_link
+        from firmware.radio.j11_module import J11Module
+
+        # frame buffers sized to the largest DLMS datagram (wrapper + PDU), not the module's 1232
+        return j11_link.build(J11Module(uart, max_udp=self.server.max_wpdu), r)
 
     # -- meter side --------------------------------------------------------------------------
 
@@ -189,7 +261,6 @@ class Terminal:
     def _build_radio(self):
         from firmware.cosem.profile import default_table
         from firmware.cosem.server import CosemServer
-        from firmware.radio.j11_module import J11Module
         from firmware.radio.session import RadioSession
 
         d = dict(self.cfg["dlms"])
@@ -206,9 +277,9 @@ class Terminal:
                                   aes_ecb=self.hal.aes_ecb, ic_state=self.state)
         # association failures and replays (the server reports through `event` once it has one)
         self.server.event = self.event
-        # frame buffers sized to the largest DLMS datagram (wrapper + PDU), not the module's 1232
-        module = J11Module(self.hal.radio_uart(), max_udp=self.server.max_wpdu)
-        self.session = RadioSession(module, self._radio_config())
+        r = self._radio_config()
+        self.session = RadioSession(self._radio_link(r), r, event=self.event,
+                                    cache=self._radio_cache())
         self._watch_radio()
         if self.cfg["push"]["enabled"]:
             self.push_protect = self._push_protection()
@@ -265,16 +336,16 @@ class Terminal:
                  % (settings.destination, settings.port, settings.client_sap))
 
     def _watch_radio(self):
-        """Radio progress: each pass of the join loop. A join is bounded by the module's
+        """Radio progress: each pass of the join loop. A join is bounded by the driver's
         timeouts; waiting while ready, in back-off or for credentials is parked, so a radio that
         cannot join never resets the device."""
-        from firmware.radio import j11
         from firmware.radio import session as rs
 
         r = self.cfg["radio"]
+        # the longest scan: 9.64 ms x 2^d per channel (14 channels), + 50 %, + 2 s (docs/radio.md)
+        scan_ms = 964 * (1 << r["scan_max_duration"]) // 100 * 14 * 3 // 2 + 2000
         limit = self.cfg["watchdog"]["radio_ms"] or 2 * (
-            r["reset_timeout_ms"] + 8 * r["cmd_timeout_ms"] + r["pana_timeout_ms"]
-            + j11.scan_timeout_ms(r["scan_max_duration"], r["scan_mask"]))
+            r["reset_timeout_ms"] + 10 * r["cmd_timeout_ms"] + r["pana_timeout_ms"] + scan_ms)
         s = self.session
         parked = (rs.ST_READY, rs.ST_BACKOFF, rs.ST_AUTH_FAILED)
         health.HEALTH.expect("radio", limit, parked=lambda: s.state in parked)
@@ -406,6 +477,7 @@ class Terminal:
         # read stored values and set the clock while the LAN (Wi-Fi/Ethernet) is still down.
         self.lan = LanSupervisor(self.hal)
         self.meter_cfgs = meter_configs(self.cfg["meter"])
+        await self._detect_radio()
         self._build_radio()
         heapmon.milestone("radio and COSEM built")
         self._build_meter()  # before any task runs; its socket comes with the LAN

@@ -317,12 +317,18 @@ class J11Module:
 
     async def pana_start(self, timeout_ms=DEFAULT_PANA_TIMEOUT_MS):
         """0x003A, then wait for 0x6028 -> (result, mac): 1 ok, 2 bad credentials, 3 no answer."""
+        return await self.pana(j11.CMD_HAN_PANA_START, b"", timeout_ms)
+
+    async def pana(self, cmd, data=b"", timeout_ms=DEFAULT_PANA_TIMEOUT_MS):
+        """A command that ends in a PANA result: HAN PANA start 0x003A, B-route PANA start 0x0056,
+        HAN re-authentication 0x002B (peer MAC), B-route re-authentication 0x00D2. Waits for its
+        response, then for 0x6028 -> (result, mac)."""
         async with self._lock:
-            n = j11.encode_into(self._tx, j11.CMD_HAN_PANA_START)
+            n = j11.encode_into(self._tx, cmd, data)
             deadline = ticks_add(ticks_ms(), timeout_ms)
             self._notify.arm(j11.NOTIFY_PANA)
             try:
-                await self._exchange(j11.CMD_HAN_PANA_START, n)
+                await self._exchange(cmd, n)
                 await self._wait(self._notify, deadline, "PANA result 0x6028")
             finally:
                 self._notify.disarm()

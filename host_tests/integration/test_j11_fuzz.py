@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from firmware import log
 from firmware.radio import j11
+from firmware.radio.j11_link import J11Link
 from firmware.radio.j11_module import J11Module
 from firmware.radio.session import RadioSession
 from tools.j11_emulator import J11Emulator
@@ -224,7 +225,7 @@ def test_notification_dispatch_fuzz():
 
     async def body():
         m = J11Module(_NullUart())
-        s = RadioSession(m, {"sm_mac": "001D129012345678", "pana_password": "x" * 12})
+        s = RadioSession(J11Link(m), {"sm_mac": "001D129012345678", "pana_password": "x" * 12})
         rng = random.Random(7)
         # Mixed in with the noise, well-formed UDP notifications whose fate is known by
         # construction: for our port they are queued (the oldest dropped when the queue is

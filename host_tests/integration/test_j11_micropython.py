@@ -20,13 +20,14 @@ if not os.path.exists(MP):
 SCRIPT = """
 import asyncio
 from firmware.hal.host import PtyUart
+from firmware.radio import j11_link
 from firmware.radio.j11_module import J11Module
 from firmware.radio.session import RadioSession
 
 CFG = %s
 
 async def main():
-    s = RadioSession(J11Module(PtyUart(CFG["uart"])), CFG)
+    s = RadioSession(j11_link.build(J11Module(PtyUart(CFG["uart"])), CFG), CFG)
     task = asyncio.create_task(s.run())
     while not s.is_ready():
         await asyncio.sleep_ms(10)

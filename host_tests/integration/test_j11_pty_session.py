@@ -11,7 +11,7 @@ import time
 import pytest
 
 from firmware import log
-from firmware.radio import j11
+from firmware.radio import j11, j11_link
 from firmware.radio.j11_module import J11Module
 from firmware.radio.session import ST_AUTH_FAILED, ST_READY, RadioSession
 from tools.j11_emulator import J11Emulator
@@ -85,7 +85,7 @@ class Rig:
         await self.emu.start()
         self.port = PtyPort(self.emu.slave_path)
         self.module = J11Module(self.port)
-        self.session = RadioSession(self.module, self.cfg)
+        self.session = RadioSession(j11_link.build(self.module, self.cfg), self.cfg)
         self.task = asyncio.create_task(self.session.run())
         return self
 

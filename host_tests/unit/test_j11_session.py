@@ -5,7 +5,7 @@ import unittest
 
 from firmware import log
 from firmware.compat import sleep_ms, ticks_diff, ticks_ms
-from firmware.radio import j11
+from firmware.radio import j11, j11_link
 from firmware.radio.j11_module import J11CommandError, J11Module, J11Timeout
 from firmware.radio.session import ST_AUTH_FAILED, ST_READY, RadioSession, _settings
 
@@ -115,7 +115,7 @@ class SessionTest(unittest.TestCase):
         conf.update(cfg or {})
         uart = FakeUart()
         module = J11Module(uart)
-        session = RadioSession(module, conf)
+        session = RadioSession(j11_link.build(module, conf), conf)
 
         async def main():
             task = asyncio.create_task(session.run())
@@ -305,7 +305,8 @@ class SettingsTest(unittest.TestCase):
         self.assertEqual(len(self.lines), 4)
 
     def test_bad_sm_mac_falls_back_to_scan(self):
-        s = RadioSession(J11Module(FakeUart()), {"sm_mac": "nothex", "pana_password": "abcd"})
+        s = RadioSession(j11_link.J11Link(J11Module(FakeUart())),
+                         {"sm_mac": "nothex", "pana_password": "abcd"})
         self.assertIsNone(s._configured_mac)
         self.assertTrue(any("sm_mac" in line for line in self.lines))
 
