@@ -29,6 +29,7 @@ DEFAULT_MAC = "001D129012345678"
 DEFAULT_PAN_ID = 0x1234
 DEFAULT_CHANNEL = 4
 DEFAULT_RSSI = -52
+MAX_ROUTES = 16  # client SAPs remembered per terminal
 UP = "up"  # terminal -> smart meter
 DOWN = "down"  # smart meter -> terminal
 # PANA results (J11 0x6028): 1 done, 2 failed (credentials), 3 no response
@@ -100,6 +101,11 @@ class AirModel:
         return payload_bytes * 8 / self.rate_bps
 
 
+def _is_wpdu(data):
+    """An IEC 62056-47 wrapper header (version 1) is there: wPorts can be read."""
+    return len(data) >= 8 and data[0] == 0 and data[1] == 1
+
+
 class Terminal:
     """One row of the twin's table: a terminal's credentials and where its traffic goes."""
 
@@ -112,6 +118,9 @@ class Terminal:
         # where uplink datagrams go: the (ip, port) that last spoke to the backhaul endpoint,
         # or a configured one before anybody has (unsolicited traffic: pushes)
         self.headend = (headend[0], int(headend[1])) if headend else None
+        # client SAP (the wrapper's wPort) -> the head-end address that last used it, so that
+        # several DLMS clients (management, public) can read one terminal side by side
+        self.routes = {}
         self.transport = None
         # air time summed over this terminal's traffic (seconds, floats: a model, not data)
         self.airtime = {"tx_s": 0.0, "rx_s": 0.0, "medium_s": 0.0, "frames": 0,
@@ -228,13 +237,20 @@ class SmartMeterTwin:
         if t is None:
             self.stats["air_unknown_source"] += 1
             return
-        if t.headend is None:
+        dst = t.routes.get(bytes(data[4:6])) if _is_wpdu(data) else None
+        dst = dst or t.headend
+        if dst is None:
             self.stats["up_no_headend"] += 1  # nobody has asked for this terminal yet
             return
-        self._transmit(t, UP, data, lambda: t.transport and t.transport.sendto(data, t.headend))
+        self._transmit(t, UP, data, lambda: t.transport and t.transport.sendto(data, dst))
 
     def _from_headend(self, t, data, addr):
         t.headend = (addr[0], addr[1])
+        if _is_wpdu(data):
+            sap = bytes(data[2:4])  # its source wPort: the client SAP
+            if sap not in t.routes and len(t.routes) >= MAX_ROUTES:
+                t.routes.clear()  # bounded: a stream of made-up SAPs must not grow it
+            t.routes[sap] = t.headend
         if len(data) > j11.MAX_UDP_PAYLOAD:
             self.stats["down_too_long"] += 1  # the module could not carry it either
             return
