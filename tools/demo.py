@@ -29,9 +29,11 @@ from tools.deployment import TwinDeployment
 JST = 540
 
 
-async def run_demo(days, rate, heap, runtime, seed, verbose, out=print, terminals=1):
+async def run_demo(days, rate, heap, runtime, seed, verbose, out=print, terminals=1,
+                   on_stop=None):
     """The demo's run: one result per terminal (a list), each with expected, delivered,
-    missing, mismatched, read_errors, workdir, firmware_alive and air (the twin's figures)."""
+    missing, mismatched, read_errors, workdir, firmware_alive and air (the twin's figures).
+    on_stop(dep): called with the TwinDeployment before it stops (tests look at the twin)."""
     dep = TwinDeployment(terminals=terminals, rate=rate, seed=seed, heap=heap, runtime=runtime)
     out("network: deployment on %s0/24" % dep.net)
     if terminals > 1:
@@ -44,6 +46,8 @@ async def run_demo(days, rate, heap, runtime, seed, verbose, out=print, terminal
             for t in dep.terminals])
     finally:
         alive = [t.firmware_alive() for t in dep.terminals]
+        if on_stop is not None:
+            on_stop(dep)
         await dep.stop()
         if verbose:
             for t in dep.terminals:
