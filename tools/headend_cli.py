@@ -10,14 +10,16 @@ module air side, and show it.
 - prints a table (rich), writes CSV with exact integer Wh (no floats in the data path: the raw
   value times 10^scaler, a decimal text when the scaler is negative), plots a PNG of forward and
   reverse energy per slot (matplotlib, Agg; the plot alone uses floats);
-- --gaps: finds the slots missing from what it read and re-reads each missing range once.
+- --gaps: finds the slots missing from what it read and re-reads each missing range once
+  (after --gap-wait real seconds).
 
 Keys: the management client (HLS-GMAC, suite 0) with the simulation's keys
 (tools/deployment.py) unless --public, or HEADEND_EK / HEADEND_AK / HEADEND_TITLE in the
-environment (hex; never printed). --local defaults to the server's address plus one host, port
-4059: the head-end's address in both layouts (docs/twin.md). --spawn N starts a twin deployment of
-N terminals, lets it run --days simulated days with each terminal's clock set from the twin's
-calendar, then reads terminal --terminal.
+environment (hex; never printed); its invocation counter starts above every earlier run's
+(--ic-file). --local defaults to the server's address plus one host, any port (through the twin;
+straight to a module give its smart meter's address, N.4:4059). --spawn N starts a twin
+deployment of N terminals, lets it run --days simulated days with each terminal's clock set from
+the twin's calendar, then reads terminal --terminal.
 """
 
 import argparse
@@ -26,6 +28,7 @@ import csv
 import datetime
 import os
 import sys
+import time
 
 from firmware import timeutil
 from firmware.cosem import axdr
@@ -43,10 +46,12 @@ def parse_addr(text):
 
 
 def default_local(server):
-    """The head-end's address next to `server`: host + 1, port 4059 (twin: backhaul N.b+4 ->
-    head-end N.b+5; straight: module air N.3 -> smart meter N.4)."""
+    """The head-end's address next to `server`: host + 1 (twin: backhaul N.b+4 -> head-end
+    N.b+5; straight: module air N.3 -> smart meter N.4), any free port: the twin answers
+    whoever asked (by client SAP), so the CLI can run beside the demo's head-end. Straight to a
+    module, give --local N.4:4059: the module only hears its registered peer."""
     a, b, c, d = server[0].split(".")
-    return "%s.%s.%s.%d" % (a, b, c, int(d) + 1), deployment.DLMS_PORT
+    return "%s.%s.%s.%d" % (a, b, c, int(d) + 1), 0
 
 
 def parse_when(text, tz_min=JST):
@@ -199,7 +204,38 @@ def plot_png(path, rows, scaler, tz_min=JST):
     plt.close(fig)
 
 
-def client_for(server, local, public=False, timeout_s=3):
+def default_ic_file():
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "terminal-headend-cli.ic")
+
+
+def start_ic(ic_file=None):
+    """The first invocation counter of this run: above every one used before. The terminal
+    refuses a counter at or below the last it accepted from our system title (replay
+    protection), and other head-ends with the same keys may have used small ones: start at the
+    larger of Unix seconds (every run starts above any earlier run's start) and the counter the
+    last run stored in ic_file."""
+    ic = int(time.time())
+    if ic_file:
+        try:
+            with open(ic_file) as f:
+                ic = max(ic, int(f.read().strip() or 0) + 1)
+        except (OSError, ValueError):
+            pass
+    return ic & 0xFFFFFFFF
+
+
+def save_ic(ic_file, ic):
+    if ic_file:
+        try:
+            os.makedirs(os.path.dirname(ic_file) or ".", exist_ok=True)
+            with open(ic_file, "w") as f:
+                f.write("%d\n" % ic)
+        except OSError:
+            pass  # next run starts from the clock instead
+
+
+def client_for(server, local, public=False, timeout_s=3, ic_file=None):
     sec = {}
     if not public:
         sec = {"client_sap": deployment.MGMT_SAP,
@@ -207,18 +243,23 @@ def client_for(server, local, public=False, timeout_s=3):
                "ak": bytes.fromhex(os.environ.get("HEADEND_AK", deployment.MGMT_AK)),
                "system_title": bytes.fromhex(os.environ.get("HEADEND_TITLE",
                                                             deployment.HEADEND_TITLE))}
-    return AsyncDlmsUdpClient(local, server, timeout_s=timeout_s, **sec)
+    c = AsyncDlmsUdpClient(local, server, timeout_s=timeout_s, **sec)
+    if not public:
+        c.dlms.ic = start_ic(ic_file)
+    return c
 
 
 async def read_terminal(server, local, from_t2k=None, to_t2k=None, csv_path=None, png_path=None,
                         gaps=False, public=False, table_rows=48, console=None, now_t2k=None,
-                        tz_min=JST):
+                        tz_min=JST, ic_file=None, gap_wait_s=0):
     """The CLI's work against one DLMS server: a dict with rows, scaler, gaps (missing ranges
-    found), recovered (slots the re-reads brought), still_missing (slots)."""
+    found), recovered (slots the re-reads brought), still_missing (slots). gap_wait_s: real
+    seconds to wait before re-reading the gaps (a terminal backfills missing slots from its
+    meter, and a slot whose boundary is still ahead is captured once it has passed)."""
     from rich.console import Console
 
     console = console or Console()
-    client = client_for(server, local, public)
+    client = client_for(server, local, public, ic_file=ic_file)
     reader = ProfileReader(client)
     try:
         await client.associate()
@@ -238,6 +279,8 @@ async def read_terminal(server, local, from_t2k=None, to_t2k=None, csv_path=None
             last = timeutil.slot_of_t2k(to_t2k) if to_t2k is not None \
                 else (max(got) if got else first - 1)
             out["gaps"] = missing_ranges(got, first, last)
+            if out["gaps"] and gap_wait_s > 0:
+                await asyncio.sleep(gap_wait_s)
             for s0, s1 in out["gaps"]:
                 again = await read_with_progress(
                     reader, timeutil.t2k_of_slot(s0), timeutil.t2k_of_slot(s1), console,
@@ -271,6 +314,8 @@ async def read_terminal(server, local, from_t2k=None, to_t2k=None, csv_path=None
         out.update(rows=rows, scaler=scaler, blocks=reader.blocks)
         return out
     finally:
+        if not public:
+            save_ic(ic_file, client.dlms.ic)
         client.close()
 
 
@@ -298,7 +343,8 @@ async def spawn_and_read(a, console):
         term = dep.terminals[a.terminal]
         r = await read_terminal(term.headend_server, term.headend_local, a.from_t2k, a.to_t2k,
                                 a.csv, a.png, a.gaps, a.public, a.table_rows, console,
-                                now_t2k=dep.sim.now_t2k())
+                                now_t2k=dep.sim.now_t2k(), ic_file=a.ic_file,
+                                gap_wait_s=a.gap_wait)
         air = dep.twin.figures(a.terminal)
         console.print("air (terminal %d): %.2f s on the medium, %.2f s transmitting, bound "
                       "%.2f s" % (a.terminal, air["medium_s"], air["tx_s"], air["bound_s"]))
@@ -314,16 +360,20 @@ def main(argv=None, console=None):
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--server", help="DLMS server IP:PORT (twin backhaul endpoint or air side)")
-    ap.add_argument("--local", help="our IP:PORT (default: server host + 1, port 4059)")
+    ap.add_argument("--local", help="our IP:PORT (default: server host + 1, any port)")
     ap.add_argument("--from", dest="from_", help="first slot boundary, ISO (local time if no "
                     "zone); default: the whole profile")
     ap.add_argument("--to", help="last slot boundary, ISO; default: now")
     ap.add_argument("--csv", help="write the rows as CSV (exact Wh)")
     ap.add_argument("--png", help="plot forward/reverse per slot to this PNG")
     ap.add_argument("--gaps", action="store_true", help="re-read the ranges of missing slots")
+    ap.add_argument("--gap-wait", type=float, default=0,
+                    help="real seconds to wait before re-reading the gaps")
     ap.add_argument("--table-rows", type=int, default=48,
                     help="rows of the table (the last ones; 0 all, -1 no table)")
     ap.add_argument("--public", action="store_true", help="the public client (no keys)")
+    ap.add_argument("--ic-file", default=default_ic_file(),
+                    help="where the last invocation counter used is kept (management client)")
     ap.add_argument("--tz", type=int, default=JST, help="local time offset, minutes")
     ap.add_argument("--spawn", type=int, default=0, help="start a twin with N terminals first")
     ap.add_argument("--terminal", type=int, default=0, help="with --spawn: which to read")
@@ -345,7 +395,8 @@ def main(argv=None, console=None):
             local = parse_addr(a.local) if a.local else default_local(server)
             r = asyncio.run(read_terminal(server, local, a.from_t2k, a.to_t2k, a.csv, a.png,
                                           a.gaps, a.public, a.table_rows, console,
-                                          tz_min=a.tz))
+                                          tz_min=a.tz, ic_file=a.ic_file,
+                                          gap_wait_s=a.gap_wait))
     except (OSError, TimeoutError, ValueError) as e:
         console.print("head-end: %s: %s" % (type(e).__name__, e))
         return 2
