@@ -344,7 +344,7 @@ class TwinDeployment:
         self.rate = rate
         self.runtime = runtime
         self.mpy_dir = mpy_dir
-        self.workdir = workdir or tempfile.mkdtemp(prefix="twin-sim-")
+        self.workdir = workdir or tempfile.mkdtemp(prefix="terminal-sim-")
         self.twin = SmartMeterTwin(self.sim, (self.net + "4", DLMS_PORT), mac=SM_MAC)
         self.terminals = []
         passwords = passwords or {}
