@@ -176,3 +176,22 @@ def test_shared_medium_serialises_terminals_and_relays_each_to_its_own():
         asyncio.run(_shared_medium(block.prefix))
     finally:
         block.release()
+
+
+def test_link_figures_of_a_profile_read():
+    from tools import twin_bench
+
+    log, got, blocks = twin_bench.profile_read_datagrams(96)
+    assert len(got) == 96 and [r[1] for r in got] == [100000 * 100 + 700 * i for i in range(96)]
+    # AARQ/AARE, HLS pass 3/4, one GET and one GET-Next per further block, RLRQ/RLRE
+    assert len(log) == 2 * (3 + blocks) and blocks > 1
+    assert [d for d, _n in log] == ["down", "up"] * (3 + blocks)
+    f = twin_bench.measure(96)
+    air = AirModel()
+    medium = sum(air.datagram(n)[3] for _d, n in log)
+    tx = sum(air.datagram(n)[1] if d == "up" else air.datagram(n)[2] for d, n in log)
+    assert f["link.profile_45d_read_s"] == round(medium, 2)
+    assert f["link.backlog_45d_airtime_s"] == round(tx, 2)
+    assert 1 < f["link.profile_45d_bound_ratio"] < 3
+    assert f["link.profile_45d_bytes"] == sum(n for _d, n in log)
+    assert f["link.backlog_45d_t108_share"] == round(tx / 360, 4)
