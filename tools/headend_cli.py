@@ -341,7 +341,8 @@ async def spawn_and_read(a, console):
             h.close()
         heads = []
         term = dep.terminals[a.terminal]
-        r = await read_terminal(term.headend_server, term.headend_local, a.from_t2k, a.to_t2k,
+        r = await read_terminal(term.headend_server, default_local(term.headend_server),
+                                a.from_t2k, a.to_t2k,
                                 a.csv, a.png, a.gaps, a.public, a.table_rows, console,
                                 now_t2k=dep.sim.now_t2k(), ic_file=a.ic_file,
                                 gap_wait_s=a.gap_wait)
