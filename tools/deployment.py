@@ -339,7 +339,14 @@ class TwinDeployment:
         if not 1 <= terminals <= MAX_TERMINALS:
             raise ValueError("1 to %d terminals per smart meter" % MAX_TERMINALS)
         self.sim = SimClock(start_t2k, rate)
-        self.reservation = loopback_block.reserve()
+        # the block's ports this deployment binds, checked free like a stand-alone one's
+        probes = [(4, DLMS_PORT)]
+        for k in range(terminals):
+            b = TWIN_BASE + k * TWIN_STRIDE
+            probes += [(b + 1, ECHONET_PORT), (b + 2, ECHONET_PORT), (b + 3, DLMS_PORT),
+                       (b + TWIN_BACKHAUL, DLMS_PORT), (b + TWIN_HEADEND, DLMS_PORT)]
+        self.reservation = loopback_block.reserve(
+            probe=lambda prefix: loopback_block.ports_free(prefix, probes))
         self.net = self.reservation.prefix
         self.rate = rate
         self.runtime = runtime
