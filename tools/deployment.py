@@ -3,6 +3,10 @@ meter emulator (N.2:3610) -> terminal firmware (N.1, separate process) -> J11 mo
 (pty + air socket N.3:4059) -> smart meter / head-end (N.4:4059); more meters on N.6 ... N.12,
 other test parties from N.20 on.
 
+TwinDeployment: up to four such terminals (each its own meter, firmware process and module
+emulator) on one smart-meter twin (tools/smartmeter.py), which relays DLMS between the modules and
+a head-end per terminal over a modelled 920 MHz air; addresses in docs/twin.md.
+
 N is a loopback /24 (127.a.b) reserved for the life of the deployment (tools/loopback_block.py:
 an exclusive lock per block, held until stop(), and its ports checked free by binding), so that
 any number of deployments (demo, bench, e2e tests) run side by side on one machine. `make demo`

@@ -195,3 +195,62 @@ def test_link_figures_of_a_profile_read():
     assert 1 < f["link.profile_45d_bound_ratio"] < 3
     assert f["link.profile_45d_bytes"] == sum(n for _d, n in log)
     assert f["link.backlog_45d_t108_share"] == round(tx / 360, 4)
+
+
+async def _fuzz(net, n):
+    rng = random.Random(10)
+    twin = SmartMeterTwin(SimClock(0), (net + "4", 4059), mac=MAC)
+    for k in range(2):
+        b = 40 + 20 * k
+        twin.add_terminal("001D1290000A%04X" % k, "PASS%08d" % k, (net + str(b + 3), 4059),
+                          (net + str(b + 4), 4059))
+    await twin.start()
+    try:
+        # the head-ends are known only once they have spoken: the first uplinks find none
+        for i in range(n):
+            size = rng.choice((0, 1, 7, 8, 9, rng.randrange(0, 1400)))
+            data = bytes(rng.randrange(256) for _ in range(size))
+            if rng.random() < 0.5:
+                data = b"\x00\x01" + data[2:]  # a wrapper version, random wPorts and length
+            t = twin.terminals[rng.randrange(2)]
+            if i < 50 or rng.random() < 0.5:
+                host = "%s%d" % (net, rng.choice((43, 63, 45, 30, 4)))
+                twin._from_air(data, (host, rng.choice((4059, 4059, 1))))
+            else:
+                twin._from_headend(t, data, (net + str(rng.randrange(1, 255)), 4059))
+        for t in twin.terminals:
+            assert len(t.routes) <= 16
+        assert len(twin.schedule) <= twin.schedule.maxlen
+        # everything offered was either booked on the medium or counted as dropped
+        assert twin.stats["air_congested"] > 0 and twin.stats["down_too_long"] > 0
+        assert twin.stats["air_unknown_source"] > 0 and twin.stats["up_no_headend"] > 0
+        booked = twin.stats["datagrams_up"] + twin.stats["datagrams_down"]
+        dropped = sum(twin.stats[k] for k in ("air_congested", "down_too_long",
+                                              "air_unknown_source", "up_no_headend"))
+        assert booked + dropped == n
+    finally:
+        await twin.stop()
+
+
+@pytest.mark.timeout(60)
+def test_fuzz_the_twin_with_random_datagrams_on_both_sides():
+    block = loopback_block.reserve()
+    try:
+        asyncio.run(_fuzz(block.prefix, 3000))
+    finally:
+        block.release()
+
+
+def test_demo_summary_lines():
+    from tools import demo
+
+    one = [{"expected": 3, "delivered": 3, "missing": 0, "mismatched": 0}]
+    assert demo.summary_lines(one) == ["intervals expected=3 delivered=3 missing=0"]
+    assert demo.results_ok(one)
+    two = one + [{"expected": 3, "delivered": 1, "missing": 1, "mismatched": 1}]
+    assert demo.summary_lines(two) == [
+        "terminal 0: intervals expected=3 delivered=3 missing=0",
+        "terminal 1: intervals mismatched=1",
+        "terminal 1: intervals expected=3 delivered=1 missing=1"]
+    assert not demo.results_ok(two)
+    assert not demo.results_ok([{"expected": 0, "delivered": 0, "missing": 0, "mismatched": 0}])
