@@ -43,8 +43,10 @@ test-mutants: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# make demo TERMINALS=4: up to four terminals, each with its meter, on one smart-meter twin
+TERMINALS ?= 1
 demo: $(STAMP)
-	$(BIN)/python -m tools.demo
+	$(BIN)/python -m tools.demo --terminals $(TERMINALS)
 
 bench: $(STAMP)
 	$(BIN)/python -m tools.bench

@@ -3,6 +3,10 @@ meter emulator (N.2:3610) -> terminal firmware (N.1, separate process) -> J11 mo
 (pty + air socket N.3:4059) -> smart meter / head-end (N.4:4059); more meters on N.6 ... N.12,
 other test parties from N.20 on.
 
+TwinDeployment: up to four such terminals (each its own meter, firmware process and module
+emulator) on one smart-meter twin (tools/smartmeter.py), which relays DLMS between the modules and
+a head-end per terminal over a modelled 920 MHz air; addresses in docs/twin.md.
+
 N is a loopback /24 (127.a.b) reserved for the life of the deployment (tools/loopback_block.py:
 an exclusive lock per block, held until stop(), and its ports checked free by binding), so that
 any number of deployments (demo, bench, e2e tests) run side by side on one machine. `make demo`
@@ -19,7 +23,7 @@ import tempfile
 
 from firmware import timeutil
 from tools import loopback_block
-from tools.j11_emulator import J11Emulator
+from tools.j11_emulator import DEFAULT_OWN_MAC, J11Emulator
 from tools.meter_emulator import MeterEmulator
 from tools.meter_model import MeterModel
 from tools.simclock import SimClock
@@ -120,22 +124,42 @@ def find_micropython():
 class Deployment:
     def __init__(self, rate=1800, seed=1, heap=None, runtime="micropython",
                  start_t2k=DEFAULT_START_T2K, config_overrides=None, workdir=None, mpy_dir=None,
-                 meters=1, board="host"):
+                 meters=1, board="host", sim=None, block=None, base=0, sm_addr=None,
+                 own_mac=DEFAULT_OWN_MAC, module_kw=None, radio_password=None, start_fwd=None):
         """runtime: "micropython" (firmware from precompiled .mpy, or from source with
         mpy_dir="source"), or "cpython". board: a file of boards/ ("host"; "esp32-sim" runs the
-        ESP32 HAL under micropython against the stand-ins of tools/esp32sim)."""
+        ESP32 HAL under micropython against the stand-ins of tools/esp32sim).
+
+        One terminal of a twin deployment (TwinDeployment; the defaults are the stand-alone
+        terminal): sim, a SimClock shared by every party; block, a loopback reservation owned by
+        the caller (not released by stop()); base, the host offset of this terminal's parties
+        (terminal N.base+1, meter N.base+2, module air N.base+3, more meters N.base+6 on);
+        sm_addr, where the module's smart meter is (the twin's air socket); own_mac, the module's
+        MAC; module_kw, more J11Emulator arguments (sm_mac, channel, pan_id, pana_password: the
+        PAN coordinator's side); radio_password, the PANA password in the terminal's own
+        configuration (default: the one the module expects); start_fwd, meter 0's forward
+        counter at the model's origin."""
         if meters > MAX_METERS + 1:
             raise ValueError("at most %d meters" % (MAX_METERS + 1))
-        self.sim = SimClock(start_t2k, rate)
+        self.sim = sim or SimClock(start_t2k, rate)
         # held until stop(): no other deployment on this machine can take the same block
-        self.reservation = loopback_block.reserve()
+        self._own_block = block is None
+        self.reservation = block or loopback_block.reserve()
         self.net = self.reservation.prefix
-        self.terminal_ip = self.addr(1)
-        self.meter_addr = (self.addr(2), ECHONET_PORT)
-        self.air_addr = (self.addr(3), DLMS_PORT)
-        self.sm_addr = (self.addr(4), DLMS_PORT)
+        self.base = base
+        self.terminal_ip = self.addr(base + 1)
+        self.meter_addr = (self.addr(base + 2), ECHONET_PORT)
+        self.air_addr = (self.addr(base + 3), DLMS_PORT)
+        self.sm_addr = sm_addr or (self.addr(4), DLMS_PORT)
+        # where head_end() talks from and to: straight to the module's air side, or through a
+        # twin's backhaul endpoint for this terminal (TwinDeployment sets both)
+        self.headend_local = self.sm_addr
+        self.headend_server = self.air_addr
         self.rate = rate
-        self.model = MeterModel(seed=seed)
+        if start_fwd is None:
+            self.model = MeterModel(seed=seed)
+        else:
+            self.model = MeterModel(seed=seed, start_fwd=start_fwd)
         self.heap = heap or default_heap(meters)
         self.runtime = runtime
         self.overrides = config_overrides or {}
@@ -147,12 +171,16 @@ class Deployment:
             for k in range(1, meters)
         ]
         self.meters = [self.meter] + [
-            MeterEmulator(addr=(self.addr(5 + k), ECHONET_PORT), clock=self.sim,
+            MeterEmulator(addr=(self.addr(base + 5 + k), ECHONET_PORT), clock=self.sim,
                           model=self.models[k])
             for k in range(1, meters)
         ]
-        self.module = J11Emulator(air_addr=self.air_addr, sm_addr=self.sm_addr, sm_mac=SM_MAC,
-                                  pana_password=PANA_PASSWORD)
+        mkw = dict(sm_mac=SM_MAC, pana_password=PANA_PASSWORD)
+        mkw.update(module_kw or {})
+        self.sm_mac = mkw["sm_mac"]
+        self.radio_password = radio_password or mkw["pana_password"]
+        self.module = J11Emulator(air_addr=self.air_addr, sm_addr=self.sm_addr, own_mac=own_mac,
+                                  **mkw)
         self.mpy_dir = mpy_dir
         self.board = board
         self.esp32sim = {}  # esp32-sim: sim.json overrides (tools/esp32sim/host.py)
@@ -177,7 +205,7 @@ class Deployment:
                    "system_title": bytes.fromhex(HEADEND_TITLE)}
             for k, v in sec.items():
                 kw.setdefault(k, v)
-        return HeadEnd(self.sim, local=self.sm_addr, server=self.air_addr, **kw)
+        return HeadEnd(self.sim, local=self.headend_local, server=self.headend_server, **kw)
 
     def firmware_config(self):
         cfg = {
@@ -186,8 +214,8 @@ class Deployment:
             "meter": {"ip": self.meter_addr[0]},
             # no multicast on the host's loopback: the meter's address is configured
             "discovery": {"multicast": False},
-            "radio": {"uart": self.module.slave_path, "sm_mac": SM_MAC,
-                      "pana_password": PANA_PASSWORD},
+            "radio": {"uart": self.module.slave_path, "sm_mac": self.sm_mac,
+                      "pana_password": self.radio_password},
             "store": {"path": os.path.join(self.workdir, "flash.bin"),
                       "state_path": os.path.join(self.workdir, "state.json")},
             # the head-end sets the clock as the management client (HLS-GMAC + authenticated
@@ -270,4 +298,109 @@ class Deployment:
             for m in self.meters:
                 await m.stop()
         finally:
-            self.reservation.release()  # only once every socket of the block is closed
+            if self._own_block:
+                self.reservation.release()  # only once every socket of the block is closed
+
+
+# A twin deployment (TwinDeployment): terminal k's parties on N.(TWIN_BASE + k x TWIN_STRIDE + h)
+# of one reserved block: h = 1 terminal, 2 meter, 3 module air side, 4 the twin's backhaul
+# endpoint for it, 5 the head-end's client for it, 6 on more meters. The twin's air socket is N.4.
+TWIN_BASE = 40
+TWIN_STRIDE = 20
+TWIN_BACKHAUL = 4
+TWIN_HEADEND = 5
+# Terminal k's meter starts k x this many raw units above terminal 0's, above every meter of one
+# terminal (METER_START_STEP x MAX_METERS): values differ across terminals at every slot, so a
+# mix-up of terminals in the relay always shows.
+TERMINAL_START_STEP = 10000000
+
+
+def twin_terminal_mac(k):
+    """The module MAC of twin terminal k (0..3)."""
+    return "001D1290000A%04X" % (k + 1)
+
+
+def twin_terminal_password(k):
+    """The PANA password the twin's table holds for terminal k: 12 characters, B-route format
+    (a simulation placeholder, like PANA_PASSWORD)."""
+    return "TWINPASS%04d" % (k + 1)
+
+
+class TwinDeployment:
+    """N terminals (1..4), each with its own meter emulator, firmware process and J11 module
+    emulator, all attached to one smart-meter twin (tools/smartmeter.py) on one reserved loopback
+    block, with one calendar (the twin's time authority). terminals[k] is a Deployment whose
+    head_end() is the management client of terminal k through the twin.
+
+    passwords: {k: password} configures terminal k with another PANA password than the twin's
+    table holds (it must then fail PANA)."""
+
+    def __init__(self, terminals=1, rate=1800, seed=1, heap=None, runtime="micropython",
+                 start_t2k=DEFAULT_START_T2K, workdir=None, mpy_dir=None, passwords=None,
+                 config_overrides=None, meters=1):
+        from tools.smartmeter import MAX_TERMINALS, SmartMeterTwin
+
+        if not 1 <= terminals <= MAX_TERMINALS:
+            raise ValueError("1 to %d terminals per smart meter" % MAX_TERMINALS)
+        self.sim = SimClock(start_t2k, rate)
+        # the block's ports this deployment binds, checked free like a stand-alone one's
+        probes = [(4, DLMS_PORT)]
+        for k in range(terminals):
+            b = TWIN_BASE + k * TWIN_STRIDE
+            probes += [(b + 1, ECHONET_PORT), (b + 2, ECHONET_PORT), (b + 3, DLMS_PORT),
+                       (b + TWIN_BACKHAUL, DLMS_PORT), (b + TWIN_HEADEND, DLMS_PORT)]
+        self.reservation = loopback_block.reserve(
+            probe=lambda prefix: loopback_block.ports_free(prefix, probes))
+        self.net = self.reservation.prefix
+        self.rate = rate
+        self.runtime = runtime
+        self.mpy_dir = mpy_dir
+        self.workdir = workdir or tempfile.mkdtemp(prefix="terminal-sim-")
+        self.twin = SmartMeterTwin(self.sim, (self.net + "4", DLMS_PORT), mac=SM_MAC)
+        self.terminals = []
+        passwords = passwords or {}
+        for k in range(terminals):
+            b = TWIN_BASE + k * TWIN_STRIDE
+            mac = twin_terminal_mac(k)
+            t = self.twin.add_terminal(mac, twin_terminal_password(k),
+                                       (self.net + str(b + 3), DLMS_PORT),
+                                       (self.net + str(b + TWIN_BACKHAUL), DLMS_PORT))
+            # one terminal: its files straight in the workdir, as a stand-alone deployment's
+            wd = self.workdir if terminals == 1 else os.path.join(self.workdir, "terminal%d" % k)
+            os.makedirs(wd, exist_ok=True)
+            dep = Deployment(rate=rate, seed=seed + 1000 * k, heap=heap, runtime=runtime,
+                             config_overrides=config_overrides, workdir=wd, meters=meters,
+                             sim=self.sim, block=self.reservation, base=b,
+                             sm_addr=self.twin.air_addr, own_mac=mac,
+                             module_kw=self.twin.module_kw(k), radio_password=passwords.get(k),
+                             start_fwd=123456 + k * TERMINAL_START_STEP)
+            dep.headend_local = (self.net + str(b + TWIN_HEADEND), DLMS_PORT)
+            dep.headend_server = t.backhaul_addr
+            dep.index = k
+            self.terminals.append(dep)
+
+    def addr(self, host):
+        return self.net + str(host)
+
+    async def start(self):
+        if self.runtime == "micropython" and self.mpy_dir is None:
+            self.mpy_dir = build_host_mpy()  # once for all terminals
+        await self.twin.start()
+        for dep in self.terminals:
+            if dep.mpy_dir is None:
+                dep.mpy_dir = self.mpy_dir
+            await dep.start()
+
+    async def stop(self):
+        first = None
+        try:
+            for dep in self.terminals:
+                try:
+                    await dep.stop()
+                except Exception as e:  # stop the others all the same, then raise the first
+                    first = first or e
+            await self.twin.stop()
+        finally:
+            self.reservation.release()
+        if first is not None:
+            raise first
