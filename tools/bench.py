@@ -242,13 +242,21 @@ def main():
     results = {}
     t0 = time.monotonic()
     results["firmware.mpy_total_kb"] = mpy_total_kb()
-    from tools import dlms_bench, echonet_bench, store_bench  # a missing one must fail
+    from tools import (  # a missing one must fail
+        dlms_bench,
+        echonet_bench,
+        radio_bench,
+        store_bench,
+        twin_bench,
+    )
 
     if "--heap-only" not in sys.argv:
         results.update(store_bench.measure())
         results.update(echonet_bench.measure())
         results.update(dlms_bench.measure())
         results.update(dlms_bench.mp_security())
+        results.update(twin_bench.measure())
+        results.update(radio_bench.measure())
     for meters, key in ((1, ""), (4, "_4meters")):
         start = START_KB[meters]
         print("heap sweep, %d meter(s), from %d KB down (%d runs per size) ..." % (meters, start,
