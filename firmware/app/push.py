@@ -400,8 +400,9 @@ class PushScheduler:
                     continue
                 k, row = self.current
                 self.invoke = (self.invoke + 1) & 0xFFFFFF
+                st = self.clock.status() if hasattr(self.clock, "status") else 0
                 wpdu = self.encoder.encode(row, self.settings.client_sap, self.invoke,
-                                           self.clock.now_t2k())
+                                           self.clock.now_t2k(), st)
                 try:
                     ok = await session.send(dst, self.settings.port, wpdu)
                 except Exception as e:  # noqa: BLE001 - a radio bug must not stop pushing

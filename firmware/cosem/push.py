@@ -197,10 +197,11 @@ class DataNotificationEncoder:
         self._out = bytearray(n + _PROTECT_SLACK) if protect is not None else None
         self._w = axdr.Writer(self._buf)
 
-    def encode(self, row, client_sap, invoke, now_t2k=None):
+    def encode(self, row, client_sap, invoke, now_t2k=None, clock_status=0):
         """memoryview of the WPDU (valid until the next call) for row (slot, fwd, rev, status).
         invoke: long-invoke-id-and-priority (32 bits as sent); now_t2k: the notification's
-        date-time (None: the 00 form)."""
+        date-time (None: the 00 form); clock_status: its status byte (the clock's IC 8 status:
+        invalid / doubtful, docs/clock.md), so a receiver sees a send time it cannot trust."""
         env = self.env
         buf = self._buf
         h = wrapper.HEADER_LEN
@@ -211,7 +212,7 @@ class DataNotificationEncoder:
             pos = h + 6
         else:
             buf[h + 5] = 12
-            axdr.pack_datetime(buf, h + 6, now_t2k, env.time_zone, env.offset_min, 0)
+            axdr.pack_datetime(buf, h + 6, now_t2k, env.time_zone, env.offset_min, clock_status)
             pos = h + 18
         w = self._w
         w.reset(pos, len(buf))

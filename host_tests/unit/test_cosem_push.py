@@ -50,6 +50,13 @@ class EncoderTest(unittest.TestCase):
         got = bytes(e.encode((SLOT1230, 1329, 34, 0, U), 16, 0xC0000001, T1230))
         self.assertEqual(got, GOLDEN)
 
+    def test_send_time_carries_the_clock_status(self):
+        e = p.DataNotificationEncoder(Env(), 1, fmt=RAW)
+        got = bytes(e.encode((SLOT1230, 1329, 34, 0, U), 16, 0xC0000001, T1230, 0x02))
+        want = bytearray(GOLDEN)
+        want[8 + 5 + 12] = 0x02  # wrapper, tag + invoke id, 0C, 11 bytes: the status byte
+        self.assertEqual(got, bytes(want))
+
     def test_golden_without_time(self):
         e = p.DataNotificationEncoder(Env(), 1, fmt=RAW)
         got = bytes(e.encode((SLOT1230, 1329, 34, 0x40, U), 1, 0x1DB))
