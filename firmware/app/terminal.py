@@ -33,6 +33,18 @@ _REREAD_SPAN = 46 * 48
 _DETECT_MS = 3000  # radio module family detection at boot (radio.family "auto")
 
 
+def _unload(name):
+    """Drop a module used only at boot so the collector can take its globals (and, from .mpy,
+    its code): sys.modules and the package attribute are its only references."""
+    import sys
+
+    if sys.modules.pop(name, None) is not None:
+        pkg, _, leaf = name.rpartition(".")
+        parent = sys.modules.get(pkg)
+        if parent is not None and leaf in getattr(parent, "__dict__", {}):
+            delattr(parent, leaf)
+
+
 async def supervise(name, start, backoff_ms=1000, max_backoff_ms=60000):
     delay = backoff_ms
     while True:
@@ -174,6 +186,7 @@ class Terminal:
         else:
             log.info(_TAG, "radio module family: %s" % family)
         self._radio_family = family
+        _unload("firmware.radio.detect")  # used once at boot: its code and globals go
 
     def _radio_link(self, r):
         """The driver of the module family (radio.family, or what _detect_radio found): "j11",

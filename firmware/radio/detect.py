@@ -9,21 +9,32 @@
 # Garbage is skipped; a module that answers nothing -> None (the caller retries or reports).
 from firmware.compat import sleep_ms, ticks_add, ticks_diff, ticks_ms, wait_ms
 from firmware.radio import j11, link
-from firmware.radio import skstack_codec as sk
 
+# (Not the SKSTACK codec: a J11 terminal would keep that module's heap for nothing; the terminal
+# unloads this module once it has its answer.)
 _J11_VERSION = j11.encode(j11.CMD_VERSION)
+_LINE_MAX = 96
 
 
 class _Lines:
-    """Collects the text lines of an SKSTACK answer (at most a few, short)."""
+    """Collects the text lines of an SKSTACK answer (at most a few, short); bytes beyond
+    _LINE_MAX in one line and non-ASCII noise are dropped."""
 
     def __init__(self):
         self.got = []
-        self.r = sk.Reader(16, line_size=96, line_cb=self._line)
+        self.line = bytearray(_LINE_MAX)
+        self.n = 0
 
-    def _line(self, r):
-        if r.n:
-            self.got.append(bytes(r.line[0:r.n]))
+    def feed(self, b, n):
+        for i in range(n):
+            c = b[i]
+            if c == 10 or c == 13:
+                if self.n:
+                    self.got.append(bytes(self.line[0:self.n]))
+                self.n = 0
+            elif 32 <= c < 127 and self.n < _LINE_MAX:
+                self.line[self.n] = c
+                self.n += 1
 
 
 async def _read_until(uart, buf, deadline, feed, done):
@@ -56,7 +67,7 @@ async def _ask(uart, buf, text, prefixes, timeout_ms):
 
     await uart.write(text)
     await _read_until(uart, buf, ticks_add(ticks_ms(), timeout_ms),
-                      lambda b, n: lines.r.feed(b, n), done)
+                      lines.feed, done)
     return lines.got
 
 
