@@ -1,0 +1,297 @@
+"""Integration fault matrix (issue 10 done-when): the firmware's own RadioSession and driver on
+CPython, over a real pty (the host HAL's PtyUart), against the J11 emulator in both modes (HAN and
+B-route) and the SKSTACK emulator in both dialects (single-hop and DSE).
+
+1. Both J11 modes (and both SKSTACK dialects) join, exchange datagrams both ways with the smart
+   meter on the air side, survive a link-down notification and rejoin from the cache (no scan).
+2. For every fault knob of each emulator, one case: the fault is applied at a seeded point (at a
+   seeded command of the join, or while ready before a seeded one of the queued sends) and the
+   case shows: the session returns to ready; every datagram the application queued is delivered
+   to the meter exactly once (the sender retries a False like firmware/app does); the meter's
+   datagram reaches recv(); the number of commands the driver wrote is below an explicit bound.
+3. Bad credentials latch (no join attempt for a while, RADIO_AUTH_FAILED once, the right password
+   joins); PANA re-authentication closes the send gate and opens it again (no send lost), a
+   failed one is a full reopen; the T108 limit (bulk refused at the reserve, replies until the
+   module refuses, resumes when the limit is off).
+
+Each case appends a row to MATRIX; with FM_TABLE=path set, the table is written there (the
+report's matrix table)."""
+
+import asyncio
+import os
+import random
+import time
+import zlib
+
+import pytest
+
+from firmware import events as ev
+from firmware.radio import link
+from firmware.radio.session import DOWN_LINK, DOWN_REAUTH, ST_AUTH_FAILED, ST_REAUTH
+from radio_rig import PASSWORD, PORT, SM_IP6, Rig
+
+MATRIX = []
+
+# the join each family writes, in order (scan included: no sm_mac is configured)
+JOIN_SEQ = {
+    "han": [0x00D9, 0x006B, 0x005F, 0x0051, 0x005F, 0x000A, 0x002C, 0x003A, 0x0005],
+    "b": [0x00D9, 0x006B, 0x005F, 0x0051, 0x005F, 0x0054, 0x0053, 0x0005, 0x0056],
+    "sk": ["SKRESET", "SKSREG", "ROPT", "SKVER", "SKSREG", "SKSCAN", "SKSETPWD", "SKSETRBID",
+           "SKSREG", "SKSREG", "SKLL64", "SKJOIN", "SKTABLE", "SKUDPPORT"],
+    "dse": ["SKRESET", "SKSREG", "ROPT", "SKSREG", "SKVER", "SKSREG", "SKSCAN", "SKSETPWD",
+            "SKSETRBID", "SKSREG", "SKSREG", "SKLL64", "SKJOIN", "SKTABLE", "SKUDPPORT"],
+}
+# a rejoin from the cache: the join without the scan (and its settings / pairing ID)
+REJOIN_LEN = {"han": 7, "b": 7, "sk": 12, "dse": 13}
+N_PAYLOADS = 6
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _table():
+    yield
+    path = os.environ.get("FM_TABLE")
+    if path and MATRIX:
+        with open(path, "w") as f:
+            f.write("| family | knob | phase | outcome | commands (bound) | s |\n")
+            f.write("|---|---|---|---|---|---|\n")
+            for row in MATRIX:
+                f.write("| %s | %s | %s | %s | %d (%d) | %.2f |\n" % row)
+
+
+def run(coro):
+    asyncio.run(coro)
+
+
+def _rng(name):
+    return random.Random(zlib.crc32(name.encode()))
+
+
+def _payloads(rng, tag):
+    return [("%s-%d:" % (tag, i)).encode() + bytes(rng.randrange(256)
+                                                   for _ in range(rng.randint(1, 400)))
+            for i in range(N_PAYLOADS)]
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. both J11 modes (and both SKSTACK dialects): join, both ways, link down, rejoin from cache
+
+def _link_down(r, status=3):
+    if r.j11:
+        r.emu.set_faults(disconnect=status)
+    else:
+        r.emu.peer_end()  # EVENT 26
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("family", ["han", "b", "sk", "dse"])
+def test_join_both_ways_link_down_rejoin_from_cache(family):
+    async def body():
+        async with Rig(family) as r:
+            await r.ready()
+            assert r.cmds() == JOIN_SEQ[family]
+            if family == "b":
+                b = dict((c, d) for c, d in r.emu.requests)
+                assert b[0x0051][5:14] == b"\x01" + b"CCDDEEFF"  # pairing ID: last 8 of the ID
+                assert b[0x005F][0] == 5  # B-route is mode 5
+            payloads = [b"up-%d" % i for i in range(3)]
+            assert await r.send_all(payloads) == 0
+            assert all(n == 1 for n in (await r.delivered(payloads)).values())
+            src, sport, dport, got = await r.peer_to_terminal(b"meter-request")
+            assert (src, sport, dport) == (SM_IP6, r.sm.getsockname()[1], PORT)
+            for status in (3, 4):  # MAC and PANA disconnected (SKSTACK: EVENT 26 twice)
+                _link_down(r, status)
+                await r.until(lambda: r.session.stats["joins"] == status - 1, what="rejoin")
+            assert r.scans() == 1  # the rejoins used the cached peer
+            assert r.session.stats["disconnects"] == 2
+            downs = [d for c, d in r.events if c == ev.LINK_DOWN]
+            assert downs == [DOWN_LINK, DOWN_LINK]
+            ups = [d for c, d in r.events if c == ev.LINK_UP]
+            assert ups == [4, 4, 4]
+            more = [b"after-%d" % i for i in range(3)]
+            await r.send_all(more)
+            assert all(n == 1 for n in (await r.delivered(more)).values())
+            await r.peer_to_terminal(b"meter-again")
+            # two rejoins without a scan: the join minus scan, each
+            assert r.uart.writes == len(JOIN_SEQ[family]) + 2 * REJOIN_LEN[family] + 6
+
+    run(body())
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. every fault knob x family
+
+class Case:
+    def __init__(self, knob, families, faults, phases=("join", "ready"), hold=None, restore=None,
+                 before=None, down=False, extra=0, joins=2, may_dup=False, cfg=None, emu=None,
+                 consumed=None, why=""):
+        """faults: what set_faults() gets at the seeded point; hold: seconds after which
+        `restore` is set (a boolean fault switched off again); before: the join command the
+        fault must precede to bite (None: any point of the join); down: in the ready phase also
+        drop the link so the fault meets a rejoin; joins / extra: the command bound is
+        joins x the family's join + the sends + extra; may_dup: a lost transmit response
+        (the datagram went, the module's answer did not) may make the sender's retry a
+        duplicate; consumed: the counter knob that must be used up (the fault did bite)."""
+        self.knob = knob
+        self.families = families
+        self.faults = faults
+        self.phases = phases
+        self.hold = hold
+        self.restore = restore
+        self.before = before
+        self.down = down
+        self.extra = extra
+        self.joins = joins
+        self.may_dup = may_dup
+        self.cfg = cfg
+        self.emu = emu
+        self.consumed = consumed
+        self.why = why
+
+
+J11 = ("han", "b")
+SK = ("sk", "dse")
+
+CASES = [
+    # -- J11 emulator (docs/j11.md "Faults") --
+    Case("bad_header_checksum", J11, dict(bad_header_checksum=2), may_dup=True, extra=4,
+         consumed="bad_header_checksum"),
+    Case("bad_data_checksum", J11, dict(bad_data_checksum=2), may_dup=True, extra=4,
+         consumed="bad_data_checksum"),
+    Case("garbage", J11, dict(garbage=6), joins=1, extra=2, consumed="garbage"),
+    Case("split_writes", J11, dict(split_writes=True), hold=0.4,
+         restore=dict(split_writes=False), joins=1, extra=2),
+    Case("merge_writes", J11, dict(merge_writes=3), joins=1, extra=2, consumed="merge_writes"),
+    Case("drop_responses", J11, dict(drop_responses=1), may_dup=True, extra=4,
+         consumed="drop_responses"),
+    Case("drop_notifications", J11, dict(drop_notifications=1), extra=4),
+    Case("mute", J11, dict(mute=True), hold=0.6, restore=dict(mute=False), joins=4, extra=12),
+    Case("truncate_requests", J11, dict(truncate_requests=1), joins=1, extra=3,
+         consumed="truncate_requests"),
+    Case("tx_no_ack", J11, dict(tx_no_ack=3), joins=1, extra=4, consumed="tx_no_ack"),
+    Case("pana_result_3", J11, dict(pana_result=3, pana_result_count=2), before="pana",
+         down=True, joins=4, extra=2, consumed="pana_result_count"),
+    Case("silent_scans", J11, dict(silent_scans=2), phases=("join",), before="scan", joins=1,
+         extra=2 * 3, consumed="silent_scans"),
+    Case("mac_fail", ("b",), dict(mac_fail=3), before=0x0053, down=True, joins=5, extra=2,
+         consumed="mac_fail"),
+    Case("mac_fail_backoff", ("b",), dict(mac_fail=4), before=0x0053, down=True, joins=6,
+         extra=2, consumed="mac_fail"),
+    Case("credentials_already_set", ("b",), dict(credentials_already_set=True), before=0x0054,
+         down=True, restore=dict(credentials_already_set=0), joins=2),
+    Case("lifetime_s", J11, dict(lifetime_s=20), phases=("ready",), hold=0.5,
+         restore=dict(lifetime_s=0), joins=1, extra=20),
+    Case("lifetime_disconnect_first", J11, dict(lifetime_s=20, lifetime_disconnect_first=True),
+         phases=("ready",), hold=0.3, restore=dict(lifetime_s=0), joins=4, extra=20),
+    Case("reauth_result", J11, dict(lifetime_s=20, reauth_result=3, reauth_result_count=1),
+         phases=("ready",), hold=0.5, restore=dict(lifetime_s=0), joins=3, extra=20,
+         consumed="reauth_result_count"),
+    Case("t108_limited", J11, dict(t108_limited=True), hold=0.4,
+         restore=dict(t108_limited=False), joins=1, extra=20,
+         cfg=dict(tx_limit_hold_ms=200)),
+    Case("air_down", J11, dict(air_down=True), hold=0.6, restore=dict(air_down=False), joins=5,
+         extra=12),
+    Case("disconnect", J11, dict(disconnect=3), phases=("ready",), joins=2),
+    # -- SKSTACK emulator (docs/skstack.md "Emulator") --
+    Case("silent_scans", SK, dict(silent_scans=2), phases=("join",), before="scan", joins=1,
+         extra=2 * 5, consumed="silent_scans"),
+    Case("join_fail_3", SK, dict(join_fail=2, join_fail_kind=3), before="pana", down=True,
+         joins=4, extra=2, consumed="join_fail"),
+    Case("tx_no_ack", SK, dict(tx_no_ack=3), joins=1, extra=4, consumed="tx_no_ack"),
+    Case("nd_first", SK, dict(nd_first=3), joins=1, consumed="nd_first"),
+    Case("event21_before_ok", SK, dict(event21_before_ok=False), joins=1),
+    Case("ll64_ok", SK, dict(ll64_ok=True), before="SKLL64", down=True, joins=2),
+    Case("eport_extra_lines", SK, dict(eport_extra_lines=True), before="SKTABLE", down=True,
+         joins=2),
+    Case("split_writes", SK, dict(split_writes=True), hold=0.4,
+         restore=dict(split_writes=False), joins=1),
+    Case("garbage", SK, dict(garbage=6), joins=1, extra=2, consumed="garbage"),
+    Case("mute", SK, dict(mute=True), hold=0.6, restore=dict(mute=False), joins=4, extra=12),
+    Case("air_down", SK, dict(air_down=True), hold=0.6, restore=dict(air_down=False), joins=5,
+         extra=12),
+    Case("expire_ms", SK, dict(expire_ms=20000), phases=("ready",), hold=0.5,
+         restore=dict(expire_ms=0), joins=1, extra=2),
+    Case("expire_ms_reauth_fail", SK, dict(expire_ms=20000, reauth_fail=True),
+         phases=("ready",), hold=0.3, restore=dict(expire_ms=0, reauth_fail=False), joins=3,
+         extra=2),
+    Case("t108_after_sends", SK, dict(t108_after_sends=2, t108_ms=20000), hold=0.6,
+         restore=dict(t108_after_sends=0), joins=1, extra=4),
+    Case("peer_end", SK, dict(), phases=("ready",), down=True, joins=2),
+]
+
+PARAMS = [pytest.param(c, f, id="%s-%s" % (f, c.knob)) for c in CASES for f in c.families]
+
+
+def _join_index(family, before):
+    seq = JOIN_SEQ[family]
+    if before is None:
+        return len(seq)
+    if before == "scan":
+        before = 0x0051 if family in J11 else "SKSCAN"
+    elif before == "pana":
+        before = {"han": 0x003A, "b": 0x0056}.get(family, "SKJOIN")
+    return seq.index(before) + 1
+
+
+def _apply(r, case, rng, ready):
+    f = dict(case.faults)
+    if ready and case.down:
+        if r.j11:
+            f["disconnect"] = 4
+        else:
+            r.emu.peer_end()
+    if f:
+        r.emu.set_faults(f)
+    if case.hold is not None:
+        asyncio.get_running_loop().call_later(case.hold, r.emu.set_faults, case.restore)
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("case,family", PARAMS)
+def test_fault_matrix(case, family):
+    name = "%s-%s" % (family, case.knob)
+    rng = _rng(name)
+    phase = rng.choice(case.phases)
+    payloads = _payloads(rng, name)
+
+    async def body():
+        async with Rig(family, cfg=case.cfg, emu=case.emu) as r:
+            if phase == "join":
+                # a seeded command of the join: the fault is set just before it is written
+                k = rng.randrange(_join_index(family, case.before))
+                r.uart.at(k, lambda: _apply(r, case, rng, False))
+                point = "before %r" % (JOIN_SEQ[family][k],)
+                await r.send_all(payloads)  # queued from the start: retried until ready
+            else:
+                await r.ready()
+                at = rng.randrange(N_PAYLOADS)
+                point = "before send %d" % at
+                await r.send_all(payloads, before=lambda i: i == at and _apply(r, case, rng,
+                                                                                True))
+            if case.hold is not None:
+                await asyncio.sleep(case.hold)  # the restore has run
+            if case.restore and case.hold is None:
+                r.emu.set_faults(case.restore)
+            await r.ready(timeout=15)
+            got = await r.delivered(payloads)
+            await r.peer_to_terminal(b"meter-after-" + case.knob.encode())
+            if case.consumed:
+                assert not r.emu.faults[case.consumed], "the fault never bit"
+            dups = sum(n - 1 for n in got.values())
+            if case.may_dup and phase == "ready":
+                # only a transmit whose answer was lost after it went out is sent twice
+                assert dups <= r.session.stats["module_timeouts"], got
+            else:
+                assert dups == 0, got
+            assert set(got) == set(payloads) | set(got)  # nothing but what was queued ...
+            assert set(got) <= set(payloads), "a datagram the application never sent"
+            bound = case.joins * len(JOIN_SEQ[family]) + N_PAYLOADS + case.extra
+            writes = r.uart.writes
+            assert writes <= bound, (writes, bound, r.cmds())
+            st = r.session.stats
+            outcome = "ready, %d/%d once%s; joins %d, failures %d" % (
+                len(payloads), N_PAYLOADS, (", %d dup" % dups) if dups else "", st["joins"],
+                st["join_failures"])
+            MATRIX.append((family, case.knob, "%s (%s)" % (phase, point), outcome, writes,
+                           bound, time.monotonic() - r.t0))
+
+    run(body())
