@@ -54,7 +54,7 @@ FAULTS = {
     "merge_writes": 0,  # next N frames to the host go out in one write with the frame after
     "drop_responses": 0,  # next N 0x2xxx responses are not sent (the command still runs)
     "drop_notifications": 0,  # next N notifications are not sent
-    "mute": False,  # vanished device: nothing is sent at all
+    "mute": False,  # vanished device: nothing is sent at all, requests are not executed
     "tx_no_ack": 0,  # next N transmits answer tx result 5 and send nothing
     "pana_result": 0,  # next PANA attempts end with this 0x6028 result (2 or 3) ...
     "pana_result_count": 0,  # ... this many times
@@ -477,6 +477,11 @@ class J11Emulator:
     def _request(self, cmd, data):
         self.requests.append((cmd, data))
         self.stats["requests"] += 1
+        if self.faults["mute"]:
+            # a vanished device neither answers nor acts: a transmit it never answers must not
+            # go on the air either (the host's retry would be a duplicate the module caused)
+            self.stats["muted_requests"] += 1
+            return
         if self.faults["truncate_requests"] > 0:
             self.faults["truncate_requests"] -= 1
             self.stats["truncated"] += 1
