@@ -117,6 +117,7 @@ CMD_BROUTE_REAUTH = 0x00D2
 NOTIFY_PING = 0x60D1
 
 _FRAME_TIMEOUT_S = 1.0
+_MERGE_WAIT_S = 0.05  # merge_writes: how long a frame waits for one to merge with [I]
 _MAX_PORTS = 6  # [I] open UDP ports the module holds (0x12 beyond)
 
 # Modelled durations in simulated seconds [I: ROHM gives no figures]; time_scale makes them real.
@@ -1098,10 +1099,12 @@ class J11Emulator:
         while True:
             data = await self._out.get()
             if self.faults["merge_writes"] > 0:
-                # hold this frame until the next one exists, then write both at once
+                # hold this frame a moment for the next one, then write both at once; never
+                # longer than a UART burst would take [I]: a response held for seconds would be
+                # a lost response, not a merged write
                 self.faults["merge_writes"] -= 1
                 try:
-                    data += await asyncio.wait_for(self._out.get(), 2.0)
+                    data += await asyncio.wait_for(self._out.get(), _MERGE_WAIT_S)
                     self.stats["merged_writes"] += 1
                 except asyncio.TimeoutError:
                     pass
