@@ -297,3 +297,211 @@ def test_fault_matrix(case, family):
                            bound, time.monotonic() - r.t0))
 
     run(body())
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. bad credentials latch; PANA re-authentication gate; the T108 limit
+
+def _bad_credentials(r, ready):
+    """Credentials the meter rejects (PANA result 2 / EVENT 24 after the peer's PANA messages),
+    once; in the ready phase the link drops too, so the rejoin meets them."""
+    if r.j11:
+        r.emu.set_faults(pana_result=2, pana_result_count=1, **({"disconnect": 4} if ready
+                                                                  else {}))
+    else:
+        r.emu.set_faults(join_fail=1, join_fail_kind=2)
+        if ready:
+            r.emu.peer_end()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("phase", ["join", "ready", "config"])
+@pytest.mark.parametrize("family", ["han", "b", "sk", "dse"])
+def test_bad_credentials_latch(family, phase):
+    name = "%s-latch-%s" % (family, phase)
+    rng = _rng(name)
+    cfg = {"pana_password": "WRONGPASS123"} if phase == "config" else None
+
+    async def body():
+        async with Rig(family, cfg=cfg) as r:
+            if phase == "join":
+                k = rng.randrange(_join_index(family, "pana"))
+                r.uart.at(k, lambda: _bad_credentials(r, False))
+            elif phase == "ready":
+                await r.ready()
+                _bad_credentials(r, True)
+            await r.until(lambda: r.session.state == ST_AUTH_FAILED, what="latch")
+            writes, joins = r.uart.writes, r.joins_sent()
+            # many back-off periods (max 400 ms): not one command, let alone a join attempt
+            await asyncio.sleep(1.5)
+            assert r.uart.writes == writes and r.joins_sent() == joins
+            assert r.auth_failed_events() == [(ev.RADIO_AUTH_FAILED, 0)]
+            assert r.session.stats["auth_failed"] == 1
+            assert not await r.session.send(SM_IP6, PORT, b"x")  # reported, not sent
+            assert sum(1 for x in r.lines if "bad credentials" in x) == 1
+            r.session.set_pana_password(PASSWORD)
+            await r.ready()
+            payloads = _payloads(rng, name)
+            await r.send_all(payloads)
+            assert all(n == 1 for n in (await r.delivered(payloads)).values())
+            assert len(r.auth_failed_events()) == 1
+            assert not any("WRONGPASS123" in x for x in r.lines)
+            # the join before the latch, the one after (+ the first join in the ready phase)
+            assert r.joins_sent() == (3 if phase == "ready" else 2)
+            MATRIX.append((family, "bad credentials", phase, "latched: 0 commands in 1.5 s, "
+                           "1 RADIO_AUTH_FAILED; new password joins", r.uart.writes,
+                           r.uart.writes, time.monotonic() - r.t0))
+
+    run(body())
+
+
+def _watch_states(r, seen):
+    async def watch():
+        while True:
+            seen.add(r.session.state)
+            await asyncio.sleep(0.002)
+    return asyncio.create_task(watch())
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("family", ["han", "b"])
+def test_j11_reauth_gate(family):
+    """The session re-authenticates at 80 % of pana_lifetime_s (1 s here): sends wait at the
+    gate meanwhile (none reaches the module while it authenticates: no 0x33/0x35 answer), then
+    go; none is lost or refused. Then a failed re-authentication: a full reopen."""
+    rng = _rng(family + "-reauth")
+
+    async def body():
+        async with Rig(family, cfg={"pana_lifetime_s": 1}) as r:
+            await r.ready()
+            seen = set()
+            w = _watch_states(r, seen)
+            payloads = _payloads(rng, "reauth") * 1
+            payloads = [p + b"%d" % i for i in range(4) for p in payloads]  # 24 datagrams
+            t0 = time.monotonic()
+            refused = 0
+            for p in payloads:
+                refused += await r.send_all([p])
+                await asyncio.sleep(0.08)  # ~2 s of traffic: two re-authentications
+            w.cancel()
+            assert time.monotonic() - t0 > 1.7
+            cmd = 0x00D2 if family == "b" else 0x002B
+            assert r.count(cmd) >= 2 and r.session.stats["reauths"] >= 2
+            assert ST_REAUTH in seen
+            busy = [d for c, d in r.emu.sent if c == 0x2008 and d[0] in (0x33, 0x35)]
+            assert busy == [] and refused == 0
+            assert all(n == 1 for n in (await r.delivered(payloads)).values())
+            assert r.session.stats["joins"] == 1  # the gate, not a reopen
+            # the next re-authentication fails (no answer): a full reopen, then ready again
+            r.emu.set_faults(pana_result=3, pana_result_count=1)
+            await r.until(lambda: r.session.stats["joins"] == 2, what="reopen after re-auth")
+            assert (ev.LINK_DOWN, DOWN_REAUTH) in r.events
+            assert r.session.stats["reauth_failures"] == 1
+            more = [b"after-reauth-%d" % i for i in range(3)]
+            await r.send_all(more)
+            assert all(n == 1 for n in (await r.delivered(more)).values())
+            MATRIX.append((family, "session re-auth (pana_lifetime_s 1)", "ready",
+                           "gate closed during %d re-auths, 0 sends refused; failed re-auth -> "
+                           "reopen" % r.count(cmd), r.uart.writes, r.uart.writes,
+                           time.monotonic() - r.t0))
+
+    run(body())
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("family", ["sk", "dse"])
+def test_skstack_auto_reauth_gate(family):
+    """The module re-authenticates on its own (EVENT 29 ... 25): the session's gate is closed
+    in between (no SKSENDTO written), the queued sends go after; EVENT 24: a full reopen."""
+    async def body():
+        async with Rig(family) as r:
+            await r.ready()
+            marks = []
+            inner = r.link.on_event
+
+            def on_event(code, detail):
+                marks.append((code, r.uart.writes))
+                inner(code, detail)
+            r.link.on_event = on_event
+            payloads = [b"gate-%d" % i for i in range(8)]
+            sender = asyncio.create_task(r.send_all(
+                payloads, before=lambda i: i == 2 and r.emu.expire_session(True, 30000)))
+            refused = await asyncio.wait_for(sender, 10)
+            assert [c for c, _ in marks] == [link.EV_REAUTH_STARTED, link.EV_REAUTH_OK]
+            assert marks[0][1] == marks[1][1]  # nothing written while the gate was closed
+            assert refused == 0
+            assert all(n == 1 for n in (await r.delivered(payloads)).values())
+            assert r.session.stats["joins"] == 1 and r.session.stats["reauths"] == 1
+            r.emu.expire_session(False, 1000)
+            await r.until(lambda: r.session.stats["joins"] == 2, what="reopen")
+            assert (ev.LINK_DOWN, DOWN_REAUTH) in r.events
+            more = [b"after-%d" % i for i in range(3)]
+            await r.send_all(more)
+            assert all(n == 1 for n in (await r.delivered(more)).values())
+            MATRIX.append((family, "module re-auth (EVENT 29)", "ready",
+                           "gate closed 29..25, 0 sends refused; 24 -> reopen", r.uart.writes,
+                           r.uart.writes, time.monotonic() - r.t0))
+
+    run(body())
+
+
+BIG = bytes(range(256)) * 4 + bytes(208)  # 1232 bytes: 144 ms of modelled air time
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("family", ["han", "b", "sk", "dse"])
+def test_t108_limit(family):
+    """Our budget (1 s here, 50 % reserve): bulk traffic stops at the reserve, replies still go;
+    the module's limit (J11: transmits refused; SKSTACK: EVENT 32) stops replies too without a
+    reopen; limit off (J11: the hold ends; SKSTACK: EVENT 33) -> the replies go."""
+    cfg = {"airtime_budget_ms": 1000, "bulk_reserve_pct": 50, "tx_limit_hold_ms": 300}
+
+    async def body():
+        async with Rig(family, cfg=cfg) as r:
+            await r.ready()
+            s = r.session
+            bulk = 0
+            while s.may_send(True):
+                assert await s.send(SM_IP6, PORT, BIG[:-3] + b"%03d" % bulk, bulk=True)
+                bulk += 1
+                assert bulk < 10
+            assert bulk == 4  # 4 x 144 ms: 424 ms left, at or below the 500 ms reserve
+            assert not await s.send(SM_IP6, PORT, b"bulk", bulk=True)
+            assert s.stats["bulk_deferred"] >= 2
+            replies = [b"reply-%d" % i for i in range(3)]
+            assert await r.send_all(replies) == 0  # replies still go
+            # the module's own limit
+            if r.j11:
+                r.emu.set_faults(t108_limited=True)
+                assert not await s.send(SM_IP6, PORT, b"refused")  # the module refuses
+            else:
+                r.emu.t108(True)
+                await r.until(lambda: r.link.tx_limited, what="EVENT 32")
+            assert not s.may_send(False) and not s.may_send(True)
+            w0 = r.uart.writes
+            t0 = time.monotonic()
+            assert not await s.send(SM_IP6, PORT, b"gated")  # waits at the gate, refused
+            assert time.monotonic() - t0 >= 0.2
+            if r.j11:
+                # J11 gives no limit-off: the gate held the send for tx_limit_hold_ms, then it
+                # asked the module once, which still refuses (closed for another hold)
+                assert r.uart.writes == w0 + 1 and s.stats["tx_limited"] == 2
+            else:
+                # EVENT 32 holds the gate until EVENT 33: gate_wait_ms, then refused unsent
+                assert r.uart.writes == w0 and s.stats["tx_gated"] == 1
+            if r.j11:
+                r.emu.set_faults(t108_limited=False)  # J11 says nothing: the hold ends it
+            else:
+                r.emu.t108(False)  # EVENT 33
+            late = [b"late-reply-%d" % i for i in range(3)]
+            await r.send_all(late)
+            got = await r.delivered(replies + late)
+            assert all(n == 1 for n in got.values())
+            assert b"gated" not in got and (r.j11 or b"refused" not in got)
+            assert s.stats["joins"] == 1 and s.stats["stale_reopens"] == 0
+            MATRIX.append((family, "T108 (budget 1 s, reserve 50 %)", "ready",
+                           "bulk stopped after 4, replies went; module limit gated, no reopen; "
+                           "off -> resumed", r.uart.writes, r.uart.writes,
+                           time.monotonic() - r.t0))
+
+    run(body())
