@@ -14,10 +14,9 @@ import time
 from firmware import events as ev
 from firmware import log
 from firmware.hal.host import PtyUart
-from firmware.radio import j11, j11_link
+from firmware.radio import j11, j11_link, skstack
 from firmware.radio.j11_module import J11Module
 from firmware.radio.session import RadioSession
-from firmware.radio.skstack import SkStackLink
 from tools.j11_emulator import J11Emulator
 from tools.skstack_emulator import SkStackEmulator
 
@@ -28,13 +27,14 @@ RBID = "00112233445566778899AABBCCDDEEFF"
 PORT = 4059
 FAMILIES = ("han", "b", "sk", "dse")  # J11 HAN, J11 B-route, SKSTACK single-hop, SKSTACK DSE
 
-# small timeouts and back-off: every case ends in seconds (the emulators run at time_scale 0.01).
-# cmd_timeout_ms stays above the J11's 1 s frame timer (truncated requests are answered 0x13
-# after 1 s and re-sent).
+# small timeouts and back-off: every case ends in seconds (the emulators run at time_scale 0.01:
+# a reset takes 30 ms, a PANA exchange 30 ms). A case with truncated J11 requests needs
+# cmd_timeout_ms above the module's 1 s frame timer (0x13 after 1 s, then re-sent): SLOW_CMD.
 BASE_CFG = dict(pana_password=PASSWORD, backoff_min_ms=50, backoff_max_ms=400,
-                cmd_timeout_ms=1500, reset_timeout_ms=2000, pana_timeout_ms=1500,
-                scan_duration=1, scan_max_duration=3, tx_retries=1, gate_wait_ms=1500,
+                cmd_timeout_ms=400, reset_timeout_ms=600, pana_timeout_ms=600,
+                scan_duration=1, scan_max_duration=3, tx_retries=1, gate_wait_ms=600,
                 liveness_s=0, stale_tries=3, udp_port=PORT, sm_mac="")
+SLOW_CMD = dict(cmd_timeout_ms=1500)
 
 
 class CountingUart:
@@ -100,10 +100,8 @@ class Rig:
             drv = j11_link.build(self.module, c)
         else:
             self.module = None
-            drv = SkStackLink(self.uart, dse=self.family == "dse",
-                              cmd_timeout_ms=c["cmd_timeout_ms"],
-                              pana_timeout_ms=c["pana_timeout_ms"],
-                              send_timeout_ms=c["cmd_timeout_ms"])
+            drv = skstack.build(self.uart, c, dse=self.family == "dse")
+            drv.send_timeout_ms = c["cmd_timeout_ms"]  # no neighbour discovery takes long here
         self.link = drv
         self.session = RadioSession(drv, c, event=self._event)
         self._peer_task = asyncio.create_task(self._peer())
