@@ -67,7 +67,7 @@ class Rig:
     """family: "han" | "b" | "sk" | "dse". cfg / emu: overrides of the session config and the
     emulator's keyword arguments."""
 
-    def __init__(self, family, cfg=None, emu=None):
+    def __init__(self, family, cfg=None, emu=None, session=True):
         self.family = family
         self.j11 = family in ("han", "b")
         self.lines = []
@@ -89,10 +89,17 @@ class Rig:
             self.cfg.update(route="b", route_b_id=RBID)
         self.cfg.update(cfg or {})
         self.t0 = None
+        self.with_session = session  # False: only the emulator and the peer (another runtime
+        # drives the pty)
 
     async def __aenter__(self):
         log.set_sink(self.lines.append)
         await self.emu.start()
+        self._peer_task = asyncio.create_task(self._peer())
+        self.t0 = time.monotonic()
+        if not self.with_session:
+            self.task = self.link = self.uart = None
+            return self
         self.uart = CountingUart(PtyUart(self.emu.slave_path))
         c = self.cfg
         if self.j11:
@@ -104,21 +111,22 @@ class Rig:
             drv.send_timeout_ms = c["cmd_timeout_ms"]  # no neighbour discovery takes long here
         self.link = drv
         self.session = RadioSession(drv, c, event=self._event)
-        self._peer_task = asyncio.create_task(self._peer())
-        self.t0 = time.monotonic()
         self.task = asyncio.create_task(self.session.run())
         return self
 
     async def __aexit__(self, *exc):
         for t in (self.task, self._peer_task):
+            if t is None:
+                continue
             t.cancel()
             try:
                 await t
             except (asyncio.CancelledError, Exception):
                 pass
-        self.link.stop()
-        await asyncio.sleep(0)
-        self.uart.close()
+        if self.link is not None:
+            self.link.stop()
+            await asyncio.sleep(0)
+            self.uart.close()
         await self.emu.stop()
         self.sm.close()
         log.set_sink(None)

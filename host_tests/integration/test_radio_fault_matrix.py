@@ -18,8 +18,11 @@ Each case appends a row to MATRIX; with FM_TABLE=path set, the table is written 
 report's matrix table)."""
 
 import asyncio
+import json
 import os
 import random
+import shutil
+import sys
 import time
 import zlib
 
@@ -166,7 +169,7 @@ CASES = [
     Case("drop_responses", J11, dict(drop_responses=1), may_dup=True, extra=4,
          consumed="drop_responses"),
     Case("drop_notifications", J11, dict(drop_notifications=1), extra=4),
-    Case("mute", J11, dict(mute=True), hold=0.6, restore=dict(mute=False), joins=4, extra=12),
+    Case("mute", J11, dict(mute=True), hold=0.4, restore=dict(mute=False), joins=4, extra=12),
     Case("truncate_requests", J11, dict(truncate_requests=1), joins=1, extra=3,
          consumed="truncate_requests", cfg=SLOW_CMD),
     Case("tx_no_ack", J11, dict(tx_no_ack=3), joins=1, extra=4, consumed="tx_no_ack"),
@@ -192,7 +195,7 @@ CASES = [
     Case("t108_limited", J11, dict(t108_limited=True), hold=0.4,
          restore=dict(t108_limited=False), joins=1, extra=20,
          cfg=dict(tx_limit_hold_ms=200), bit=lambda r: r.session.stats["tx_limited"] >= 1),
-    Case("air_down", J11, dict(air_down=True), hold=0.6, restore=dict(air_down=False), joins=5,
+    Case("air_down", J11, dict(air_down=True), hold=0.4, restore=dict(air_down=False), joins=5,
          extra=12),
     Case("disconnect", J11, dict(disconnect=3), phases=("ready",), joins=2),
     # -- SKSTACK emulator (docs/skstack.md "Emulator") --
@@ -211,8 +214,8 @@ CASES = [
     Case("split_writes", SK, dict(split_writes=True), hold=0.4,
          restore=dict(split_writes=False), joins=1),
     Case("garbage", SK, dict(garbage=6), joins=1, extra=2, consumed="garbage"),
-    Case("mute", SK, dict(mute=True), hold=0.6, restore=dict(mute=False), joins=4, extra=12),
-    Case("air_down", SK, dict(air_down=True), hold=0.6, restore=dict(air_down=False), joins=5,
+    Case("mute", SK, dict(mute=True), hold=0.4, restore=dict(mute=False), joins=4, extra=12),
+    Case("air_down", SK, dict(air_down=True), hold=0.4, restore=dict(air_down=False), joins=5,
          extra=12),
     # the expiry timer is armed by a join: in the ready phase the link drops so a rejoin arms it
     Case("expire_ms", SK, dict(expire_ms=20000), before="pana", down=True, hold=0.8,
@@ -343,7 +346,7 @@ def test_bad_credentials_latch(family, phase):
             await r.until(lambda: r.session.state == ST_AUTH_FAILED, what="latch")
             writes, joins = r.uart.writes, r.joins_sent()
             # several back-off periods (max 400 ms): not one command, let alone a join attempt
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.9)
             assert r.uart.writes == writes and r.joins_sent() == joins
             assert r.auth_failed_events() == [(ev.RADIO_AUTH_FAILED, 0)]
             assert r.session.stats["auth_failed"] == 1
@@ -358,7 +361,7 @@ def test_bad_credentials_latch(family, phase):
             assert not any("WRONGPASS123" in x for x in r.lines)
             # the join before the latch, the one after (+ the first join in the ready phase)
             assert r.joins_sent() == (3 if phase == "ready" else 2)
-            MATRIX.append((family, "bad credentials", phase, "latched: 0 commands in 1 s, "
+            MATRIX.append((family, "bad credentials", phase, "latched: 0 commands in 0.9 s, "
                            "1 RADIO_AUTH_FAILED; new password joins", r.uart.writes,
                            r.uart.writes, time.monotonic() - r.t0))
 
@@ -386,17 +389,17 @@ def test_j11_reauth_gate(family):
             await r.ready()
             seen = set()
             w = _watch_states(r, seen)
-            payloads = _payloads(rng, "reauth") * 1
-            payloads = [p + b"%d" % i for i in range(4) for p in payloads]  # 24 datagrams
+            payloads = _payloads(rng, "reauth")
+            payloads = [p + b"%d" % i for i in range(2) for p in payloads]  # 12 datagrams
             t0 = time.monotonic()
             refused = 0
             for p in payloads:
                 refused += await r.send_all([p])
-                await asyncio.sleep(0.08)  # ~2 s of traffic: two re-authentications
+                await asyncio.sleep(0.08)  # ~1 s of traffic: the re-authentication at 0.8 s
             w.cancel()
-            assert time.monotonic() - t0 > 1.7
+            assert time.monotonic() - t0 > 0.9
             cmd = 0x00D2 if family == "b" else 0x002B
-            assert r.count(cmd) >= 2 and r.session.stats["reauths"] >= 2
+            assert r.count(cmd) >= 1 and r.session.stats["reauths"] >= 1
             assert ST_REAUTH in seen
             busy = [d for c, d in r.emu.sent if c == 0x2008 and d[0] in (0x33, 0x35)]
             assert busy == [] and refused == 0
@@ -513,5 +516,108 @@ def test_t108_limit(family):
                            "bulk stopped after 4, replies went; module limit gated, no reopen; "
                            "off -> resumed", r.uart.writes, r.uart.writes,
                            time.monotonic() - r.t0))
+
+    run(body())
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. the same session + driver under the MicroPython unix port (heap-capped): B-route through
+# MAC failures and a T108 refusal, SKSTACK DSE through a silent PANA peer and EVENT 32 / 33
+
+MP = os.path.join(os.path.dirname(sys.executable), "micropython")
+if not os.path.exists(MP):
+    MP = shutil.which("micropython")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+MP_SCRIPT = """
+import asyncio
+from firmware.hal.host import PtyUart
+from firmware.radio import j11_link, skstack
+from firmware.radio.j11_module import J11Module
+from firmware.radio.session import RadioSession
+
+CFG = %s
+PEER = %r
+
+async def main():
+    uart = PtyUart(CFG["uart"])
+    if CFG["family"] == "b":
+        drv = j11_link.build(J11Module(uart), CFG)
+    else:
+        drv = skstack.build(uart, CFG, dse=True)
+    s = RadioSession(drv, CFG)
+    task = asyncio.create_task(s.run())
+    while not s.is_ready():
+        await asyncio.sleep_ms(10)
+    print("READY", s.stats["joins"], s.stats["join_failures"])
+    refused = 0
+    for i in range(6):
+        if i == 2:
+            print("LIMIT")  # the test switches the module's T108 limit on for a while
+            await asyncio.sleep_ms(50)
+        p = b"mp-%%d" %% i
+        while not await s.send(PEER, 4059, p):
+            refused += 1
+            await asyncio.sleep_ms(20)
+    st = s.stats
+    print("DONE", refused, st["tx_limited"], st["joins"], st["stale_reopens"])
+    task.cancel()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(MP is None, reason="micropython binary not installed")
+@pytest.mark.parametrize("family", ["b", "dse"])
+def test_fault_cases_under_micropython(family, tmp_path):
+    async def body():
+        async with Rig(family, session=False) as r:
+            if r.j11:
+                r.emu.set_faults(mac_fail=2)
+            else:
+                r.emu.set_faults(join_fail=1, join_fail_kind=3)
+            cfg = dict(r.cfg, uart=r.emu.slave_path, family=family, tx_limit_hold_ms=200)
+            script = tmp_path / "fm_mp.py"
+            script.write_text(MP_SCRIPT % (json.dumps(cfg), SM_IP6))
+            proc = await asyncio.create_subprocess_exec(
+                MP, "-X", "heapsize=256k", str(script), cwd=ROOT,
+                env=dict(os.environ, MICROPYPATH=".:.frozen"), stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT)
+            try:
+                out = []
+                while not (out and out[-1].startswith(b"DONE")):
+                    line = await asyncio.wait_for(proc.stdout.readline(), 20)
+                    assert line, b"".join(out)
+                    out.append(line)
+                    if line.startswith(b"LIMIT"):
+                        if r.j11:
+                            r.emu.set_faults(t108_limited=True)
+                            asyncio.get_running_loop().call_later(
+                                0.3, r.emu.set_faults, {"t108_limited": False})
+                        else:
+                            r.emu.t108(True)
+                            asyncio.get_running_loop().call_later(0.3, r.emu.t108, False)
+                text = b"".join(out).decode()
+                assert "READY 1 %d" % (2 if r.j11 else 1) in text, text
+                done = out[-1].split()
+                refused, limited, joins, stale = (int(x) for x in done[1:])
+                assert limited >= 1 and joins == 1 and stale == 0, text
+                payloads = [b"mp-%d" % i for i in range(6)]
+                got = await r.delivered(payloads)
+                assert all(got[p] == 1 for p in payloads), got
+                writes = len(r.emu.requests)
+                # the join (+ 2 MAC-failure retries from the reset / 1 PANA retry), 6 sends,
+                # + at most one refused transmit per hold (J11) / none (SKSTACK gate)
+                bound = (3 * 9 + 6 + 4) if r.j11 else (2 * 15 + 6)
+                assert writes <= bound, (writes, bound)
+                MATRIX.append((family, "micropython: %s + T108" % ("mac_fail 2" if r.j11
+                                                                   else "join_fail 3"),
+                               "join / ready", "ready, 6/6 once, %d refused, no reopen"
+                               % refused, writes, bound, time.monotonic() - r.t0))
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                await proc.wait()
 
     run(body())
