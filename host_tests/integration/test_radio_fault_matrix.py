@@ -369,9 +369,10 @@ def test_bad_credentials_latch(family, phase):
 
 
 def _watch_states(r, seen):
+    """Sample (state, gate open) while the test runs."""
     async def watch():
         while True:
-            seen.add(r.session.state)
+            seen.add((r.session.state, r.session._gate.is_set()))
             await asyncio.sleep(0.002)
     return asyncio.create_task(watch())
 
@@ -379,9 +380,10 @@ def _watch_states(r, seen):
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("family", ["han", "b"])
 def test_j11_reauth_gate(family):
-    """The session re-authenticates at 80 % of pana_lifetime_s (1 s here): sends wait at the
-    gate meanwhile (none reaches the module while it authenticates: no 0x33/0x35 answer), then
-    go; none is lost or refused. Then a failed re-authentication: a full reopen."""
+    """The session re-authenticates at 80 % of pana_lifetime_s (1 s here): the gate is closed
+    meanwhile and sends wait (none reaches the module while it authenticates: no 0x33/0x35
+    answer), then go; none is lost or refused. Then a failed re-authentication: a full
+    reopen."""
     rng = _rng(family + "-reauth")
 
     async def body():
@@ -400,7 +402,9 @@ def test_j11_reauth_gate(family):
             assert time.monotonic() - t0 > 0.9
             cmd = 0x00D2 if family == "b" else 0x002B
             assert r.count(cmd) >= 1 and r.session.stats["reauths"] >= 1
-            assert ST_REAUTH in seen
+            # the gate was closed whenever the session was re-authenticating (J11Module's
+            # command lock would hold a transmit too; the gate bounds the wait: gate_wait_ms)
+            assert (ST_REAUTH, False) in seen and (ST_REAUTH, True) not in seen, seen
             busy = [d for c, d in r.emu.sent if c == 0x2008 and d[0] in (0x33, 0x35)]
             assert busy == [] and refused == 0
             assert all(n == 1 for n in (await r.delivered(payloads)).values())
