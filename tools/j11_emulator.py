@@ -54,7 +54,7 @@ FAULTS = {
     "merge_writes": 0,  # next N frames to the host go out in one write with the frame after
     "drop_responses": 0,  # next N 0x2xxx responses are not sent (the command still runs)
     "drop_notifications": 0,  # next N notifications are not sent
-    "mute": False,  # vanished device: nothing is sent at all
+    "mute": False,  # vanished device: nothing is sent at all, requests are not executed
     "tx_no_ack": 0,  # next N transmits answer tx result 5 and send nothing
     "pana_result": 0,  # next PANA attempts end with this 0x6028 result (2 or 3) ...
     "pana_result_count": 0,  # ... this many times
@@ -117,6 +117,7 @@ CMD_BROUTE_REAUTH = 0x00D2
 NOTIFY_PING = 0x60D1
 
 _FRAME_TIMEOUT_S = 1.0
+_MERGE_WAIT_S = 0.05  # merge_writes: how long a frame waits for one to merge with [I]
 _MAX_PORTS = 6  # [I] open UDP ports the module holds (0x12 beyond)
 
 # Modelled durations in simulated seconds [I: ROHM gives no figures]; time_scale makes them real.
@@ -477,6 +478,11 @@ class J11Emulator:
     def _request(self, cmd, data):
         self.requests.append((cmd, data))
         self.stats["requests"] += 1
+        if self.faults["mute"]:
+            # a vanished device neither answers nor acts: a transmit it never answers must not
+            # go on the air either (the host's retry would be a duplicate the module caused)
+            self.stats["muted_requests"] += 1
+            return
         if self.faults["truncate_requests"] > 0:
             self.faults["truncate_requests"] -= 1
             self.stats["truncated"] += 1
@@ -1093,10 +1099,12 @@ class J11Emulator:
         while True:
             data = await self._out.get()
             if self.faults["merge_writes"] > 0:
-                # hold this frame until the next one exists, then write both at once
+                # hold this frame a moment for the next one, then write both at once; never
+                # longer than a UART burst would take [I]: a response held for seconds would be
+                # a lost response, not a merged write
                 self.faults["merge_writes"] -= 1
                 try:
-                    data += await asyncio.wait_for(self._out.get(), 2.0)
+                    data += await asyncio.wait_for(self._out.get(), _MERGE_WAIT_S)
                     self.stats["merged_writes"] += 1
                 except asyncio.TimeoutError:
                     pass

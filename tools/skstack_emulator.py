@@ -54,7 +54,7 @@ FAULTS = {
     "eport_extra_lines": False,  # SKTABLE E: fw 1.2.10's extra lines after the six UDP ports
     "split_writes": False,  # write every line in small random pieces with pauses
     "garbage": 0,  # next N lines to the host are preceded by a line of random noise
-    "mute": False,  # vanished device: nothing is sent at all
+    "mute": False,  # vanished device: nothing is sent at all, commands are not executed
     "air_down": False,  # the smart meter is out of reach: no beacon, no PANA, no ACK, no rx
     # PANA lifetime expiry: this many simulated ms after each successful join, EVENT 29, then
     # the automatic re-authentication ends EVENT 25, or EVENT 24 with reauth_fail (0: never)
@@ -321,6 +321,11 @@ class SkStackEmulator:
     def _queue(self, line, data):
         self.requests.append(line)
         self.stats["requests"] += 1
+        if self.faults["mute"]:
+            # a vanished device neither answers nor acts: a SKSENDTO it never answers must not
+            # go on the air either (the host's retry would be a duplicate the module caused)
+            self.stats["muted_requests"] += 1
+            return
         if self.regs.get("SFE") == "1":
             self._line(line.decode("latin-1"))  # echo (the command line, never SKSENDTO data)
         self._cmdq.put_nowait((line, data))

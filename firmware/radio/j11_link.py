@@ -28,6 +28,10 @@ CMD_ROUTE_B_REAUTH = const(0x00D2)
 RESULT_MAC_FAILED = const(0x0E)  # MAC connection failed (common on the first Route-B start)
 RESULT_NOT_STARTED = const(0x10)  # the module has no HAN/B-route session (it lost it)
 RESULT_ALREADY_SET = const(0x58)  # B-route credentials already set: as good as set
+TX_RESULT_NO_ACK = const(5)
+# [I] tx result of a transmit the module refused under the ARIB T108 limit (nothing sent): what a
+# J11 reports is not public; 7 is the emulator's choice (tools/j11_emulator.py T108_TX_RESULT)
+TX_RESULT_T108 = const(7)
 _PROVISIONAL_CHANNEL = const(4)  # 0x005F before a scan needs some channel; the scan covers all
 
 
@@ -175,6 +179,10 @@ class J11Link:
             raise _link_error(e)
         if tx == 0:
             return link.TX_QUEUED if queue else link.TX_OK
+        if tx == TX_RESULT_T108:
+            # refused, not lost: the session closes its gate instead of counting a stale send
+            self.m.stats["tx_limited"] += 1
+            return link.TX_LIMITED
         return link.TX_NO_ACK
 
     async def reauth(self):

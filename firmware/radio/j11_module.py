@@ -109,6 +109,7 @@ class J11Module:
             "uart_retries": 0,
             "uart_errors": 0,
             "tx_no_ack": 0,
+            "tx_limited": 0,  # transmits refused under the T108 limit (J11Link counts them)
             "unexpected": 0,
             "bad_notifications": 0,
         }

@@ -59,12 +59,14 @@ DEFAULTS = {
     "pana_timeout_ms": 60000,
     "tx_retries": 3,
     "rx_queue": 4,
+    # a TX_LIMITED send with no limit-off event to follow (J11 reports none): the gate stays
+    # closed this long before a send tries again
+    "tx_limit_hold_ms": 60000,
 }
 
 MAC_RETRIES = const(3)  # MAC failures (J11 0x0E) reset and retried in a row, then back-off
 _TIMEOUTS_BEFORE_REOPEN = const(2)
 _REAUTH_PCT = const(80)
-_LIMIT_HOLD_MS = const(60000)  # TX_LIMITED without an EV_TX_LIMIT_OFF: closed this long
 _LIMIT_ON_MS = const(3600000)  # EV_TX_LIMIT_ON: closed until OFF, at most the T108 hour
 
 # LINK_DOWN event details (docs/events.md)
@@ -120,6 +122,7 @@ def _settings(config):
     _int_in(cfg, "gate_wait_ms", 0, 600000, 5000)
     _int_in(cfg, "airtime_budget_ms", 1000, 3600000, 360000)
     _int_in(cfg, "bulk_reserve_pct", 0, 90, 20)
+    _int_in(cfg, "tx_limit_hold_ms", 100, 3600000, 60000)
     if cfg["backoff_max_ms"] < cfg["backoff_min_ms"]:
         cfg["backoff_max_ms"] = cfg["backoff_min_ms"]
     return cfg
@@ -394,7 +397,7 @@ class RadioSession:
             st["tx_fail"] += 1
             log.warn(_TAG, "send refused by the module: T108 limit")
             if self._limit_until is None:
-                self._limit_until = ticks_add(ticks_ms(), _LIMIT_HOLD_MS)
+                self._limit_until = ticks_add(ticks_ms(), self._cfg["tx_limit_hold_ms"])
                 self._update_gate()
             return False
         # every attempt of the driver's own no-ACK retries was on the air too

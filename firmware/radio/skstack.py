@@ -85,7 +85,7 @@ class SkStackLink:
     def __init__(self, uart, dse=False, max_udp=sk.MAX_UDP, side=0, sec=1, hex_data=False,
                  cmd_timeout_ms=DEFAULT_CMD_TIMEOUT_MS, pana_timeout_ms=DEFAULT_PANA_TIMEOUT_MS,
                  send_timeout_ms=DEFAULT_SEND_TIMEOUT_MS, pana_lifetime_s=None,
-                 auto_reauth=None):
+                 auto_reauth=None, reset_timeout_ms=DEFAULT_RESET_TIMEOUT_MS):
         """dse: the dual-stack dialect (SIDE fields); side: 0 B-route side, 1 HAN side (DSE);
         sec: SKSENDTO SEC (1 encrypt or drop); hex_data: ask for hex ERXUDP data (WOPT 01)
         instead of binary (both are parsed); pana_lifetime_s / auto_reauth: S16 / S17 written
@@ -99,6 +99,7 @@ class SkStackLink:
         self.cmd_timeout_ms = cmd_timeout_ms
         self.pana_timeout_ms = pana_timeout_ms
         self.send_timeout_ms = send_timeout_ms
+        self.reset_timeout_ms = reset_timeout_ms
         self.pana_lifetime_s = pana_lifetime_s
         self.auto_reauth = auto_reauth
         max_udp = min(max_udp, sk.MAX_UDP)
@@ -427,8 +428,10 @@ class SkStackLink:
 
     # -- contract -----------------------------------------------------------------------------
 
-    async def reset(self, timeout_ms=DEFAULT_RESET_TIMEOUT_MS):
+    async def reset(self, timeout_ms=None):
         """SKRESET, then the settings a reset loses (echo) and the data format."""
+        if timeout_ms is None:
+            timeout_ms = self.reset_timeout_ms
         self.start()
         async with self._lock:
             self._setup_done = False
@@ -670,3 +673,13 @@ def _mac(mac):
         if sk.hex_into(mac.encode(), 0, 16, out) == 8:
             return bytes(out)
     raise link.LinkError("MAC must be 8 bytes or 16 hex characters")
+
+
+def build(uart, cfg, dse=False, max_udp=sk.MAX_UDP):
+    """A SkStackLink with the radio section's driver deadlines (cmd_timeout_ms, reset_timeout_ms,
+    pana_timeout_ms: docs/radio.md), like j11_link.build: without it a SKSTACK terminal waited
+    the driver's own defaults (a vanished module cost 5 s per reset, whatever the config said)."""
+    return SkStackLink(uart, dse=dse, max_udp=max_udp,
+                       cmd_timeout_ms=cfg.get("cmd_timeout_ms", DEFAULT_CMD_TIMEOUT_MS),
+                       reset_timeout_ms=cfg.get("reset_timeout_ms", DEFAULT_RESET_TIMEOUT_MS),
+                       pana_timeout_ms=cfg.get("pana_timeout_ms", DEFAULT_PANA_TIMEOUT_MS))

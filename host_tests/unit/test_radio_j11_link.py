@@ -24,9 +24,14 @@ class J11Uart(FakeUart):
         self.results = {}  # cmd -> list of result bytes for its response (popped)
         self.pana_results = []  # 0x6028 results (popped; default 1)
         self.data = {}  # cmd -> last request data
+        self.tx_scripted = []  # 0x2008 response data for the next transmits (popped)
 
     def handle(self, cmd, data):
         self.data[cmd] = data
+        if cmd == 0x0008 and self.tx_scripted:  # whole 0x2008 responses (result, tx byte)
+            self.requests.append(cmd)
+            self.push(0x2008, self.tx_scripted.pop(0))
+            return
         script = self.results.get(cmd)
         if script:
             self.requests.append(cmd)
@@ -166,6 +171,19 @@ class J11LinkTest(unittest.TestCase):
             self.assertEqual(lk.stats["timeouts"], 1)
 
         self.run_link(body, tx_retries=1)
+
+    def test_t108_refusal_is_limited_not_no_ack(self):
+        # [I] tx result 7 (the emulator's T108 refusal): nothing was sent and no re-send helps;
+        # reported as TX_NO_ACK it made the session count stale sends and reopen a good link
+        async def body(uart, lk, got):
+            dst = j11.link_local_of_mac(SM_MACB)
+            uart.tx_scripted = [b"\x01\x07"]
+            self.assertEqual(await lk.send(dst, 4059, 4059, b"hi"), link.TX_LIMITED)
+            self.assertEqual(uart.requests.count(0x0008), 1)  # not re-sent
+            self.assertEqual((lk.stats["tx_limited"], lk.stats["tx_no_ack"]), (1, 0))
+            self.assertEqual(await lk.send(dst, 4059, 4059, b"hi"), link.TX_OK)
+
+        self.run_link(body, tx_retries=3)
 
     def test_notifications(self):
         async def body(uart, lk, got):

@@ -5,7 +5,7 @@ import unittest
 
 from firmware import log
 from firmware.radio import link
-from firmware.radio.skstack import SkStackLink, scan_channels, scan_timeout_ms
+from firmware.radio.skstack import SkStackLink, build, scan_channels, scan_timeout_ms
 
 SM = b"FE80:0000:0000:0000:021D:1290:1234:5678"
 SM16 = bytes((0xFE, 0x80, 0, 0, 0, 0, 0, 0, 0x02, 0x1D, 0x12, 0x90, 0x12, 0x34, 0x56, 0x78))
@@ -211,6 +211,27 @@ class DriverTest(unittest.TestCase):
             uart, lk = make([(b"SKVER", b"")])
             try:
                 await lk.version()
+            except link.LinkTimeout:
+                return "timeout"
+            finally:
+                lk.stop()
+
+        self.assertEqual(run(main()), "timeout")
+
+    def test_build_takes_the_radio_deadlines(self):
+        lk = build(FakeUart([]), {"cmd_timeout_ms": 400, "reset_timeout_ms": 600,
+                                  "pana_timeout_ms": 700}, dse=True, max_udp=300)
+        self.assertEqual((lk.cmd_timeout_ms, lk.reset_timeout_ms, lk.pana_timeout_ms),
+                         (400, 600, 700))
+        self.assertEqual((lk.dse, lk.max_udp), (True, 300))
+
+    def test_reset_waits_reset_timeout_ms(self):
+        # an OK 300 ms late: within the driver's 5 s default, beyond the configured 50 ms
+        async def main():
+            uart, lk = make([(b"SKRESET", (b"", OK, 300))], reset_timeout_ms=50)
+            try:
+                await lk.reset()
+                return "reset"
             except link.LinkTimeout:
                 return "timeout"
             finally:
