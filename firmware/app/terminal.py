@@ -148,56 +148,20 @@ class Terminal:
         """radio.family "auto": ask the module which family it is (firmware.radio.detect), once
         at boot before anything is built; J11 when detection fails or the build lacks it.
         detect_family: tests pass their own."""
-        from firmware.radio import link
+        from firmware.app import radio_setup
 
-        family = self.cfg["radio"].get("family", "auto")
-        if family != "auto":
-            self._radio_family = family
-            return
-        if detect_family is None:
-            try:
-                from firmware.radio.detect import detect_family
-            except ImportError:
-                detect_family = None
-        family = None
-        if detect_family is not None:
-            try:
-                family = await detect_family(self.hal.radio_uart(), _DETECT_MS)
-            except Exception as e:  # noqa: BLE001 - detection must never stop the radio
-                log.exc(_TAG, "radio module detection failed", e)
-        if family is None:
-            if detect_family is None:
-                log.info(_TAG, "no radio module detection in this build: J11")
-            else:
-                log.warn(_TAG, "radio module family not detected: assuming J11")
-            family = link.FAMILY_J11
-        else:
-            log.info(_TAG, "radio module family: %s" % family)
-        self._radio_family = family
+        self._radio_family = await radio_setup.detect(
+            self.hal.radio_uart, self.cfg["radio"].get("family", "auto"), detect_family,
+            _DETECT_MS)
 
     def _radio_link(self, r):
         """The driver of the module family (radio.family, or what _detect_radio found): "j11",
-        "skstack" or "skstack-dse". The SKSTACK driver is imported only when chosen."""
-        from firmware.radio import link
+        "skstack" or "skstack-dse" (firmware/app/radio_setup.py)."""
+        from firmware.app import radio_setup
 
         family = self._radio_family or r.get("family", "auto")
-        uart = self.hal.radio_uart()
-        if family in (link.FAMILY_SKSTACK, link.FAMILY_SKSTACK_DSE):
-            try:
-                from firmware.radio.skstack import SkStackLink
-            except ImportError:
-                log.error(_TAG, "radio.family %s: no SKSTACK driver in this build; using J11"
-                          % family)
-            else:
-                return SkStackLink(uart, dse=family == link.FAMILY_SKSTACK_DSE,
-                                   max_udp=self.server.max_wpdu)
-        elif family not in (link.FAMILY_J11, "auto"):
-            log.error(_TAG, "radio.family %r unknown; using J11" % (family,))
-        from firmware.radio import j11_link
-        from firmware.radio.j11_module import J11Module
-
         # frame buffers sized to the largest DLMS datagram (wrapper + PDU), not the module's 1232
-        return j11_link.build(J11Module(uart, max_udp=self.server.max_wpdu), r)
+        return radio_setup.driver(self.hal.radio_uart(), family, r, self.server.max_wpdu)
 
     # -- meter side --------------------------------------------------------------------------
 
