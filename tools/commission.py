@@ -1,5 +1,5 @@
 """Commissioning from a PC (CPython): the firmware's radio driver and session (built from the
-configuration exactly as the terminal builds them, firmware/app/radio_setup.py) over a serial port,
+configuration exactly as the terminal builds them: commission.build_session) over a serial port,
 then the firmware's commissioning checks (firmware/app/commission.py: join, signal, a DLMS round
 trip to the smart meter, clock) and their report. docs/commissioning.md.
 
@@ -28,7 +28,7 @@ import sys
 import time
 
 from firmware import log, timeutil
-from firmware.app import commission, radio_setup
+from firmware.app import commission
 from firmware.app import config as cfgmod
 
 FAMILIES = ("auto", "j11", "skstack", "skstack-dse")
@@ -147,7 +147,7 @@ async def commission_over(uart, cfg, checks_cfg, clock, out=print):
     """Build the driver (the radio section's family; "auto" asks the module) and the session over
     uart, run the checks: (verdict, checks, session). The driver's reader task is ended after."""
     before = asyncio.all_tasks()
-    session = await radio_setup.session(lambda: uart, cfg["radio"], commission.MAX_UDP)
+    session = await commission.build_session(lambda: uart, cfg["radio"])
     try:
         verdict, checks = await commission.run(session, clock, checks_cfg, out)
     finally:

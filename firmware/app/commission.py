@@ -6,8 +6,8 @@
 #
 # On the device (docs/commissioning.md): interrupt the terminal at the REPL (Ctrl-C), then
 #   import firmware.app.commission as c; c.main()
-# builds the radio exactly as the terminal does (firmware/app/radio_setup.py) from board.json and
-# config.json through the HAL, prints the report and returns "PASS" or "FAIL".
+# builds the radio exactly as the terminal does (terminal.radio_family / radio_driver) from
+# board.json and config.json through the HAL, prints the report and returns "PASS" or "FAIL".
 import asyncio
 
 from firmware import log
@@ -216,14 +216,23 @@ async def _feed(hal):
         await sleep_ms(1000)
 
 
-async def run_with_hal(hal, cfg, checks_cfg, out=print):
-    """Build the driver and session from cfg["radio"] over the HAL's radio UART (the terminal's
-    way: radio_setup) and run the checks; (verdict, checks)."""
-    from firmware.app import radio_setup
+async def build_session(uart, r, max_udp=MAX_UDP):
+    """A RadioSession over the driver of r["family"] (detected when "auto"), built the terminal's
+    way. uart: a callable giving the UART (called once, or twice when the family is detected, as
+    in the terminal)."""
+    from firmware.app.terminal import radio_driver, radio_family
+    from firmware.radio.session import RadioSession
 
+    family = await radio_family(uart, r.get("family", "auto"))
+    return RadioSession(radio_driver(uart(), family, r, max_udp), r)
+
+
+async def run_with_hal(hal, cfg, checks_cfg, out=print):
+    """Build the driver and session from cfg["radio"] over the HAL's radio UART and run the
+    checks; (verdict, checks)."""
     feeder = asyncio.create_task(_feed(hal))
     try:
-        session = await radio_setup.session(hal.radio_uart, cfg["radio"], MAX_UDP)
+        session = await build_session(hal.radio_uart, cfg["radio"])
         return await run(session, hal.clock, checks_cfg, out)
     finally:
         feeder.cancel()

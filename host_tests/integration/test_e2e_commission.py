@@ -1,5 +1,5 @@
 """Commissioning end to end (docs/commissioning.md): the firmware's driver, session and checks
-(firmware/app/commission.py, built by firmware/app/radio_setup.py as the terminal builds them) over
+(firmware/app/commission.py; the radio built by terminal.radio_family / radio_driver) over
 SerialUart on a module emulator's pty, against the smart-meter twin as PAN coordinator (beacons,
 PANA from its table) and as the DLMS server the probe reaches (AARE, its clock, RLRE after the
 modelled air time). PASS with J11 and SKSTACK (both dialects), FAIL with the installer's reason for
