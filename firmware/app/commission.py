@@ -6,8 +6,8 @@
 #
 # On the device (docs/commissioning.md): interrupt the terminal at the REPL (Ctrl-C), then
 #   import firmware.app.commission as c; c.main()
-# builds the radio exactly as the terminal does (terminal.radio_family / radio_driver) from
-# board.json and config.json through the HAL, prints the report and returns "PASS" or "FAIL".
+# builds the radio with the terminal's own methods from board.json and config.json through the
+# HAL, prints the report and returns "PASS" or "FAIL".
 import asyncio
 
 from firmware import log
@@ -216,15 +216,31 @@ async def _feed(hal):
         await sleep_ms(1000)
 
 
+class _RadioBuild:
+    """What the terminal's radio methods read (Terminal._detect_radio, Terminal._radio_link): its
+    HAL's radio UART, the radio section, the largest datagram. Commissioning builds the radio with
+    those very methods, so it joins exactly as the terminal will, and the terminal carries no
+    extra code for it (its heap has none to spare: docs/memory.md)."""
+
+    def __init__(self, uart, r, max_udp):
+        self.hal = self
+        self.radio_uart = uart
+        self.cfg = {"radio": r}
+        self.server = self
+        self.max_wpdu = max_udp
+        self._radio_family = None
+
+
 async def build_session(uart, r, max_udp=MAX_UDP):
     """A RadioSession over the driver of r["family"] (detected when "auto"), built the terminal's
     way. uart: a callable giving the UART (called once, or twice when the family is detected, as
     in the terminal)."""
-    from firmware.app.terminal import radio_driver, radio_family
+    from firmware.app.terminal import Terminal
     from firmware.radio.session import RadioSession
 
-    family = await radio_family(uart, r.get("family", "auto"))
-    return RadioSession(radio_driver(uart(), family, r, max_udp), r)
+    b = _RadioBuild(uart, r, max_udp)
+    await Terminal._detect_radio(b)
+    return RadioSession(Terminal._radio_link(b, r), r)
 
 
 async def run_with_hal(hal, cfg, checks_cfg, out=print):

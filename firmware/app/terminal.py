@@ -148,15 +148,56 @@ class Terminal:
         """radio.family "auto": ask the module which family it is (firmware.radio.detect), once
         at boot before anything is built; J11 when detection fails or the build lacks it.
         detect_family: tests pass their own."""
-        self._radio_family = await radio_family(
-            self.hal.radio_uart, self.cfg["radio"].get("family", "auto"), detect_family)
+        from firmware.radio import link
+
+        family = self.cfg["radio"].get("family", "auto")
+        if family != "auto":
+            self._radio_family = family
+            return
+        if detect_family is None:
+            try:
+                from firmware.radio.detect import detect_family
+            except ImportError:
+                detect_family = None
+        family = None
+        if detect_family is not None:
+            try:
+                family = await detect_family(self.hal.radio_uart(), _DETECT_MS)
+            except Exception as e:  # noqa: BLE001 - detection must never stop the radio
+                log.exc(_TAG, "radio module detection failed", e)
+        if family is None:
+            if detect_family is None:
+                log.info(_TAG, "no radio module detection in this build: J11")
+            else:
+                log.warn(_TAG, "radio module family not detected: assuming J11")
+            family = link.FAMILY_J11
+        else:
+            log.info(_TAG, "radio module family: %s" % family)
+        self._radio_family = family
 
     def _radio_link(self, r):
         """The driver of the module family (radio.family, or what _detect_radio found): "j11",
-        "skstack" or "skstack-dse" (radio_driver)."""
+        "skstack" or "skstack-dse". The SKSTACK driver is imported only when chosen."""
+        from firmware.radio import link
+
         family = self._radio_family or r.get("family", "auto")
+        uart = self.hal.radio_uart()
+        if family in (link.FAMILY_SKSTACK, link.FAMILY_SKSTACK_DSE):
+            try:
+                from firmware.radio.skstack import SkStackLink
+            except ImportError:
+                log.error(_TAG, "radio.family %s: no SKSTACK driver in this build; using J11"
+                          % family)
+            else:
+                return SkStackLink(uart, dse=family == link.FAMILY_SKSTACK_DSE,
+                                   max_udp=self.server.max_wpdu)
+        elif family not in (link.FAMILY_J11, "auto"):
+            log.error(_TAG, "radio.family %r unknown; using J11" % (family,))
+        from firmware.radio import j11_link
+        from firmware.radio.j11_module import J11Module
+
         # frame buffers sized to the largest DLMS datagram (wrapper + PDU), not the module's 1232
-        return radio_driver(self.hal.radio_uart(), family, r, self.server.max_wpdu)
+        return j11_link.build(J11Module(uart, max_udp=self.server.max_wpdu), r)
 
     # -- meter side --------------------------------------------------------------------------
 
@@ -473,64 +514,6 @@ class Terminal:
             tasks.append(supervise("meter%d" % ch.index, ch.capture))
             tasks.append(supervise("backfill%d" % ch.index, ch.backfill))
         await asyncio.gather(*tasks)
-
-
-# -- the radio from the configuration: the terminal's way, shared with the commissioning command
-# (firmware/app/commission.py on the device, tools/commission.py on a PC over a serial port), so
-# that commissioning joins exactly as the terminal will. Module-level functions of this module
-# rather than a module of their own: one more module costs the terminal heap it does not have
-# (the host's .mpy bytecode is loaded into RAM; docs/memory.md).
-
-
-async def radio_family(uart, family="auto", detect_family=None, timeout_ms=_DETECT_MS):
-    """The module family to drive: `family` unless "auto", else what the module answers (J11
-    when detection fails, raises, or the build lacks it). uart: a callable giving the UART, called
-    only when detection runs. detect_family: tests pass their own (uart, ms) -> family|None."""
-    from firmware.radio import link
-
-    if family != "auto":
-        return family
-    if detect_family is None:
-        try:
-            from firmware.radio.detect import detect_family
-        except ImportError:
-            detect_family = None
-    found = None
-    if detect_family is not None:
-        try:
-            found = await detect_family(uart(), timeout_ms)
-        except Exception as e:  # noqa: BLE001 - detection must never stop the radio
-            log.exc(_TAG, "radio module detection failed", e)
-    if found is None:
-        if detect_family is None:
-            log.info(_TAG, "no radio module detection in this build: J11")
-        else:
-            log.warn(_TAG, "radio module family not detected: assuming J11")
-        return link.FAMILY_J11
-    log.info(_TAG, "radio module family: %s" % found)
-    return found
-
-
-def radio_driver(uart, family, r, max_udp):
-    """The driver of `family` ("j11", "skstack", "skstack-dse"; "auto" = J11) over uart, its frame
-    buffers sized to max_udp (the largest datagram the application sends or takes). The SKSTACK
-    driver is imported only when chosen."""
-    from firmware.radio import link
-
-    if family in (link.FAMILY_SKSTACK, link.FAMILY_SKSTACK_DSE):
-        try:
-            from firmware.radio.skstack import SkStackLink
-        except ImportError:
-            log.error(_TAG, "radio.family %s: no SKSTACK driver in this build; using J11"
-                      % family)
-        else:
-            return SkStackLink(uart, dse=family == link.FAMILY_SKSTACK_DSE, max_udp=max_udp)
-    elif family not in (link.FAMILY_J11, "auto"):
-        log.error(_TAG, "radio.family %r unknown; using J11" % (family,))
-    from firmware.radio import j11_link
-    from firmware.radio.j11_module import J11Module
-
-    return j11_link.build(J11Module(uart, max_udp=max_udp), r)
 
 
 def crossed_slots(old, new, span=None):

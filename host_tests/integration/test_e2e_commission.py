@@ -1,5 +1,5 @@
 """Commissioning end to end (docs/commissioning.md): the firmware's driver, session and checks
-(firmware/app/commission.py; the radio built by terminal.radio_family / radio_driver) over
+(firmware/app/commission.py; the radio built by the terminal's own radio methods) over
 SerialUart on a module emulator's pty, against the smart-meter twin as PAN coordinator (beacons,
 PANA from its table) and as the DLMS server the probe reaches (AARE, its clock, RLRE after the
 modelled air time). PASS with J11 and SKSTACK (both dialects), FAIL with the installer's reason for
@@ -25,6 +25,9 @@ from tools.smartmeter import DOWN, UP
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WRONG = "WRONGPASS123"
+# commission.main() under the unix port, firmware as .mpy in RAM: passed at 272k, failed at 264k
+# (it imports the terminal module for its radio methods); plus the deployments' 32k margin
+HEAP = "304k"
 FAST = {"join_timeout_s": 8, "reply_timeout_s": 2, "tries": 2}
 
 
@@ -332,7 +335,7 @@ def test_firmware_commission_main_under_micropython(tmp_path):
                     "sys.exit(0 if c.main(%r, %r) == 'PASS' else 1)\n"
                     % (os.path.join(ROOT, "boards", "host.json"), str(path)))
             proc = await asyncio.create_subprocess_exec(
-                mp, "-X", "heapsize=256k", "-c", code, cwd=mpy_dir,
+                mp, "-X", "heapsize=" + HEAP, "-c", code, cwd=mpy_dir,
                 env=dict(os.environ, MICROPYPATH=".:.frozen"),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
             out, _ = await asyncio.wait_for(proc.communicate(), 120)
