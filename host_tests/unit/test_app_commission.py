@@ -143,6 +143,52 @@ class CommissionTest(unittest.TestCase):
         self.assertIn("-600 s", c["clock"][2])
 
 
+class SettingsTest(unittest.TestCase):
+    """The configuration file's "commission" section (read by commission.main and
+    tools/commission.py; the terminal skips it silently) and the radio built the terminal's way."""
+
+    def setUp(self):
+        self.log = []
+        log.set_sink(self.log.append)
+
+    def tearDown(self):
+        log.set_sink(None)
+
+    def test_section_overrides_integers_only(self):
+        c = commission.settings({"join_timeout_s": 20, "rssi_good_dbm": -80, "tries": True,
+                                 "bogus": 1, "rtt_good_ms": "2000"})
+        self.assertEqual((c["join_timeout_s"], c["rssi_good_dbm"]), (20, -80))
+        self.assertEqual(c["tries"], commission.DEFAULTS["tries"])
+        self.assertEqual(c["rtt_good_ms"], commission.DEFAULTS["rtt_good_ms"])
+        self.assertEqual(len([x for x in self.log if "ignored" in x]), 3)
+        self.assertEqual(commission.settings(None), commission.DEFAULTS)
+        self.assertEqual(commission.settings([1]), commission.DEFAULTS)
+        self.assertTrue(any("must be an object" in x for x in self.log))
+
+    def test_the_terminal_skips_the_section_silently(self):
+        from firmware.app import config
+
+        cfg = config.merge({"commission": {"join_timeout_s": 20}, "bogus": {}})
+        self.assertNotIn("commission", cfg)
+        self.assertEqual([x for x in self.log if "unknown section" in x],
+                         ["WARN config: unknown section 'bogus' ignored"])
+
+    def test_session_built_with_the_terminals_methods(self):
+        from firmware.radio.j11_link import J11Link
+
+        uarts = []
+
+        def uart():
+            uarts.append(1)
+            return None
+
+        s = asyncio.run(commission.build_session(uart, {"family": "j11", "route": "b"}))
+        self.assertIsInstance(s.link, J11Link)
+        self.assertEqual((s.link.route, s.link.mode), ("b", 5))
+        self.assertEqual(len(s.link.m._tx), 12 + 22 + commission.MAX_UDP)  # probe-sized frames
+        self.assertEqual(len(uarts), 1)  # a given family: no detection, the UART opened once
+
+
 class ProbeTest(unittest.TestCase):
     def test_requests_are_the_reference_bytes(self):
         self.assertEqual(probe.wpdu(16, 1, probe.GET_CLOCK),
