@@ -125,8 +125,14 @@ async def run(session, clock, config=None, out=print):
         st = session.stats
         rep.add("join", PASS, "joined in %d.%d s on channel %s (%d scans)"
                 % (join_ms // 1000, join_ms % 1000 // 100, session.channel, st.get("scans", 0)))
-        _signal(rep, st, cfg)
-        await _dlms(rep, session, clock, cfg)
+        if st.get("rssi") is None:
+            # no scan (the smart meter configured or remembered): the module reports the RSSI
+            # with the first datagram it receives, so the round trip comes first
+            await _dlms(rep, session, clock, cfg)
+            _signal(rep, session.stats, cfg)
+        else:
+            _signal(rep, st, cfg)
+            await _dlms(rep, session, clock, cfg)
     finally:
         task.cancel()
         try:

@@ -268,6 +268,9 @@ def test_twin_deployment_modules_ask_the_twin():
         v, c = asyncio.run(body())
         assert v == commission.PASS, c
         assert "clock" in c and "+0 s" in c["clock"]  # the deployment's calendar is the twin's
+        # no scan (the terminal's configuration names the smart meter): the RSSI comes with the
+        # replies, so the signal is measured after the round trip
+        assert c["signal"] == "RSSI -52 dBm"
         v, c = asyncio.run(body(b"ANOTHERPASS1"))
         assert v == commission.FAIL and "rejected the terminal's credentials" in c["join"]
         assert term_pana_2(dep)

@@ -33,8 +33,9 @@ class FakeSession:
     """The session's public face; a canned smart meter answers the probe's requests."""
 
     def __init__(self, join=True, state="ready", rssi=-60, aare=AARE_OK, t2k=SM_T2K,
-                 lose=0, stats=None):
+                 lose=0, stats=None, rx_rssi=None):
         self.state = "idle"
+        self.rx_rssi = rx_rssi
         self._join = join
         self._final = state
         self.stats = {"rssi": rssi, "scans": 1, "last_error": "", "auth_failed": 0}
@@ -63,6 +64,8 @@ class FakeSession:
             self.lose -= 1
             return True
         self.q.append((b"", 4059, 4059, wrapper.build(1, 16, self.replies[apdu[0]])))
+        if self.rx_rssi is not None:
+            self.stats["rssi"] = self.rx_rssi  # the module reports it with a received datagram
         self.ev.set()
         return True
 
@@ -136,6 +139,14 @@ class CommissionTest(unittest.TestCase):
         v, c, _ = _run(FakeSession(lose=99), tries=2)
         self.assertEqual(v, commission.FAIL)
         self.assertIn("no reply within 1 s", c["dlms"][2])
+
+    def test_without_a_scan_the_signal_comes_from_the_replies(self):
+        v, c, lines = _run(FakeSession(rssi=None, rx_rssi=-70))
+        self.assertEqual(v, commission.PASS)
+        self.assertEqual(c["signal"][1:], ("PASS", "RSSI -70 dBm"))
+        self.assertEqual([x.split()[0] for x in lines[1:-1]], ["join", "dlms", "clock", "signal"])
+        v, c, _ = _run(FakeSession(rssi=None))  # none at all: said so, not a failure
+        self.assertEqual((v, c["signal"][1]), (commission.PASS, "WARN"))
 
     def test_clock_far_from_the_smart_meter_warns(self):
         v, c, _ = _run(FakeSession(), FakeClock(SM_T2K - 600))
