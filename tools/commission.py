@@ -229,7 +229,7 @@ async def run_port(args, out=print):
     return verdict
 
 
-async def run_twin(args, out=print, rig_hook=None):
+async def run_twin(args, out=print):
     """--twin: the rig, its fault, the configuration (the twin's credentials unless --config
     gives the radio section's), then the same path as --port over the emulator's pty."""
     from tools.serial_uart import SerialUart
@@ -238,8 +238,6 @@ async def run_twin(args, out=print, rig_hook=None):
     route = args.route or "han"
     async with TwinRig(family, route) as rig:
         rig.set_fault(args.twin_fault)
-        if rig_hook is not None:
-            rig_hook(rig)
         cfg, section = build_config(read_config(args.config), rig.radio_config())
         _apply_flags(cfg, args)
         out("commissioning against the smart-meter twin: %s module emulator on %s, route %s%s"
