@@ -372,7 +372,10 @@ class TwinDeployment:
                              config_overrides=config_overrides, workdir=wd, meters=meters,
                              sim=self.sim, block=self.reservation, base=b,
                              sm_addr=self.twin.air_addr, own_mac=mac,
-                             module_kw=self.twin.module_kw(k), radio_password=passwords.get(k),
+                             # the twin is the module's PAN coordinator: its table answers
+                             # the scans and PANA (a terminal not in it fails with 2)
+                             module_kw=dict(self.twin.module_kw(k), coordinator=self.twin),
+                             radio_password=passwords.get(k),
                              start_fwd=123456 + k * TERMINAL_START_STEP)
             dep.headend_local = (self.net + str(b + TWIN_HEADEND), DLMS_PORT)
             dep.headend_server = t.backhaul_addr

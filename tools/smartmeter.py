@@ -17,11 +17,19 @@ to four terminals (guideline ⑬), in the host process (asyncio). docs/twin.md d
   accelerated, only the calendar). Every transmission is recorded (schedule) and summed per
   terminal (airtime): the terminal's own transmit time is what ARIB T108 limits (360 s/h).
 - Time: `clock` (the deployment's SimClock) is the calendar the head-end sets terminals from.
+- The smart meter's own DLMS server, as far as commissioning needs it (firmware/cosem/probe.py,
+  docs/commissioning.md): a datagram from a terminal's module addressed to the smart meter itself
+  (wrapper source wPort = a probe client SAP, 16 public; destination = server_sap, 1), i.e. not
+  a reply to a head-end, is answered by the twin after its modelled air time: AARQ (LN, no
+  security) -> AARE, GET clock 0.0.1.0.0.255 attribute 2 -> its calendar as a COSEM date-time,
+  RLRQ -> RLRE; anything else from that client -> an EXCEPTION-Response. `association_reject`
+  (result, diagnostic) makes it refuse the association; `answer_probe = False` makes it silent.
 """
 
 import asyncio
 import collections
 
+from firmware.cosem import acse, axdr, wrapper, xdlms
 from firmware.radio import j11
 
 MAX_TERMINALS = 4  # guideline ⑬: at most about four terminals per smart meter
@@ -36,6 +44,18 @@ DOWN = "down"  # smart meter -> terminal
 PANA_OK = 1
 PANA_FAILED = 2
 PANA_NO_RESPONSE = 3
+# The smart meter's DLMS server as the commissioning probe reaches it (SPEC: its SAPs are not
+# public; these are the commissioning defaults, firmware/app/commission.py)
+PROBE_CLIENT_SAPS = (16,)  # public client
+PROBE_SERVER_SAP = 1
+PROBE_CONFORMANCE = 0x000010  # get only: all the probe needs
+PROBE_MAX_PDU = 1200
+# GET-Request-Normal of the clock's attribute 2 after the invoke-id byte: class 8, 0.0.1.0.0.255,
+# attribute 2, no access selection
+_GET_CLOCK_TAIL = bytes((0x00, 0x08, 0, 0, 1, 0, 0, 255, 0x02, 0x00))
+_AARE_OK = acse.build_aare(0, 0, user_info=acse.initiate_response(PROBE_CONFORMANCE,
+                                                                  PROBE_MAX_PDU))
+_RLRE = acse.build_rlre()
 
 
 class AirModel:
@@ -122,6 +142,7 @@ class Terminal:
         # several DLMS clients (management, public) can read one terminal side by side
         self.routes = {}
         self.transport = None
+        self.probe_associated = False  # the terminal's probe association with the smart meter
         # air time summed over this terminal's traffic (seconds, floats: a model, not data)
         self.airtime = {"tx_s": 0.0, "rx_s": 0.0, "medium_s": 0.0, "frames": 0,
                         "up_bytes": 0, "down_bytes": 0, "up_datagrams": 0, "down_datagrams": 0}
@@ -141,11 +162,15 @@ class _Recv(asyncio.DatagramProtocol):
 class SmartMeterTwin:
     def __init__(self, clock, air_addr, mac=DEFAULT_MAC, pan_id=DEFAULT_PAN_ID,
                  channel=DEFAULT_CHANNEL, air=None, max_backlog_s=10.0, schedule_len=10000,
-                 rssi=DEFAULT_RSSI):
+                 rssi=DEFAULT_RSSI, deviation_sign=-1, offset_min=540,
+                 server_sap=PROBE_SERVER_SAP, probe_client_saps=PROBE_CLIENT_SAPS):
         """clock: the calendar (SimClock) the head-end sets terminals from. air_addr: the
         twin's air socket, the smart meter every module sends to. max_backlog_s: a datagram
         that would wait longer than this for the medium is dropped (a flood must not queue
-        without bound); schedule_len: how many transmissions the schedule keeps."""
+        without bound); schedule_len: how many transmissions the schedule keeps.
+        deviation_sign / offset_min: how its clock is written (as the terminals' dlms section
+        reads it: -1 Blue Book, 540 JST, so the deviation field is -540); server_sap /
+        probe_client_saps: the wPorts of the commissioning probe it answers."""
         self.clock = clock
         self.air_addr = (air_addr[0], int(air_addr[1]))
         self.mac = j11.mac_bytes(mac)
@@ -162,6 +187,12 @@ class SmartMeterTwin:
         self._free_at = 0.0  # loop time at which the medium is free
         self._air_t = None
         self._loop = None
+        self.deviation = -offset_min if deviation_sign < 0 else offset_min
+        self.offset_min = offset_min
+        self.server_sap = server_sap
+        self.probe_client_saps = tuple(probe_client_saps)
+        self.answer_probe = True  # False: the smart meter's DLMS server is silent
+        self.association_reject = None  # (result, diagnostic): the AARE refuses the association
 
     # -- the credential table ------------------------------------------------------------------
 
@@ -198,7 +229,9 @@ class SmartMeterTwin:
         """PANA result for a module `own_mac` authenticating to `peer_mac` with credentials
         (the password as bytes/str, or {"password": ...}): 1 done, 2 failed (unknown MAC or
         wrong password), 3 no response (not addressed to us)."""
-        if j11.mac_bytes(peer_mac) != self.mac:
+        faults = getattr(emu, "faults", None) or {}
+        if j11.mac_bytes(peer_mac) != self.mac or faults.get("air_down"):
+            # not addressed to us, or the module is out of our reach (its air_down fault)
             self.stats["pana_no_response"] += 1
             return PANA_NO_RESPONSE
         pw = credentials.get("password") if isinstance(credentials, dict) else credentials
@@ -236,6 +269,9 @@ class SmartMeterTwin:
         t = self._by_module.get((addr[0], addr[1]))
         if t is None:
             self.stats["air_unknown_source"] += 1
+            return
+        if self._is_probe(data):
+            self._transmit(t, UP, data, lambda: self._answer_probe(t, data))
             return
         dst = t.routes.get(bytes(data[4:6])) if _is_wpdu(data) else None
         dst = dst or t.headend
@@ -292,6 +328,80 @@ class SmartMeterTwin:
         self.schedule.append((t.index, direction, n, frames, start, end))
         self.stats["datagrams_" + direction] += 1
         return start, end, frames
+
+    # -- the smart meter's own DLMS server (the commissioning probe) ---------------------------
+
+    def _is_probe(self, data):
+        """A request from a terminal to the smart meter itself: a probe client SAP to our server
+        SAP (a terminal's reply to a head-end comes from its own server SAP instead)."""
+        if not _is_wpdu(data):
+            return False
+        src = data[2] << 8 | data[3]
+        dst = data[4] << 8 | data[5]
+        return dst == self.server_sap and src in self.probe_client_saps
+
+    def _answer_probe(self, t, data):
+        """The request has crossed the air: answer it over the air (its own air time)."""
+        reply = self.probe_reply(t, data)
+        if reply is None:
+            return
+        self._transmit(t, DOWN, reply,
+                       lambda: self._air_t and self._air_t.sendto(reply, t.module_addr))
+
+    def probe_reply(self, t, data):
+        """The wrapper datagram answering one probe request from terminal t, or None (silent:
+        answer_probe False, or not a whole wrapper datagram: nobody to answer)."""
+        if not self.answer_probe:
+            self.stats["probe_unanswered"] += 1
+            return None
+        try:
+            client, _dst, apdu = wrapper.parse(data)
+        except wrapper.WrapperError:
+            self.stats["probe_malformed"] += 1
+            return None
+        apdu = bytes(apdu)
+        body = self._probe_apdu(t, apdu)
+        self.stats["probe_replies"] += 1
+        return wrapper.build(self.server_sap, client, body)
+
+    def _probe_apdu(self, t, apdu):
+        tag = apdu[0] if apdu else -1
+        if tag == acse.AARQ:
+            try:
+                q = acse.parse_aarq(memoryview(apdu))
+            except acse.AcseError:
+                return self._exception(t)
+            if self.association_reject is not None:
+                t.probe_associated = False
+                return acse.build_aare(*self.association_reject)
+            if q.context != acse.CONTEXT_LN:
+                return acse.build_aare(1, 2)  # application-context-name not supported
+            if q.mechanism is not None:
+                return acse.build_aare(1, 11)  # no authentication for the public client
+            t.probe_associated = True
+            self.stats["probe_associations"] += 1
+            return _AARE_OK
+        if tag == acse.RLRQ:
+            try:
+                acse.parse_rlrq(memoryview(apdu))
+            except acse.AcseError:
+                return self._exception(t)
+            t.probe_associated = False
+            return _RLRE
+        if (tag == xdlms.GET_REQUEST and t.probe_associated and len(apdu) == 13
+                and apdu[1] == xdlms.NORMAL and apdu[3:] == _GET_CLOCK_TAIL):
+            return bytes((xdlms.GET_RESPONSE, xdlms.NORMAL, apdu[2], 0, axdr.OCTET_STRING, 12)) \
+                + axdr.datetime_bytes(self.clock.now_t2k(), self.deviation, self.offset_min)
+        return self._exception(t)
+
+    def _exception(self, t):
+        """EXCEPTION-Response: not associated -> service not allowed; else not supported."""
+        self.stats["probe_exceptions"] += 1
+        if not t.probe_associated:
+            return xdlms.exception_response(xdlms.STATE_SERVICE_NOT_ALLOWED,
+                                            xdlms.SERVICE_OPERATION_NOT_POSSIBLE)
+        return xdlms.exception_response(xdlms.STATE_SERVICE_UNKNOWN,
+                                        xdlms.SERVICE_NOT_SUPPORTED)
 
     def figures(self, index):
         """Air figures of terminal `index`: its airtime counters plus bound_s, the pure

@@ -3,6 +3,11 @@
 # the signal, the join time and a DLMS round trip to the smart meter, and prints PASS/FAIL with
 # reasons an installer can act on. Pure: it takes a radio session (firmware/radio/session.py),
 # the calendar clock and an output function; tools/commission.py and the REPL (main()) wire it.
+#
+# On the device (docs/commissioning.md): interrupt the terminal at the REPL (Ctrl-C), then
+#   import firmware.app.commission as c; c.main()
+# builds the radio with the terminal's own methods from board.json and config.json through the
+# HAL, prints the report and returns "PASS" or "FAIL".
 import asyncio
 
 from firmware import log
@@ -26,6 +31,9 @@ DEFAULTS = {
     "deviation_sign": -1,
     "offset_min": 540,
 }
+
+MAX_UDP = 256  # the probe's replies are < 64 bytes; larger datagrams are dropped by the driver
+_SECTION = "commission"  # the configuration file's section (read here, ignored by the terminal)
 
 PASS = "PASS"
 WARN = "WARN"
@@ -117,8 +125,14 @@ async def run(session, clock, config=None, out=print):
         st = session.stats
         rep.add("join", PASS, "joined in %d.%d s on channel %s (%d scans)"
                 % (join_ms // 1000, join_ms % 1000 // 100, session.channel, st.get("scans", 0)))
-        _signal(rep, st, cfg)
-        await _dlms(rep, session, clock, cfg)
+        if st.get("rssi") is None:
+            # no scan (the smart meter configured or remembered): the module reports the RSSI
+            # with the first datagram it receives, so the round trip comes first
+            await _dlms(rep, session, clock, cfg)
+            _signal(rep, session.stats, cfg)
+        else:
+            _signal(rep, st, cfg)
+            await _dlms(rep, session, clock, cfg)
     finally:
         task.cancel()
         try:
@@ -174,3 +188,85 @@ async def _dlms(rep, session, clock, cfg):
         d = now - sm_t2k
         ok = -cfg["clock_tolerance_s"] <= d <= cfg["clock_tolerance_s"]
         rep.add("clock", PASS if ok else WARN, "terminal clock %+d s from the smart meter's" % d)
+
+
+def settings(section):
+    """The commission settings: DEFAULTS with the integers of `section` (the configuration
+    file's "commission" object) that replace a default; anything else is logged and skipped."""
+    cfg = dict(DEFAULTS)
+    if not isinstance(section, dict):
+        if section is not None:
+            log.error(_TAG, "config section commission must be an object; using defaults")
+        return cfg
+    for k, v in section.items():
+        if k not in cfg or isinstance(v, bool) or not isinstance(v, int):
+            log.warn(_TAG, "commission.%s ignored (unknown or not an integer)" % k)
+            continue
+        cfg[k] = v
+    return cfg
+
+
+def _section(config_path):
+    import json
+
+    try:
+        with open(config_path) as f:
+            return json.load(f).get(_SECTION)
+    except (OSError, ValueError, AttributeError):
+        return None  # config.load has said what is wrong with the file
+
+
+async def _feed(hal):
+    while True:  # the board's watchdog (armed by boot.py) keeps running through the join
+        hal.feed_watchdog()
+        await sleep_ms(1000)
+
+
+class _RadioBuild:
+    """What the terminal's radio methods read (Terminal._detect_radio, Terminal._radio_link): its
+    HAL's radio UART, the radio section, the largest datagram. Commissioning builds the radio with
+    those very methods, so it joins exactly as the terminal will, and the terminal carries no
+    extra code for it (its heap has none to spare: docs/memory.md)."""
+
+    def __init__(self, uart, r, max_udp):
+        self.hal = self
+        self.radio_uart = uart
+        self.cfg = {"radio": r}
+        self.server = self
+        self.max_wpdu = max_udp
+        self._radio_family = None
+
+
+async def build_session(uart, r, max_udp=MAX_UDP):
+    """A RadioSession over the driver of r["family"] (detected when "auto"), built the terminal's
+    way. uart: a callable giving the UART (called once, or twice when the family is detected, as
+    in the terminal)."""
+    from firmware.app.terminal import Terminal
+    from firmware.radio.session import RadioSession
+
+    b = _RadioBuild(uart, r, max_udp)
+    await Terminal._detect_radio(b)
+    return RadioSession(Terminal._radio_link(b, r), r)
+
+
+async def run_with_hal(hal, cfg, checks_cfg, out=print):
+    """Build the driver and session from cfg["radio"] over the HAL's radio UART and run the
+    checks; (verdict, checks)."""
+    feeder = asyncio.create_task(_feed(hal))
+    try:
+        session = await build_session(hal.radio_uart, cfg["radio"])
+        return await run(session, hal.clock, checks_cfg, out)
+    finally:
+        feeder.cancel()
+
+
+def main(board_path="board.json", config_path="config.json", out=print):
+    """The REPL command: commissioning with the device's own board and configuration files;
+    returns "PASS" or "FAIL" (the report is printed line by line)."""
+    from firmware import hal as halmod
+    from firmware.app import config as cfgmod
+
+    cfg = cfgmod.load(config_path)  # secrets registered with the log: never printed
+    hal = halmod.create(halmod.load_board(board_path), cfg)
+    verdict, _checks = asyncio.run(run_with_hal(hal, cfg, settings(_section(config_path)), out))
+    return verdict

@@ -189,6 +189,8 @@ def merge(overrides):
         log.error("config", "top level must be an object; using defaults")
         return cfg
     for sect, values in overrides.items():
+        if sect == "commission":
+            continue  # read by the commissioning command only (firmware/app/commission.py)
         if sect not in cfg:
             log.warn("config", "unknown section '%s' ignored" % sect)
             continue

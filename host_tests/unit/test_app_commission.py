@@ -33,8 +33,9 @@ class FakeSession:
     """The session's public face; a canned smart meter answers the probe's requests."""
 
     def __init__(self, join=True, state="ready", rssi=-60, aare=AARE_OK, t2k=SM_T2K,
-                 lose=0, stats=None):
+                 lose=0, stats=None, rx_rssi=None):
         self.state = "idle"
+        self.rx_rssi = rx_rssi
         self._join = join
         self._final = state
         self.stats = {"rssi": rssi, "scans": 1, "last_error": "", "auth_failed": 0}
@@ -63,6 +64,8 @@ class FakeSession:
             self.lose -= 1
             return True
         self.q.append((b"", 4059, 4059, wrapper.build(1, 16, self.replies[apdu[0]])))
+        if self.rx_rssi is not None:
+            self.stats["rssi"] = self.rx_rssi  # the module reports it with a received datagram
         self.ev.set()
         return True
 
@@ -137,10 +140,64 @@ class CommissionTest(unittest.TestCase):
         self.assertEqual(v, commission.FAIL)
         self.assertIn("no reply within 1 s", c["dlms"][2])
 
+    def test_without_a_scan_the_signal_comes_from_the_replies(self):
+        v, c, lines = _run(FakeSession(rssi=None, rx_rssi=-70))
+        self.assertEqual(v, commission.PASS)
+        self.assertEqual(c["signal"][1:], ("PASS", "RSSI -70 dBm"))
+        self.assertEqual([x.split()[0] for x in lines[1:-1]], ["join", "dlms", "clock", "signal"])
+        v, c, _ = _run(FakeSession(rssi=None))  # none at all: said so, not a failure
+        self.assertEqual((v, c["signal"][1]), (commission.PASS, "WARN"))
+
     def test_clock_far_from_the_smart_meter_warns(self):
         v, c, _ = _run(FakeSession(), FakeClock(SM_T2K - 600))
         self.assertEqual(c["clock"][1], "WARN")
         self.assertIn("-600 s", c["clock"][2])
+
+
+class SettingsTest(unittest.TestCase):
+    """The configuration file's "commission" section (read by commission.main and
+    tools/commission.py; the terminal skips it silently) and the radio built the terminal's way."""
+
+    def setUp(self):
+        self.log = []
+        log.set_sink(self.log.append)
+
+    def tearDown(self):
+        log.set_sink(None)
+
+    def test_section_overrides_integers_only(self):
+        c = commission.settings({"join_timeout_s": 20, "rssi_good_dbm": -80, "tries": True,
+                                 "bogus": 1, "rtt_good_ms": "2000"})
+        self.assertEqual((c["join_timeout_s"], c["rssi_good_dbm"]), (20, -80))
+        self.assertEqual(c["tries"], commission.DEFAULTS["tries"])
+        self.assertEqual(c["rtt_good_ms"], commission.DEFAULTS["rtt_good_ms"])
+        self.assertEqual(len([x for x in self.log if "ignored" in x]), 3)
+        self.assertEqual(commission.settings(None), commission.DEFAULTS)
+        self.assertEqual(commission.settings([1]), commission.DEFAULTS)
+        self.assertTrue(any("must be an object" in x for x in self.log))
+
+    def test_the_terminal_skips_the_section_silently(self):
+        from firmware.app import config
+
+        cfg = config.merge({"commission": {"join_timeout_s": 20}, "bogus": {}})
+        self.assertNotIn("commission", cfg)
+        self.assertEqual([x for x in self.log if "unknown section" in x],
+                         ["WARN config: unknown section 'bogus' ignored"])
+
+    def test_session_built_with_the_terminals_methods(self):
+        from firmware.radio.j11_link import J11Link
+
+        uarts = []
+
+        def uart():
+            uarts.append(1)
+            return None
+
+        s = asyncio.run(commission.build_session(uart, {"family": "j11", "route": "b"}))
+        self.assertIsInstance(s.link, J11Link)
+        self.assertEqual((s.link.route, s.link.mode), ("b", 5))
+        self.assertEqual(len(s.link.m._tx), 12 + 22 + commission.MAX_UDP)  # probe-sized frames
+        self.assertEqual(len(uarts), 1)  # a given family: no detection, the UART opened once
 
 
 class ProbeTest(unittest.TestCase):
