@@ -49,7 +49,11 @@ SERVER_TITLE = "5858580000000001"  # the terminal's (the firmware's default dlms
 # (suite 0), the event log and exact values; 364/408 passed 3 of 3, 360/404 did not (bench of
 # issue 9: +41.5 KB of import heap, .mpy code in RAM on the host and frozen on the device, and
 # +10.5 KB of data: docs/memory.md).
-MIN_HEAP_KB = {1: 364, 4: 408}
+# Issue 10 raised them to 392/440 (3 of 3 passed; 388 and 432/436 did not): the radio contract,
+# the J11/SKSTACK drivers behind it, the session's gates and T108 ring, clock discipline and
+# commissioning: +21.9 KB of import heap (.mpy in RAM here, frozen on the device) and +6.1 KB of
+# data for 1 meter, +10.1 KB for 4 (docs/memory.md).
+MIN_HEAP_KB = {1: 392, 4: 440}
 HEAP_MARGIN_KB = 32
 # Push (push.enabled) is not in the bench's heap scenario: a push-enabled deployment asks for this
 # much more. Measured live heap after start-up ("heap: after meter side built", 1 meter, host

@@ -197,13 +197,14 @@ class Terminal:
         uart = self.hal.radio_uart()
         if family in (link.FAMILY_SKSTACK, link.FAMILY_SKSTACK_DSE):
             try:
-                from firmware.radio.skstack import SkStackLink
+                from firmware.radio import skstack
             except ImportError:
                 log.error(_TAG, "radio.family %s: no SKSTACK driver in this build; using J11"
                           % family)
             else:
-                return SkStackLink(uart, dse=family == link.FAMILY_SKSTACK_DSE,
-                                   max_udp=self.server.max_wpdu)
+                # the radio section's deadlines, as j11_link.build gives the J11 driver
+                return skstack.build(uart, r, dse=family == link.FAMILY_SKSTACK_DSE,
+                                     max_udp=self.server.max_wpdu)
         elif family not in (link.FAMILY_J11, "auto"):
             log.error(_TAG, "radio.family %r unknown; using J11" % (family,))
         from firmware.radio import j11_link
