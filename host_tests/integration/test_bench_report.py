@@ -112,7 +112,8 @@ def test_without_results_the_check_fails(tmp_path):
 def test_goals_name_figures_the_bench_produces():
     # a renamed figure must take its goal along: every bench goal's name is in a bench tool
     text = ""
-    for name in ("bench.py", "store_bench.py", "echonet_bench.py", "dlms_bench.py"):
+    for name in ("bench.py", "store_bench.py", "echonet_bench.py", "dlms_bench.py",
+                 "radio_bench.py", "twin_bench.py"):
         with open(os.path.join(ROOT, "tools", name)) as f:
             text += f.read()
     for g in goals.GOALS:
