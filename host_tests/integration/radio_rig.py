@@ -8,7 +8,10 @@ driver commands put on the wire."""
 
 import asyncio
 import collections
+import os
+import shutil
 import socket
+import sys
 import time
 
 from firmware import events as ev
@@ -19,6 +22,22 @@ from firmware.radio.j11_module import J11Module
 from firmware.radio.session import RadioSession
 from tools.j11_emulator import J11Emulator
 from tools.skstack_emulator import SkStackEmulator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MP = os.path.join(os.path.dirname(sys.executable), "micropython")
+if not os.path.exists(MP):
+    MP = shutil.which("micropython")
+
+
+async def spawn_micropython(script, source):
+    """Write source to script (a path) and start it under the MicroPython unix port (256 KB heap,
+    this repository's modules); its stdout and stderr both come on proc.stdout."""
+    script.write_text(source)
+    return await asyncio.create_subprocess_exec(
+        MP, "-X", "heapsize=256k", str(script), cwd=ROOT,
+        env=dict(os.environ, MICROPYPATH=".:.frozen"), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+
 
 SM_MAC = "001D129012345678"
 SM_IP6 = j11.link_local_of_mac(SM_MAC)
