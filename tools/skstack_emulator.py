@@ -81,16 +81,19 @@ def _ip_text(ip16):
     return sk.ipv6_text(ip16).decode()
 
 
-def _ip_parse(text):
-    out = bytearray(16)
-    b = text.encode() if isinstance(text, str) else text
-    return bytes(out) if sk.ipv6_into(b, 0, len(b), out) else None
-
-
 class _Fail(Exception):
     def __init__(self, code):
         super().__init__(code)
         self.code = code
+
+
+def _ip_arg(text):
+    """An IPv6 address argument as 16 bytes; FAIL ER06 (bad parameter) when it is not one."""
+    out = bytearray(16)
+    b = text.encode() if isinstance(text, str) else text
+    if not sk.ipv6_into(b, 0, len(b), out):
+        raise _Fail("ER06")
+    return bytes(out)
 
 
 class SkStackEmulator(module_pty.PtyModule):
@@ -471,9 +474,7 @@ class SkStackEmulator(module_pty.PtyModule):
 
     async def _c_join(self, args):
         self._nargs(args, 1)
-        ip = _ip_parse(args[0])
-        if ip is None:
-            raise _Fail("ER06")
+        ip = _ip_arg(args[0])
         await self._pana(ip)
 
     async def _c_rejoin(self, args):
@@ -564,9 +565,7 @@ class SkStackEmulator(module_pty.PtyModule):
 
     async def _c_addnbr(self, args):
         self._nargs(args, 2)
-        ip = _ip_parse(args[0])
-        if ip is None:
-            raise _Fail("ER06")
+        ip = _ip_arg(args[0])
         self.neighbours.add(ip)
         self._line("OK")
 
@@ -596,8 +595,8 @@ class SkStackEmulator(module_pty.PtyModule):
             sec = int(args[3], 16)
         except ValueError:
             raise _Fail("ER06")
-        ip = _ip_parse(args[1])
-        if ip is None or not 1 <= h <= 6 or sec > 2 or len(data) > sk.MAX_UDP:
+        ip = _ip_arg(args[1])
+        if not 1 <= h <= 6 or sec > 2 or len(data) > sk.MAX_UDP:
             raise _Fail("ER06")
         if self.ports[h - 1] == 0:
             raise _Fail("ER06")

@@ -458,3 +458,13 @@ def test_detect_nothing_answers():
             os.close(master)
             os.close(slave)
     run(main())
+
+
+@pytest.mark.parametrize("line", [b"SKJOIN FE80:XYZ", b"SKADDNBR 1234 001D129012345678",
+                                  b"SKSENDTO 1 FE80::1::2 0E1A 1 0003 "])
+def test_emulator_fails_er06_on_a_bad_ipv6_argument(line):
+    emu = SkStackEmulator(air_addr=("127.0.0.3", 0))
+    with pytest.raises(Exception) as e:
+        asyncio.run(emu._execute(line.rstrip(b" "), b"abc"))
+    assert getattr(e.value, "code", None) == "ER06"
+    assert not emu.air_out and not emu.neighbours
