@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from radio_rig import close_rig
 
 from firmware import log
 from firmware.hal.host import PtyUart
@@ -56,13 +57,7 @@ class Rig:
             await self.task
         except asyncio.CancelledError:
             pass
-        self.module.stop()
-        await asyncio.sleep(0)
-        self.port.close()
-        await self.emu.stop()
-        self.sm.close()
-        log.set_sink(None)
-        assert not any(PASSWORD in line for line in self.lines)
+        await close_rig(self.module, self.port, self.emu, self.sm, self.lines, (PASSWORD,))
 
     async def until(self, cond, timeout=10.0, what="condition"):
         end = time.monotonic() + timeout

@@ -9,6 +9,7 @@ import time
 import tty
 
 import pytest
+from radio_rig import close_rig
 
 from firmware import log
 from firmware.hal.host import PtyUart
@@ -67,13 +68,7 @@ class Rig:
         return self
 
     async def __aexit__(self, *exc):
-        self.link.stop()
-        await asyncio.sleep(0)
-        self.uart.close()
-        await self.emu.stop()
-        self.sm.close()
-        log.set_sink(None)
-        assert not any(PASSWORD in line or RBID in line for line in self.lines)
+        await close_rig(self.link, self.uart, self.emu, self.sm, self.lines, (PASSWORD, RBID))
 
     async def until(self, cond, timeout=5.0, what="condition"):
         end = time.monotonic() + timeout
