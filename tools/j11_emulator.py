@@ -27,23 +27,12 @@ prints the pty path and runs until killed.
 import asyncio
 import collections
 import hashlib
-import random
 import struct
 import sys
 import time
 
 from firmware.radio import j11
 from tools import module_pty
-from tools.module_pty import (
-    DEFAULT_AIR,
-    DEFAULT_CHANNEL,
-    DEFAULT_OWN_MAC,
-    DEFAULT_PAN_ID,
-    DEFAULT_SM,
-    DEFAULT_SM_MAC,
-    loopback,
-    parse_addr,
-)
 
 # Fault knobs. Counters are consumed one per use; booleans stay until changed.
 FAULTS = {
@@ -239,20 +228,14 @@ class J11Emulator(module_pty.PtyModule):
     boot_ms / pana_ms / scan_ms_per_channel, when given, override the real duration of those
     delays (tests that want them instant); the simulated figures are unchanged."""
 
-    def __init__(self, air_addr=DEFAULT_AIR, sm_addr=DEFAULT_SM, sm_mac=DEFAULT_SM_MAC,
-                 pan_id=DEFAULT_PAN_ID, channel=DEFAULT_CHANNEL, pana_password="0123456789AB",
-                 own_mac=DEFAULT_OWN_MAC, faults=None, scan_ms_per_channel=None, boot_ms=None,
-                 pana_ms=None, rssi=-52, seed=1, version=(0x0400, 1, 2, 3), app_port=None,
-                 time_scale=0.01, pairing_id=None, broute_id=None, broute_password=None,
-                 coordinator=None, lifetime_s=None, t108_budget_s=360.0):
-        self.air_addr = loopback(air_addr)
-        # The terminal's UDP port as the air sees it (0x6018 destination port). It defaults to
-        # the air socket's port, so the default deployment is 4059 end to end.
-        self.app_port = app_port or self.air_addr[1] or 4059
-        self.sm_mac = j11.mac_bytes(sm_mac)
-        self.sm_addr = loopback(sm_addr)
-        self.pan_id = pan_id
-        self.sm_channel = channel
+    def __init__(self, air_addr=module_pty.DEFAULT_AIR, sm_addr=module_pty.DEFAULT_SM,
+                 sm_mac=module_pty.DEFAULT_SM_MAC, pan_id=module_pty.DEFAULT_PAN_ID,
+                 channel=module_pty.DEFAULT_CHANNEL, pana_password="0123456789AB",
+                 own_mac=module_pty.DEFAULT_OWN_MAC, faults=None, scan_ms_per_channel=None,
+                 boot_ms=None, pana_ms=None, rssi=-52, seed=1, version=(0x0400, 1, 2, 3),
+                 app_port=None, time_scale=0.01, pairing_id=None, broute_id=None,
+                 broute_password=None, coordinator=None, lifetime_s=None, t108_budget_s=360.0):
+        self._init_module(air_addr, sm_addr, sm_mac, pan_id, channel, app_port, seed)
         self.pana_password = _bytes(pana_password)
         # The smart meter's B-route credentials: None id = any ID is accepted; the password
         # defaults to the HAN one. Its pairing ID is the last 8 characters of the B-route ID
@@ -279,9 +262,6 @@ class J11Emulator(module_pty.PtyModule):
             self.faults["lifetime_s"] = lifetime_s
         if faults:
             self.set_faults(faults)
-        self._rng = random.Random(seed)
-        self._init_pty()
-        self.add_peer(self.sm_mac, self.sm_addr)
         self.requests = collections.deque(maxlen=2000)  # (cmd, data) as received
         self.sent = collections.deque(maxlen=2000)  # (code, data) as sent (before faults)
         self.stats = collections.Counter()
@@ -1047,7 +1027,8 @@ def _bytes(v):
 
 
 async def _main(args):
-    emu = J11Emulator(air_addr=parse_addr(args.air), sm_addr=parse_addr(args.sm),
+    emu = J11Emulator(air_addr=module_pty.parse_addr(args.air),
+                      sm_addr=module_pty.parse_addr(args.sm),
                       sm_mac=args.sm_mac, pan_id=int(args.pan_id, 0), channel=args.channel,
                       pana_password=args.password, time_scale=args.time_scale,
                       broute_id=args.broute_id or None, pairing_id=args.pairing_id or None)

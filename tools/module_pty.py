@@ -7,6 +7,7 @@ the firmware opens as its radio UART, the air socket, and the writer with its fa
 import argparse
 import asyncio
 import os
+import random
 import signal
 import tty
 
@@ -49,14 +50,27 @@ class _AirProtocol(asyncio.DatagramProtocol):
 
 
 class PtyModule:
-    """Base of an emulator: the subclass sets self.faults (with "split_writes"), self._rng,
-    self.stats and self.air_addr, calls _init_pty(), and implements _on_readable() and
-    _air_received(data, addr). _split_pause_s is the pause between split_writes pieces."""
+    """Base of an emulator: the subclass calls _init_module(), sets self.faults (with
+    "split_writes") and self.stats, and implements _on_readable() and _air_received(data, addr).
+    _split_pause_s is the pause between split_writes pieces."""
 
     _split_pause_s = 0.001
 
-    def _init_pty(self):
+    def _init_module(self, air_addr, sm_addr, sm_mac, pan_id, channel, app_port, seed):
+        """The settings both emulators take: the air socket's address, the one configured smart
+        meter (its loopback address, MAC, PAN ID and J11 channel), registered as a peer."""
+        self.air_addr = loopback(air_addr)
+        # The terminal's UDP port as the air sees it (the received datagrams' destination
+        # port). It defaults to the air socket's port, so the default deployment is 4059 end to
+        # end.
+        self.app_port = app_port or self.air_addr[1] or 4059
+        self.sm_mac = j11.mac_bytes(sm_mac)
+        self.sm_addr = loopback(sm_addr)
+        self.pan_id = pan_id
+        self.sm_channel = channel
+        self._rng = random.Random(seed)
         self.peers = {}  # IPv6 (16 bytes) -> loopback (ip, port)
+        self.add_peer(self.sm_mac, self.sm_addr)
         self.slave_path = None
         self._master = self._slave = None
         self._out = None

@@ -24,24 +24,11 @@ prints the pty path and runs until killed.
 
 import asyncio
 import collections
-import random
 import sys
 
 from firmware.radio import j11, link
 from firmware.radio import skstack_codec as sk
 from tools import module_pty
-from tools.module_pty import (
-    DEFAULT_AIR,
-    DEFAULT_CHANNEL,
-    DEFAULT_OWN_MAC,
-    DEFAULT_PAN_ID,
-    DEFAULT_SM,
-    DEFAULT_SM_MAC,
-    loopback,
-    parse_addr,
-)
-
-# DEFAULT_CHANNEL is in J11 numbering (4 is SKSTACK 33 = 0x21)
 
 # Fault knobs. Counters are consumed one per use; booleans stay until changed.
 FAULTS = {
@@ -97,18 +84,15 @@ def _ip_arg(text):
 
 
 class SkStackEmulator(module_pty.PtyModule):
-    def __init__(self, dse=False, air_addr=DEFAULT_AIR, sm_addr=DEFAULT_SM, sm_mac=DEFAULT_SM_MAC,
-                 pan_id=DEFAULT_PAN_ID, channel=DEFAULT_CHANNEL, pana_password="0123456789AB",
-                 rbid=None, own_mac=DEFAULT_OWN_MAC, faults=None, time_scale=1.0, pana_ms=300,
-                 rssi=-52, seed=1, version=None, app_port=None, coordinator=None, ropt=True,
-                 hex_data=False, side=0):
+    # channel: J11 numbering (the default 4 is SKSTACK 33 = 0x21)
+    def __init__(self, dse=False, air_addr=module_pty.DEFAULT_AIR, sm_addr=module_pty.DEFAULT_SM,
+                 sm_mac=module_pty.DEFAULT_SM_MAC, pan_id=module_pty.DEFAULT_PAN_ID,
+                 channel=module_pty.DEFAULT_CHANNEL, pana_password="0123456789AB",
+                 rbid=None, own_mac=module_pty.DEFAULT_OWN_MAC, faults=None, time_scale=1.0,
+                 pana_ms=300, rssi=-52, seed=1, version=None, app_port=None, coordinator=None,
+                 ropt=True, hex_data=False, side=0):
         self.dse = dse
-        self.air_addr = loopback(air_addr)
-        self.app_port = app_port or self.air_addr[1] or 4059
-        self.sm_mac = j11.mac_bytes(sm_mac)
-        self.sm_addr = loopback(sm_addr)
-        self.pan_id = pan_id
-        self.sm_channel = channel
+        self._init_module(air_addr, sm_addr, sm_mac, pan_id, channel, app_port, seed)
         self.pana_password = pana_password
         self.rbid = rbid  # the Route-B ID the meter expects (None: any)
         self.own_mac = j11.mac_bytes(own_mac)
@@ -124,9 +108,6 @@ class SkStackEmulator(module_pty.PtyModule):
         self.faults = dict(FAULTS)
         if faults:
             self.set_faults(faults)
-        self._rng = random.Random(seed)
-        self._init_pty()
-        self.add_peer(self.sm_mac, self.sm_addr)
         self.requests = collections.deque(maxlen=2000)  # command lines as received (bytes)
         self.sent = collections.deque(maxlen=4000)  # lines as sent (before faults)
         self.air_out = collections.deque(maxlen=2000)  # payloads sent on the air
@@ -694,8 +675,8 @@ class SkStackEmulator(module_pty.PtyModule):
 
 
 async def _main(args):
-    emu = SkStackEmulator(dse=args.dse, air_addr=parse_addr(args.air),
-                          sm_addr=parse_addr(args.sm), sm_mac=args.sm_mac,
+    emu = SkStackEmulator(dse=args.dse, air_addr=module_pty.parse_addr(args.air),
+                          sm_addr=module_pty.parse_addr(args.sm), sm_mac=args.sm_mac,
                           pan_id=int(args.pan_id, 0), channel=args.channel,
                           pana_password=args.password, rbid=args.rbid,
                           time_scale=args.time_scale, ropt=not args.hex_only)
