@@ -212,6 +212,16 @@ def _checks_cfg(section, args):
     return c
 
 
+async def _commission_on(uart, cfg, section, args, out):
+    """The verdict of commissioning over uart (closed afterwards): --port and --twin alike."""
+    try:
+        verdict, _checks, _s = await commission_over(uart, cfg, _checks_cfg(section, args),
+                                                     HostClock(), out)
+    finally:
+        uart.close()
+    return verdict
+
+
 async def run_port(args, out=print):
     from tools.serial_uart import SerialUart
 
@@ -220,13 +230,8 @@ async def run_port(args, out=print):
     r = cfg["radio"]
     out("commissioning over %s at %d Bd: family %s, route %s"
         % (args.port, args.baud, r["family"], r["route"]))
-    uart = SerialUart(args.port, baudrate=args.baud)
-    try:
-        verdict, _checks, _s = await commission_over(uart, cfg, _checks_cfg(section, args),
-                                                     HostClock(), out)
-    finally:
-        uart.close()
-    return verdict
+    return await _commission_on(SerialUart(args.port, baudrate=args.baud), cfg, section, args,
+                                out)
 
 
 async def run_twin(args, out=print):
@@ -243,13 +248,7 @@ async def run_twin(args, out=print):
         out("commissioning against the smart-meter twin: %s module emulator on %s, route %s%s"
             % (rig.family, rig.port, route,
                ", fault " + args.twin_fault if args.twin_fault else ""))
-        uart = SerialUart(rig.port)
-        try:
-            verdict, _checks, _s = await commission_over(uart, cfg, _checks_cfg(section, args),
-                                                         HostClock(), out)
-        finally:
-            uart.close()
-    return verdict
+        return await _commission_on(SerialUart(rig.port), cfg, section, args, out)
 
 
 def parser():

@@ -23,9 +23,10 @@ import tempfile
 
 from firmware import timeutil
 from tools import loopback_block
-from tools.j11_emulator import DEFAULT_OWN_MAC, J11Emulator
+from tools.j11_emulator import J11Emulator
 from tools.meter_emulator import MeterEmulator
 from tools.meter_model import MeterModel
+from tools.module_pty import DEFAULT_OWN_MAC
 from tools.simclock import SimClock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -24,26 +24,15 @@ notification. Faults are data (see FAULTS) and can be changed while running with
 prints the pty path and runs until killed.
 """
 
-import argparse
 import asyncio
 import collections
 import hashlib
-import os
-import random
-import signal
 import struct
 import sys
 import time
-import tty
 
 from firmware.radio import j11
-
-DEFAULT_AIR = ("127.0.0.3", 4059)
-DEFAULT_SM = ("127.0.0.4", 4059)
-DEFAULT_SM_MAC = "001D129012345678"
-DEFAULT_OWN_MAC = "001D1290000A0001"
-DEFAULT_PAN_ID = 0x1234
-DEFAULT_CHANNEL = 4
+from tools import module_pty
 
 # Fault knobs. Counters are consumed one per use; booleans stay until changed.
 FAULTS = {
@@ -138,17 +127,6 @@ T108_TX_RESULT = 0x07  # [I] tx result nibble of a transmit refused by the T108 
 BR_IDLE, BR_STARTED, BR_AUTHENTICATING, BR_AUTHENTICATED = 0, 1, 2, 3
 
 
-def _loopback(addr):
-    if not addr[0].startswith("127."):
-        raise ValueError("emulator addresses must be loopback (127.x), got %s" % addr[0])
-    return (addr[0], int(addr[1]))
-
-
-def _parse_addr(text):
-    host, port = text.rsplit(":", 1)
-    return _loopback((host, int(port)))
-
-
 def air_time_s(payload_len):
     """Modelled air time (simulated seconds) of one datagram of payload_len bytes."""
     return (payload_len + AIR_OVERHEAD) * 8 / AIR_BITRATE
@@ -241,15 +219,7 @@ class RequestParser:
         return [reply] + self.feed(b"", now)
 
 
-class _AirProtocol(asyncio.DatagramProtocol):
-    def __init__(self, emu):
-        self.emu = emu
-
-    def datagram_received(self, data, addr):
-        self.emu._air_received(data, addr)
-
-
-class J11Emulator:
+class J11Emulator(module_pty.PtyModule):
     """coordinator: optional smart-meter twin with beacons(emu, channel_mask, pairing_id) ->
     [(channel, pan_id, mac_bytes, rssi)] and authenticate(emu, own_mac, peer_mac, credentials)
     -> 0x6028 result (1/2/3), credentials {"id": str|None, "password": str}. None: the one
@@ -258,20 +228,14 @@ class J11Emulator:
     boot_ms / pana_ms / scan_ms_per_channel, when given, override the real duration of those
     delays (tests that want them instant); the simulated figures are unchanged."""
 
-    def __init__(self, air_addr=DEFAULT_AIR, sm_addr=DEFAULT_SM, sm_mac=DEFAULT_SM_MAC,
-                 pan_id=DEFAULT_PAN_ID, channel=DEFAULT_CHANNEL, pana_password="0123456789AB",
-                 own_mac=DEFAULT_OWN_MAC, faults=None, scan_ms_per_channel=None, boot_ms=None,
-                 pana_ms=None, rssi=-52, seed=1, version=(0x0400, 1, 2, 3), app_port=None,
-                 time_scale=0.01, pairing_id=None, broute_id=None, broute_password=None,
-                 coordinator=None, lifetime_s=None, t108_budget_s=360.0):
-        self.air_addr = _loopback(air_addr)
-        # The terminal's UDP port as the air sees it (0x6018 destination port). It defaults to
-        # the air socket's port, so the default deployment is 4059 end to end.
-        self.app_port = app_port or self.air_addr[1] or 4059
-        self.sm_mac = j11.mac_bytes(sm_mac)
-        self.sm_addr = _loopback(sm_addr)
-        self.pan_id = pan_id
-        self.sm_channel = channel
+    def __init__(self, air_addr=module_pty.DEFAULT_AIR, sm_addr=module_pty.DEFAULT_SM,
+                 sm_mac=module_pty.DEFAULT_SM_MAC, pan_id=module_pty.DEFAULT_PAN_ID,
+                 channel=module_pty.DEFAULT_CHANNEL, pana_password="0123456789AB",
+                 own_mac=module_pty.DEFAULT_OWN_MAC, faults=None, scan_ms_per_channel=None,
+                 boot_ms=None, pana_ms=None, rssi=-52, seed=1, version=(0x0400, 1, 2, 3),
+                 app_port=None, time_scale=0.01, pairing_id=None, broute_id=None,
+                 broute_password=None, coordinator=None, lifetime_s=None, t108_budget_s=360.0):
+        self._init_module(air_addr, sm_addr, sm_mac, pan_id, channel, app_port, seed)
         self.pana_password = _bytes(pana_password)
         # The smart meter's B-route credentials: None id = any ID is accepted; the password
         # defaults to the HAN one. Its pairing ID is the last 8 characters of the B-route ID
@@ -298,9 +262,6 @@ class J11Emulator:
             self.faults["lifetime_s"] = lifetime_s
         if faults:
             self.set_faults(faults)
-        self._rng = random.Random(seed)
-        self.peers = {}  # IPv6 (16 bytes) -> loopback (ip, port)
-        self.add_peer(self.sm_mac, self.sm_addr)
         self.requests = collections.deque(maxlen=2000)  # (cmd, data) as received
         self.sent = collections.deque(maxlen=2000)  # (code, data) as sent (before faults)
         self.stats = collections.Counter()
@@ -308,31 +269,19 @@ class J11Emulator:
         self._sim_offset = 0.0
         self._t0 = time.monotonic()
         self._air_log = collections.deque()  # (sim time, air time s) of transmits, last hour
-        self.slave_path = None
-        self._master = self._slave = None
         self._rx = RequestParser()
-        self._out = None
-        self._cmdq = None
         self._tasks = []
         self._proc_task = None
         self._aux = set()  # module-internal activities (ping, lifetime redo): die with a reset
-        self._air = None
         self._reset_state()
 
     # -- public -------------------------------------------------------------------------------
-
-    def add_peer(self, mac, addr):
-        """Register a radio peer: its link-local address maps to a loopback (ip, port)."""
-        self.peers[j11.link_local_of_mac(mac)] = _loopback(addr)
 
     def set_faults(self, faults=None, **kw):
         """Change fault knobs at run time; {'disconnect': status} sends 0x601A at once."""
         d = dict(faults or {}, **kw)
         status = d.pop("disconnect", None)
-        for k, v in d.items():
-            if k not in FAULTS:
-                raise KeyError("unknown fault %r" % k)
-            self.faults[k] = v
+        module_pty.set_fault_knobs(self.faults, FAULTS, d)
         if status:
             self.disconnect(3 if status is True else status)
 
@@ -361,44 +310,18 @@ class J11Emulator:
         return sum(a for _, a in self._air_log)
 
     async def start(self):
-        loop = asyncio.get_running_loop()
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)  # no echo, no line discipline: bytes pass unchanged
-        tty.setraw(self._master)
-        os.set_blocking(self._master, False)
-        self.slave_path = os.ttyname(self._slave)
-        self._out = asyncio.Queue()
-        self._cmdq = asyncio.Queue()
-        loop.add_reader(self._master, self._on_readable)
-        self._air, _ = await loop.create_datagram_endpoint(
-            lambda: _AirProtocol(self), local_addr=self.air_addr)
-        self.air_addr = self._air.get_extra_info("sockname")[:2]  # resolves port 0
+        await self._open()
         self._tasks = [asyncio.create_task(self._writer()),
                        asyncio.create_task(self._frame_timer()),
                        asyncio.create_task(self._lifetime_timer())]
         self._proc_task = asyncio.create_task(self._processor())
 
     async def stop(self):
-        loop = asyncio.get_running_loop()
-        tasks = self._tasks + ([self._proc_task] if self._proc_task else []) + list(self._aux)
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await self._close(self._tasks + ([self._proc_task] if self._proc_task else [])
+                          + list(self._aux))
         self._tasks = []
         self._aux.clear()
         self._proc_task = None
-        if self._master is not None:
-            loop.remove_reader(self._master)
-            os.close(self._master)
-            os.close(self._slave)
-            self._master = self._slave = None
-        if self._air is not None:
-            self._air.close()
-            self._air = None
 
     # -- module state -------------------------------------------------------------------------
 
@@ -459,11 +382,8 @@ class J11Emulator:
     # -- UART in ------------------------------------------------------------------------------
 
     def _on_readable(self):
-        try:
-            data = os.read(self._master, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # EIO: no process has the slave open (our own fd keeps it rare)
+        data = self._read_master()
+        if data is None:
             return
         self._events(self._rx.feed(data, time.monotonic()))
 
@@ -860,6 +780,24 @@ class J11Emulator:
             return R_WRONG_MODE  # B-route exists only in the dual-stack mode
         return 0
 
+    def _broute_refusal(self, *checks):
+        """The result refusing a B-route command, or 0: the mode first, then checks in the
+        command's order: "idle" (not started: 0x10), "busy" (a PANA exchange runs: 0x35), "up"
+        (the session is up: 0x34), "down" (no session: 0x10)."""
+        err = self._broute_mode_error()
+        for c in checks:
+            if err:
+                break
+            if c == "idle" and self.broute == BR_IDLE:
+                err = R_NOT_STARTED
+            elif c == "busy" and (self.broute == BR_AUTHENTICATING or self.broute_reauth):
+                err = R_BROUTE_AUTHENTICATING
+            elif c == "up" and self.broute == BR_AUTHENTICATED:
+                err = R_BROUTE_OPERATING
+            elif c == "down" and self.broute != BR_AUTHENTICATED:
+                err = R_NOT_STARTED
+        return err
+
     async def _cmd_broute_credentials(self, cmd, data):
         err = self._broute_mode_error()
         if err:
@@ -920,70 +858,48 @@ class J11Emulator:
         return result
 
     async def _cmd_broute_pana_start(self, cmd, data):
-        err = self._broute_mode_error()
+        err = self._broute_refusal("idle", "busy", "up")
         if err:
             return self._result(cmd, err)
-        if self.broute == BR_IDLE:
-            return self._result(cmd, R_NOT_STARTED)
-        if self.broute == BR_AUTHENTICATING or self.broute_reauth:
-            return self._result(cmd, R_BROUTE_AUTHENTICATING)
-        if self.broute == BR_AUTHENTICATED:
-            return self._result(cmd, R_BROUTE_OPERATING)
         self._result(cmd, R_OK)
         self.broute = BR_AUTHENTICATING
         self._spawn(self._broute_pana(first=True))
 
     async def _cmd_broute_reauth(self, cmd, data):
-        err = self._broute_mode_error()
+        err = self._broute_refusal("busy", "down")
         if err:
             return self._result(cmd, err)
-        if self.broute == BR_AUTHENTICATING or self.broute_reauth:
-            return self._result(cmd, R_BROUTE_AUTHENTICATING)
-        if self.broute != BR_AUTHENTICATED:
-            return self._result(cmd, R_NOT_STARTED)
         self._result(cmd, R_OK)
         self.broute_reauth = True
         self._spawn(self._broute_pana(first=False))
 
     async def _cmd_broute_pana_end(self, cmd, data):
-        err = self._broute_mode_error()
+        err = self._broute_refusal("busy", "down")
         if err:
             return self._result(cmd, err)
-        if self.broute == BR_AUTHENTICATING or self.broute_reauth:
-            return self._result(cmd, R_BROUTE_AUTHENTICATING)
-        if self.broute != BR_AUTHENTICATED:
-            return self._result(cmd, R_NOT_STARTED)
         self.broute = BR_STARTED
         self._result(cmd, R_OK)
 
     async def _cmd_broute_end(self, cmd, data):
-        err = self._broute_mode_error()
+        err = self._broute_refusal("idle", "busy")
         if err:
             return self._result(cmd, err)
-        if self.broute == BR_IDLE:
-            return self._result(cmd, R_NOT_STARTED)
-        if self.broute == BR_AUTHENTICATING or self.broute_reauth:
-            return self._result(cmd, R_BROUTE_AUTHENTICATING)
         self.broute = BR_IDLE
         self.broute_peer = None
         self._result(cmd, R_OK)
 
     async def _cmd_broute_key(self, cmd, data):
-        err = self._broute_mode_error()
+        err = self._broute_refusal("down")
         if err:
             return self._result(cmd, err)
-        if self.broute != BR_AUTHENTICATED:
-            return self._result(cmd, R_NOT_STARTED)
         # [I] result + the 16-byte session key: a stable stand-in derived from the two MACs
         key = hashlib.sha256(self.own_mac + self.broute_peer).digest()[:16]
         self._result(cmd, R_OK, key)
 
     async def _cmd_broute_pan_id(self, cmd, data):
-        err = self._broute_mode_error()
+        err = self._broute_refusal("idle")
         if err:
             return self._result(cmd, err)
-        if self.broute == BR_IDLE:
-            return self._result(cmd, R_NOT_STARTED)
         self._result(cmd, R_OK, struct.pack(">H", self.broute_pan))
 
     # -- PANA lifetime ------------------------------------------------------------------------
@@ -1033,13 +949,8 @@ class J11Emulator:
     # -- air ----------------------------------------------------------------------------------
 
     def _air_received(self, data, addr):
-        src = None
-        for ip, a in self.peers.items():
-            if a == (addr[0], addr[1]):
-                src = ip
-                break
+        src = self._peer_ip(addr)
         if src is None:
-            self.stats["air_unknown_peer"] += 1
             return
         port = self.app_port
         if self.faults["air_down"]:
@@ -1095,37 +1006,20 @@ class J11Emulator:
         if self._out is not None:
             self._out.put_nowait(bytes(frame))
 
-    async def _writer(self):
-        while True:
-            data = await self._out.get()
-            if self.faults["merge_writes"] > 0:
-                # hold this frame a moment for the next one, then write both at once; never
-                # longer than a UART burst would take [I]: a response held for seconds would be
-                # a lost response, not a merged write
-                self.faults["merge_writes"] -= 1
-                try:
-                    data += await asyncio.wait_for(self._out.get(), _MERGE_WAIT_S)
-                    self.stats["merged_writes"] += 1
-                except asyncio.TimeoutError:
-                    pass
-            if self.faults["split_writes"]:
-                off = 0
-                while off < len(data):
-                    n = self._rng.randint(1, 7)
-                    await self._write(data[off:off + n])
-                    off += n
-                    await asyncio.sleep(0.002)
-            else:
-                await self._write(data)
+    _split_pause_s = 0.002  # split_writes: the pause between pieces
 
-    async def _write(self, data):
-        mv = memoryview(data)
-        while len(mv):
+    async def _merge(self, data):
+        if self.faults["merge_writes"] > 0:
+            # hold this frame a moment for the next one, then write both at once; never
+            # longer than a UART burst would take [I]: a response held for seconds would be
+            # a lost response, not a merged write
+            self.faults["merge_writes"] -= 1
             try:
-                n = os.write(self._master, mv)
-                mv = mv[n:]
-            except BlockingIOError:
-                await asyncio.sleep(0.005)
+                data += await asyncio.wait_for(self._out.get(), _MERGE_WAIT_S)
+                self.stats["merged_writes"] += 1
+            except asyncio.TimeoutError:
+                pass
+        return data
 
 
 def _bytes(v):
@@ -1133,28 +1027,16 @@ def _bytes(v):
 
 
 async def _main(args):
-    emu = J11Emulator(air_addr=_parse_addr(args.air), sm_addr=_parse_addr(args.sm),
+    emu = J11Emulator(air_addr=module_pty.parse_addr(args.air),
+                      sm_addr=module_pty.parse_addr(args.sm),
                       sm_mac=args.sm_mac, pan_id=int(args.pan_id, 0), channel=args.channel,
                       pana_password=args.password, time_scale=args.time_scale,
                       broute_id=args.broute_id or None, pairing_id=args.pairing_id or None)
-    await emu.start()
-    print(emu.slave_path, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await emu.stop()
+    await module_pty.serve(emu)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="J11 Wi-SUN module emulator on a pty")
-    p.add_argument("--air", default="%s:%d" % DEFAULT_AIR, help="air-side UDP bind (loopback)")
-    p.add_argument("--sm", default="%s:%d" % DEFAULT_SM, help="smart meter loopback address")
-    p.add_argument("--sm-mac", default=DEFAULT_SM_MAC)
-    p.add_argument("--pan-id", default="0x%04X" % DEFAULT_PAN_ID)
-    p.add_argument("--channel", type=int, default=DEFAULT_CHANNEL)
-    p.add_argument("--password", default="0123456789AB", help="expected PANA password")
+    p = module_pty.argument_parser("J11 Wi-SUN module emulator on a pty")
     p.add_argument("--broute-id", default="", help="the meter's B-route ID (32 hex)")
     p.add_argument("--pairing-id", default="", help="the meter's pairing ID (8 characters)")
     p.add_argument("--time-scale", type=float, default=0.01,

@@ -22,24 +22,13 @@ authenticate(emu, own_mac, peer_mac, credentials) -> 1 ok / 2 bad credentials / 
 prints the pty path and runs until killed.
 """
 
-import argparse
 import asyncio
 import collections
-import os
-import random
-import signal
 import sys
-import tty
 
 from firmware.radio import j11, link
 from firmware.radio import skstack_codec as sk
-
-DEFAULT_AIR = ("127.0.0.3", 4059)
-DEFAULT_SM = ("127.0.0.4", 4059)
-DEFAULT_SM_MAC = "001D129012345678"
-DEFAULT_OWN_MAC = "001D1290000A0001"
-DEFAULT_PAN_ID = 0x1234
-DEFAULT_CHANNEL = 4  # J11 numbering (SKSTACK 33 = 0x21)
+from tools import module_pty
 
 # Fault knobs. Counters are consumed one per use; booleans stay until changed.
 FAULTS = {
@@ -75,33 +64,8 @@ _REG_READ_ONLY = ("S07", "SFB", "SFD")
 _PANA_BYTES = bytes.fromhex("0000001800000000000000000000000000000000")  # a PANA-Auth header
 
 
-def _loopback(addr):
-    if not addr[0].startswith("127."):
-        raise ValueError("emulator addresses must be loopback (127.x), got %s" % addr[0])
-    return (addr[0], int(addr[1]))
-
-
-def _parse_addr(text):
-    host, port = text.rsplit(":", 1)
-    return _loopback((host, int(port)))
-
-
 def _ip_text(ip16):
     return sk.ipv6_text(ip16).decode()
-
-
-def _ip_parse(text):
-    out = bytearray(16)
-    b = text.encode() if isinstance(text, str) else text
-    return bytes(out) if sk.ipv6_into(b, 0, len(b), out) else None
-
-
-class _AirProtocol(asyncio.DatagramProtocol):
-    def __init__(self, emu):
-        self.emu = emu
-
-    def datagram_received(self, data, addr):
-        self.emu._air_received(data, addr)
 
 
 class _Fail(Exception):
@@ -110,19 +74,25 @@ class _Fail(Exception):
         self.code = code
 
 
-class SkStackEmulator:
-    def __init__(self, dse=False, air_addr=DEFAULT_AIR, sm_addr=DEFAULT_SM, sm_mac=DEFAULT_SM_MAC,
-                 pan_id=DEFAULT_PAN_ID, channel=DEFAULT_CHANNEL, pana_password="0123456789AB",
-                 rbid=None, own_mac=DEFAULT_OWN_MAC, faults=None, time_scale=1.0, pana_ms=300,
-                 rssi=-52, seed=1, version=None, app_port=None, coordinator=None, ropt=True,
-                 hex_data=False, side=0):
+def _ip_arg(text):
+    """An IPv6 address argument as 16 bytes; FAIL ER06 (bad parameter) when it is not one."""
+    out = bytearray(16)
+    b = text.encode() if isinstance(text, str) else text
+    if not sk.ipv6_into(b, 0, len(b), out):
+        raise _Fail("ER06")
+    return bytes(out)
+
+
+class SkStackEmulator(module_pty.PtyModule):
+    # channel: J11 numbering (the default 4 is SKSTACK 33 = 0x21)
+    def __init__(self, dse=False, air_addr=module_pty.DEFAULT_AIR, sm_addr=module_pty.DEFAULT_SM,
+                 sm_mac=module_pty.DEFAULT_SM_MAC, pan_id=module_pty.DEFAULT_PAN_ID,
+                 channel=module_pty.DEFAULT_CHANNEL, pana_password="0123456789AB",
+                 rbid=None, own_mac=module_pty.DEFAULT_OWN_MAC, faults=None, time_scale=1.0,
+                 pana_ms=300, rssi=-52, seed=1, version=None, app_port=None, coordinator=None,
+                 ropt=True, hex_data=False, side=0):
         self.dse = dse
-        self.air_addr = _loopback(air_addr)
-        self.app_port = app_port or self.air_addr[1] or 4059
-        self.sm_mac = j11.mac_bytes(sm_mac)
-        self.sm_addr = _loopback(sm_addr)
-        self.pan_id = pan_id
-        self.sm_channel = channel
+        self._init_module(air_addr, sm_addr, sm_mac, pan_id, channel, app_port, seed)
         self.pana_password = pana_password
         self.rbid = rbid  # the Route-B ID the meter expects (None: any)
         self.own_mac = j11.mac_bytes(own_mac)
@@ -138,36 +108,21 @@ class SkStackEmulator:
         self.faults = dict(FAULTS)
         if faults:
             self.set_faults(faults)
-        self._rng = random.Random(seed)
-        self.peers = {}  # IPv6 (16 bytes) -> loopback (ip, port)
-        self.add_peer(self.sm_mac, self.sm_addr)
         self.requests = collections.deque(maxlen=2000)  # command lines as received (bytes)
         self.sent = collections.deque(maxlen=4000)  # lines as sent (before faults)
         self.air_out = collections.deque(maxlen=2000)  # payloads sent on the air
         self.stats = collections.Counter()
-        self.slave_path = None
-        self._master = self._slave = None
         self._inbuf = bytearray()
         self._need = -1  # SKSENDTO data bytes still to read (-1: reading a line)
         self._pending = None
-        self._out = None
-        self._cmdq = None
         self._tasks = []
         self._timers = []
-        self._air = None
         self._reset_state()
 
     # -- public -------------------------------------------------------------------------------
 
-    def add_peer(self, mac, addr):
-        self.peers[j11.link_local_of_mac(mac)] = _loopback(addr)
-
     def set_faults(self, faults=None, **kw):
-        d = dict(faults or {}, **kw)
-        for k, v in d.items():
-            if k not in FAULTS:
-                raise KeyError("unknown fault %r" % k)
-            self.faults[k] = v
+        module_pty.set_fault_knobs(self.faults, FAULTS, dict(faults or {}, **kw))
 
     def expire_session(self, reauth_ok=True, delay_ms=100):
         """PANA lifetime expiry: EVENT 29, then the automatic re-authentication's EVENT 25 / 24."""
@@ -210,41 +165,15 @@ class SkStackEmulator:
         self._out.put_nowait(bytes(raw))
 
     async def start(self):
-        loop = asyncio.get_running_loop()
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        tty.setraw(self._master)
-        os.set_blocking(self._master, False)
-        self.slave_path = os.ttyname(self._slave)
-        self._out = asyncio.Queue()
-        self._cmdq = asyncio.Queue()
-        loop.add_reader(self._master, self._on_readable)
-        self._air, _ = await loop.create_datagram_endpoint(
-            lambda: _AirProtocol(self), local_addr=self.air_addr)
-        self.air_addr = self._air.get_extra_info("sockname")[:2]
+        await self._open()
         self._tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._processor())]
 
     async def stop(self):
-        loop = asyncio.get_running_loop()
         for t in self._timers:
             t.cancel()
         self._timers = []
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await self._close(self._tasks)
         self._tasks = []
-        if self._master is not None:
-            loop.remove_reader(self._master)
-            os.close(self._master)
-            os.close(self._slave)
-            self._master = self._slave = None
-        if self._air is not None:
-            self._air.close()
-            self._air = None
 
     # -- module state -------------------------------------------------------------------------
 
@@ -269,9 +198,8 @@ class SkStackEmulator:
     # -- UART in ------------------------------------------------------------------------------
 
     def _on_readable(self):
-        try:
-            data = os.read(self._master, 4096)
-        except (BlockingIOError, InterruptedError, OSError):
+        data = self._read_master()
+        if data is None:
             return
         self._inbuf += data
         self._parse_input()
@@ -527,9 +455,7 @@ class SkStackEmulator:
 
     async def _c_join(self, args):
         self._nargs(args, 1)
-        ip = _ip_parse(args[0])
-        if ip is None:
-            raise _Fail("ER06")
+        ip = _ip_arg(args[0])
         await self._pana(ip)
 
     async def _c_rejoin(self, args):
@@ -620,9 +546,7 @@ class SkStackEmulator:
 
     async def _c_addnbr(self, args):
         self._nargs(args, 2)
-        ip = _ip_parse(args[0])
-        if ip is None:
-            raise _Fail("ER06")
+        ip = _ip_arg(args[0])
         self.neighbours.add(ip)
         self._line("OK")
 
@@ -652,8 +576,8 @@ class SkStackEmulator:
             sec = int(args[3], 16)
         except ValueError:
             raise _Fail("ER06")
-        ip = _ip_parse(args[1])
-        if ip is None or not 1 <= h <= 6 or sec > 2 or len(data) > sk.MAX_UDP:
+        ip = _ip_arg(args[1])
+        if not 1 <= h <= 6 or sec > 2 or len(data) > sk.MAX_UDP:
             raise _Fail("ER06")
         if self.ports[h - 1] == 0:
             raise _Fail("ER06")
@@ -696,13 +620,8 @@ class SkStackEmulator:
     # -- air ----------------------------------------------------------------------------------
 
     def _air_received(self, data, addr):
-        src = None
-        for ip, a in self.peers.items():
-            if a == (addr[0], addr[1]):
-                src = ip
-                break
+        src = self._peer_ip(addr)
         if src is None:
-            self.stats["air_unknown_peer"] += 1
             return
         if self.faults["air_down"] or not self.authenticated or self.app_port not in self.ports:
             self.stats["air_dropped"] += 1
@@ -754,55 +673,20 @@ class SkStackEmulator:
             data = noise + b"\r\n" + data
         self._out.put_nowait(data)
 
-    async def _writer(self):
-        while True:
-            data = await self._out.get()
-            if self.faults["split_writes"]:
-                off = 0
-                while off < len(data):
-                    n = self._rng.randint(1, 7)
-                    await self._write(data[off:off + n])
-                    off += n
-                    await asyncio.sleep(0.001)
-            else:
-                await self._write(data)
-
-    async def _write(self, data):
-        mv = memoryview(data)
-        while len(mv):
-            try:
-                n = os.write(self._master, mv)
-                mv = mv[n:]
-            except BlockingIOError:
-                await asyncio.sleep(0.005)
-
 
 async def _main(args):
-    emu = SkStackEmulator(dse=args.dse, air_addr=_parse_addr(args.air),
-                          sm_addr=_parse_addr(args.sm), sm_mac=args.sm_mac,
+    emu = SkStackEmulator(dse=args.dse, air_addr=module_pty.parse_addr(args.air),
+                          sm_addr=module_pty.parse_addr(args.sm), sm_mac=args.sm_mac,
                           pan_id=int(args.pan_id, 0), channel=args.channel,
                           pana_password=args.password, rbid=args.rbid,
                           time_scale=args.time_scale, ropt=not args.hex_only)
-    await emu.start()
-    print(emu.slave_path, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await emu.stop()
+    await module_pty.serve(emu)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="SKSTACK IP Wi-SUN module emulator on a pty")
+    p = module_pty.argument_parser("SKSTACK IP Wi-SUN module emulator on a pty")
     p.add_argument("--dse", action="store_true", help="dual-stack dialect (BP35C2, RL7023 DSS)")
     p.add_argument("--hex-only", action="store_true", help="RL7023 IPS: no ROPT/WOPT, hex data")
-    p.add_argument("--air", default="%s:%d" % DEFAULT_AIR, help="air-side UDP bind (loopback)")
-    p.add_argument("--sm", default="%s:%d" % DEFAULT_SM, help="smart meter loopback address")
-    p.add_argument("--sm-mac", default=DEFAULT_SM_MAC)
-    p.add_argument("--pan-id", default="0x%04X" % DEFAULT_PAN_ID)
-    p.add_argument("--channel", type=int, default=DEFAULT_CHANNEL, help="J11 numbering 4..17")
-    p.add_argument("--password", default="0123456789AB", help="expected PANA password")
     p.add_argument("--rbid", default=None, help="expected Route-B ID (32 characters)")
     p.add_argument("--time-scale", type=float, default=1.0, help="real s per simulated s")
     asyncio.run(_main(p.parse_args(argv)))

@@ -222,18 +222,6 @@ class Reader:
                 i += k
                 if self._got == self._need:
                     self.state = _S_AFTER
-            elif st == _S_AFTER:
-                c = data[i]
-                if c == 13:
-                    self.state = _S_LF
-                    i += 1
-                elif c == 10:
-                    i += 1
-                    self._deliver()
-                elif self._hex_so_far():
-                    self.state = _S_HEX  # reprocess c as the next nibble
-                else:
-                    self._error(E_DATA)
             elif st == _S_HEX:
                 d = hexval(data[i])
                 if d < 0:
@@ -248,7 +236,7 @@ class Reader:
                 i += 1
                 if self._got == 2 * self._need:
                     self.state = _S_CR
-            elif st == _S_CR:
+            elif st == _S_CR or st == _S_AFTER:
                 c = data[i]
                 if c == 13:
                     self.state = _S_LF
@@ -256,6 +244,8 @@ class Reader:
                 elif c == 10:
                     i += 1
                     self._deliver()
+                elif st == _S_AFTER and self._hex_so_far():
+                    self.state = _S_HEX  # reprocess c as the next nibble
                 else:
                     self._error(E_DATA)
             elif st == _S_LF:

@@ -8,7 +8,10 @@ driver commands put on the wire."""
 
 import asyncio
 import collections
+import os
+import shutil
 import socket
+import sys
 import time
 
 from firmware import events as ev
@@ -19,6 +22,36 @@ from firmware.radio.j11_module import J11Module
 from firmware.radio.session import RadioSession
 from tools.j11_emulator import J11Emulator
 from tools.skstack_emulator import SkStackEmulator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MP = os.path.join(os.path.dirname(sys.executable), "micropython")
+if not os.path.exists(MP):
+    MP = shutil.which("micropython")
+
+
+async def spawn_micropython(script, source):
+    """Write source to script (a path) and start it under the MicroPython unix port (256 KB heap,
+    this repository's modules); its stdout and stderr both come on proc.stdout."""
+    script.write_text(source)
+    return await asyncio.create_subprocess_exec(
+        MP, "-X", "heapsize=256k", str(script), cwd=ROOT,
+        env=dict(os.environ, MICROPYPATH=".:.frozen"), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+
+
+async def close_rig(driver, uart, emu, sm, lines, secrets):
+    """A radio rig's tear-down, in the order that leaves nothing running: the driver's reader
+    (then one loop turn for it to end), its UART, the emulator, the peer socket, the log sink.
+    None of `secrets` may be in the log `lines`."""
+    if driver is not None:
+        driver.stop()
+        await asyncio.sleep(0)
+        uart.close()
+    await emu.stop()
+    sm.close()
+    log.set_sink(None)
+    assert not any(s in x for x in lines for s in secrets), "a secret was logged"
+
 
 SM_MAC = "001D129012345678"
 SM_IP6 = j11.link_local_of_mac(SM_MAC)
@@ -123,14 +156,7 @@ class Rig:
                 await t
             except (asyncio.CancelledError, Exception):
                 pass
-        if self.link is not None:
-            self.link.stop()
-            await asyncio.sleep(0)
-            self.uart.close()
-        await self.emu.stop()
-        self.sm.close()
-        log.set_sink(None)
-        assert not any(PASSWORD in x or RBID in x for x in self.lines), "a secret was logged"
+        await close_rig(self.link, self.uart, self.emu, self.sm, self.lines, (PASSWORD, RBID))
 
     def _event(self, code, detail=0):
         self.events.append((code, detail))

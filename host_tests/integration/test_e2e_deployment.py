@@ -6,13 +6,13 @@ at each boundary is logged clearly while the terminal keeps running."""
 import asyncio
 import datetime
 import socket
-import threading
 import time
 
 import pytest
 from gurux_dlms import GXByteBuffer, GXDLMSClient, GXReplyData
 from gurux_dlms.enums import InterfaceType
 from gurux_dlms.objects import GXDLMSClock, GXDLMSProfileGeneric, GXDLMSRegister
+from loop_thread import LoopThread
 
 from firmware import timeutil
 from tools import deployment
@@ -28,11 +28,9 @@ GURUX_MAC = "001D12AABBCCDD05"
 def dep():
     # The emulators live on an event loop in a background thread, so that blocking peers (gurux's
     # socket loop below) and the loop's own head-end can both talk to the terminal.
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
+    bg = LoopThread()
     d = Deployment(rate=RATE)  # heap: the bench's minimum plus a margin (tools/deployment.py)
-    d.loop = loop
+    d.loop = bg.loop
     run(d, d.start())
     d.module.add_peer(bytes.fromhex(GURUX_MAC), (d.addr(GURUX_HOST), 4059))
     head = d.head_end(out=lambda *a: None)
@@ -48,9 +46,7 @@ def dep():
     finally:
         head.close()
         run(d, d.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+        bg.close()
 
 
 def run(dep, coro, timeout_s=30):

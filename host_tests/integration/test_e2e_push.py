@@ -5,7 +5,6 @@ meter's history, protected (general-glo-ciphering) with the management client's 
 deployment configures; dlms-cosem and gurux-dlms decrypt and decode each one, and its values
 are the meter's."""
 
-import asyncio
 import socket
 import threading
 import time
@@ -15,6 +14,7 @@ from gurux_dlms import GXByteBuffer, GXReplyData
 from gurux_dlms.enums import Authentication, InterfaceType, Security
 from gurux_dlms.objects import GXDLMSPushSetup
 from gurux_dlms.secure import GXDLMSSecureClient
+from loop_thread import LoopThread
 
 from firmware import timeutil
 from firmware.radio import j11
@@ -70,12 +70,8 @@ def _ipv6_text(mac):
 
 
 def test_every_slot_pushed_with_the_meters_values():
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def run(coro, timeout_s=30):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout_s)
+    bg = LoopThread()
+    run = bg.run
 
     push_cfg = {"enabled": True, "destination": _ipv6_text(PUSH_MAC), "client_sap": 1,
                 "randomisation_s": 0, "rate_per_min": 600, "burst": 20,
@@ -166,9 +162,7 @@ def test_every_slot_pushed_with_the_meters_values():
         rx.close()
         head.close()
         run(d.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+        bg.close()
 
 
 def _slot_of(c):

@@ -88,14 +88,20 @@ def _wpdu(src, dst, body):
         + len(body).to_bytes(2, "big") + body
 
 
-async def _shared_medium(net):
-    loop = asyncio.get_running_loop()
+def _twin_of_two(net):
+    """A twin on net.4 with terminals 0 and 1: module k on net.(43 + 20k), backhaul .(44 + 20k)."""
     twin = SmartMeterTwin(SimClock(0), (net + "4", 4059), mac=MAC)
-    eps = {}
     for k in range(2):
         b = 40 + 20 * k
         twin.add_terminal("001D1290000A%04X" % k, "PASS%08d" % k, (net + str(b + 3), 4059),
                           (net + str(b + 4), 4059))
+    return twin
+
+
+async def _shared_medium(net):
+    loop = asyncio.get_running_loop()
+    twin = _twin_of_two(net)
+    eps = {}
     await twin.start()
     try:
         for k in range(2):
@@ -204,11 +210,7 @@ def test_link_figures_of_a_profile_read():
 
 async def _fuzz(net, n):
     rng = random.Random(10)
-    twin = SmartMeterTwin(SimClock(0), (net + "4", 4059), mac=MAC)
-    for k in range(2):
-        b = 40 + 20 * k
-        twin.add_terminal("001D1290000A%04X" % k, "PASS%08d" % k, (net + str(b + 3), 4059),
-                          (net + str(b + 4), 4059))
+    twin = _twin_of_two(net)
     await twin.start()
     try:
         # the head-ends are known only once they have spoken: the first uplinks find none

@@ -7,10 +7,10 @@ import asyncio
 import csv
 import io
 import os
-import threading
 import time
 
 import pytest
+from loop_thread import LoopThread
 from rich.console import Console
 
 from firmware import timeutil
@@ -23,12 +23,8 @@ WRONG = "WRONGPASS999"
 
 @pytest.fixture(scope="module")
 def twin():
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def run(coro, timeout_s=30):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout_s)
+    bg = LoopThread()
+    run = bg.run
 
     d = TwinDeployment(terminals=2, rate=RATE, passwords={1: WRONG})
     d.run = run
@@ -45,9 +41,7 @@ def twin():
         for h in heads:
             h.close()
         run(d.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+        bg.close()
 
 
 @pytest.mark.timeout(120)

@@ -3,9 +3,9 @@ counters gain a digit, announced by a restart INF) and every value the head-end 
 radio -- slots stored before the change, after it, and the registers -- is the meter's energy
 exactly, in Wh (docs/dlms.md "Values and scaler")."""
 
-import asyncio
-import threading
 import time
+
+from loop_thread import LoopThread
 
 from firmware import timeutil
 from tools.deployment import Deployment
@@ -15,12 +15,8 @@ RATE = 900  # 30 simulated minutes every 2 real seconds
 
 
 def test_unit_change_mid_run_leaves_every_served_value_exact():
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def run(coro, timeout_s=30):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout_s)
+    bg = LoopThread()
+    run = bg.run
 
     d = Deployment(rate=RATE)
     model = UnitChangingModel(d.model)
@@ -66,6 +62,4 @@ def test_unit_change_mid_run_leaves_every_served_value_exact():
         if head is not None:
             head.close()
         run(d.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+        bg.close()

@@ -193,3 +193,36 @@ def test_broute_j11_wrong_pairing_id_hears_nothing():
                 await s.async_close()
 
     run(body())
+
+
+def test_broute_commands_refuse_by_state_in_order():
+    """The result byte each B-route command refuses with, per module mode and B-route state:
+    the mode first (0x10 before 0x005F, 0x14 outside mode 5), then the command's own checks in
+    order (a PANA exchange running, 0x35, is seen before a session up, 0x34)."""
+    emu = J11Emulator(air_addr=("127.0.0.3", 0))
+    cmds = {"pana_start": emu._cmd_broute_pana_start, "reauth": emu._cmd_broute_reauth,
+            "pana_end": emu._cmd_broute_pana_end, "end": emu._cmd_broute_end,
+            "key": emu._cmd_broute_key, "pan_id": emu._cmd_broute_pan_id}
+
+    def refusals(mode, state, reauth=False):
+        out = {}
+        for name, fn in cmds.items():
+            emu.mode, emu.broute, emu.broute_reauth = mode, state, reauth
+            emu.sent.clear()
+            asyncio.run(fn(0x0056, b""))
+            out[name] = emu.sent[-1][1][0]
+        return out
+
+    assert set(refusals(None, emu_mod.BR_IDLE).values()) == {0x10}
+    assert set(refusals(2, emu_mod.BR_AUTHENTICATED).values()) == {0x14}
+    assert refusals(5, emu_mod.BR_IDLE) == dict.fromkeys(cmds, 0x10)
+    emu.broute_pan, emu.broute_peer = PAN_ID, bytes(8)  # what a key / PAN ID answer reads
+    busy = refusals(5, emu_mod.BR_AUTHENTICATING)
+    assert busy == {"pana_start": 0x35, "reauth": 0x35, "pana_end": 0x35, "end": 0x35,
+                    "key": 0x10, "pan_id": 0x01}
+    redo = refusals(5, emu_mod.BR_AUTHENTICATED, reauth=True)
+    assert {k: redo[k] for k in ("pana_start", "reauth", "pana_end", "end")} \
+        == dict.fromkeys(("pana_start", "reauth", "pana_end", "end"), 0x35)
+    emu.mode, emu.broute, emu.broute_reauth = 5, emu_mod.BR_AUTHENTICATED, False
+    asyncio.run(emu._cmd_broute_pana_start(0x0056, b""))
+    assert emu.sent[-1][1][0] == 0x34

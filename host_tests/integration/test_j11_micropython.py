@@ -3,19 +3,12 @@ pty UART) against the J11 module emulator: join, then echo one datagram to a loo
 
 import asyncio
 import json
-import os
-import shutil
 import socket
-import sys
 
 import pytest
+from radio_rig import MP, spawn_micropython
 
 from tools.j11_emulator import J11Emulator
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MP = os.path.join(os.path.dirname(sys.executable), "micropython")
-if not os.path.exists(MP):
-    MP = shutil.which("micropython")
 
 SCRIPT = """
 import asyncio
@@ -53,12 +46,7 @@ def test_session_under_micropython(tmp_path):
         await emu.start()
         cfg = {"uart": emu.slave_path, "sm_mac": "", "pana_password": "0123456789AB",
                "scan_duration": 1, "backoff_min_ms": 50, "backoff_max_ms": 200}
-        script = tmp_path / "radio_mp.py"
-        script.write_text(SCRIPT % json.dumps(cfg))
-        proc = await asyncio.create_subprocess_exec(
-            MP, "-X", "heapsize=256k", str(script), cwd=ROOT,
-            env=dict(os.environ, MICROPYPATH=".:.frozen"), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT)
+        proc = await spawn_micropython(tmp_path / "radio_mp.py", SCRIPT % json.dumps(cfg))
         try:
             seen = []
             while not (seen and seen[-1].startswith(b"READY")):

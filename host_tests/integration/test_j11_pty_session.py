@@ -1,5 +1,5 @@
-"""Driver + session (CPython) against the J11 module emulator over a real pty, with a loopback
-smart-meter peer socket."""
+"""Driver + session (CPython) against the J11 module emulator over a real pty (the host HAL's
+PtyUart), with a loopback smart-meter peer socket."""
 
 import asyncio
 import os
@@ -9,8 +9,10 @@ import sys
 import time
 
 import pytest
+from radio_rig import close_rig
 
 from firmware import log
+from firmware.hal.host import PtyUart
 from firmware.radio import j11, j11_link
 from firmware.radio.j11_module import J11Module
 from firmware.radio.session import ST_AUTH_FAILED, ST_READY, RadioSession
@@ -21,46 +23,6 @@ SM_MAC = "001D129012345678"
 SM_IP6 = j11.link_local_of_mac(SM_MAC)
 PASSWORD = "0123456789AB"
 JOIN_ORDER = [0x00D9, 0x006B, 0x005F, 0x000A, 0x002C, 0x003A, 0x0005]
-
-
-def _wake(fut):
-    if not fut.done():
-        fut.set_result(None)
-
-
-class PtyPort:
-    """Test-only UART port over the pty slave (the production adapter lives in firmware/hal)."""
-
-    def __init__(self, path):
-        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-
-    async def readinto(self, buf):
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                data = os.read(self.fd, len(buf))
-            except BlockingIOError:
-                data = b""
-            if data:
-                buf[:len(data)] = data
-                return len(data)
-            fut = loop.create_future()
-            loop.add_reader(self.fd, _wake, fut)
-            try:
-                await fut
-            finally:
-                loop.remove_reader(self.fd)
-
-    async def write(self, data):
-        mv = memoryview(data)
-        while len(mv):
-            try:
-                mv = mv[os.write(self.fd, mv):]
-            except BlockingIOError:
-                await asyncio.sleep(0.002)
-
-    def close(self):
-        os.close(self.fd)
 
 
 class Rig:
@@ -83,7 +45,7 @@ class Rig:
     async def __aenter__(self):
         log.set_sink(self.lines.append)
         await self.emu.start()
-        self.port = PtyPort(self.emu.slave_path)
+        self.port = PtyUart(self.emu.slave_path)
         self.module = J11Module(self.port)
         self.session = RadioSession(j11_link.build(self.module, self.cfg), self.cfg)
         self.task = asyncio.create_task(self.session.run())
@@ -95,13 +57,7 @@ class Rig:
             await self.task
         except asyncio.CancelledError:
             pass
-        self.module.stop()
-        await asyncio.sleep(0)
-        self.port.close()
-        await self.emu.stop()
-        self.sm.close()
-        log.set_sink(None)
-        assert not any(PASSWORD in line for line in self.lines)
+        await close_rig(self.module, self.port, self.emu, self.sm, self.lines, (PASSWORD,))
 
     async def until(self, cond, timeout=10.0, what="condition"):
         end = time.monotonic() + timeout
@@ -339,7 +295,7 @@ def test_partial_frame_on_the_wire_gets_0x13_after_1s():
     async def body():
         emu = J11Emulator(air_addr=("127.0.0.3", 0), sm_addr=("127.0.0.4", 9))
         await emu.start()
-        port = PtyPort(emu.slave_path)
+        port = PtyUart(emu.slave_path)
         try:
             frame = j11.encode(0x006B)
             await port.write(frame[:5])

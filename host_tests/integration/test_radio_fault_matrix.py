@@ -21,13 +21,11 @@ import asyncio
 import json
 import os
 import random
-import shutil
-import sys
 import time
 import zlib
 
 import pytest
-from radio_rig import PASSWORD, PORT, SLOW_CMD, SM_IP6, Rig
+from radio_rig import MP, PASSWORD, PORT, SLOW_CMD, SM_IP6, Rig, spawn_micropython
 
 from firmware import events as ev
 from firmware.radio import link
@@ -542,11 +540,6 @@ def test_t108_limit(family):
 # 4. the same session + driver under the MicroPython unix port (heap-capped): B-route through
 # MAC failures and a T108 refusal, SKSTACK DSE through a silent PANA peer and EVENT 32 / 33
 
-MP = os.path.join(os.path.dirname(sys.executable), "micropython")
-if not os.path.exists(MP):
-    MP = shutil.which("micropython")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 MP_SCRIPT = """
 import asyncio
 from firmware.hal.host import PtyUart
@@ -596,12 +589,8 @@ def test_fault_cases_under_micropython(family, tmp_path):
             else:
                 r.emu.set_faults(join_fail=1, join_fail_kind=3)
             cfg = dict(r.cfg, uart=r.emu.slave_path, family=family, tx_limit_hold_ms=200)
-            script = tmp_path / "fm_mp.py"
-            script.write_text(MP_SCRIPT % (json.dumps(cfg), SM_IP6))
-            proc = await asyncio.create_subprocess_exec(
-                MP, "-X", "heapsize=256k", str(script), cwd=ROOT,
-                env=dict(os.environ, MICROPYPATH=".:.frozen"), stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT)
+            proc = await spawn_micropython(tmp_path / "fm_mp.py",
+                                           MP_SCRIPT % (json.dumps(cfg), SM_IP6))
             try:
                 out = []
                 while not (out and out[-1].startswith(b"DONE")):

@@ -9,6 +9,7 @@ import time
 import tty
 
 import pytest
+from radio_rig import close_rig
 
 from firmware import log
 from firmware.hal.host import PtyUart
@@ -67,13 +68,7 @@ class Rig:
         return self
 
     async def __aexit__(self, *exc):
-        self.link.stop()
-        await asyncio.sleep(0)
-        self.uart.close()
-        await self.emu.stop()
-        self.sm.close()
-        log.set_sink(None)
-        assert not any(PASSWORD in line or RBID in line for line in self.lines)
+        await close_rig(self.link, self.uart, self.emu, self.sm, self.lines, (PASSWORD, RBID))
 
     async def until(self, cond, timeout=5.0, what="condition"):
         end = time.monotonic() + timeout
@@ -458,3 +453,13 @@ def test_detect_nothing_answers():
             os.close(master)
             os.close(slave)
     run(main())
+
+
+@pytest.mark.parametrize("line", [b"SKJOIN FE80:XYZ", b"SKADDNBR 1234 001D129012345678",
+                                  b"SKSENDTO 1 FE80::1::2 0E1A 1 0003 "])
+def test_emulator_fails_er06_on_a_bad_ipv6_argument(line):
+    emu = SkStackEmulator(air_addr=("127.0.0.3", 0))
+    with pytest.raises(Exception) as e:
+        asyncio.run(emu._execute(line.rstrip(b" "), b"abc"))
+    assert getattr(e.value, "code", None) == "ER06"
+    assert not emu.air_out and not emu.neighbours

@@ -3,6 +3,8 @@
 # (default: success) and is recorded in `calls`, so a test asserts what the session asked and how
 # often.
 
+import asyncio
+
 from firmware.compat import sleep_ms
 from firmware.radio import link
 
@@ -120,3 +122,62 @@ class FakeTicks:
 
     def __call__(self):
         return self.t
+
+
+class ByteUart:
+    """The driver's end of a scripted module's UART: what the module sends waits in `inbox`
+    until the driver reads it, at most `chunk` bytes a read when chunk > 0 (split reads)."""
+
+    chunk = 0
+
+    def __init__(self):
+        self.inbox = bytearray()
+        self.ev = asyncio.Event()
+
+    async def readinto(self, buf):
+        while not self.inbox:
+            self.ev.clear()
+            await self.ev.wait()
+        n = min(len(buf), len(self.inbox))
+        if self.chunk:
+            n = min(n, self.chunk)
+        buf[0:n] = self.inbox[0:n]
+        self.inbox = self.inbox[n:]
+        return n
+
+    def send(self, b):
+        self.inbox += b
+        self.ev.set()
+
+
+class ScriptedUart(ByteUart):
+    """A text-line module (SKSTACK) that answers each write from `answers` [(key, answer)]: the
+    first key the written bytes start with (contains=True: contain) wins, `noise` goes before the
+    answer, an empty answer sends nothing, and (now, later, ms) sends `later` ms after `now`."""
+
+    def __init__(self, answers, noise=b"", contains=False, chunk=0):
+        super().__init__()
+        self.answers = answers
+        self.noise = noise
+        self.contains = contains
+        self.chunk = chunk
+        self.writes = []
+
+    async def write(self, data):
+        data = bytes(data)
+        self.writes.append(data)
+        for key, resp in self.answers:
+            if (key in data) if self.contains else data.startswith(key):
+                if isinstance(resp, tuple):
+                    self.push(resp[0])
+                    asyncio.create_task(self._later(resp[1], resp[2]))
+                elif resp:
+                    self.push(resp)
+                return
+
+    async def _later(self, b, ms):
+        await sleep_ms(ms)
+        self.push(b)
+
+    def push(self, b):
+        self.send(self.noise + b)

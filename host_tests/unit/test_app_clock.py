@@ -4,6 +4,7 @@ import asyncio
 import gc
 import unittest
 
+from clock_fakes import make_clock
 from meter_fakes import FakeMeter
 
 from firmware import events, log, timeutil
@@ -12,7 +13,6 @@ from firmware.app.config import DEFAULTS
 from firmware.app.metering import SlotPoller
 from firmware.app.terminal import Terminal, crossed_slots
 from firmware.app.views import StoreSink
-from firmware.hal.clock import CalendarClock
 from firmware.hal.norflash import NorFlash
 from firmware.store import record
 from firmware.store.flashlog import FlashLog
@@ -20,22 +20,6 @@ from firmware.store.intervals import IntervalStore
 
 # 2025-04-10 12:00 JST
 B = timeutil.t2k_from_fields(2025, 4, 10, 3, 0, 0)
-
-
-class Ticks:
-    def __init__(self):
-        self.ms = 0
-
-    def __call__(self):
-        return self.ms
-
-
-def make_clock(doubtful_after_s=0):
-    ticks = Ticks()
-    c = CalendarClock(ticks=ticks, diff=lambda a, b: a - b)
-    c.configure(slew_max_s=60, slew_div=10, hold_max_ms=60000,
-                doubtful_after_s=doubtful_after_s)
-    return c, ticks
 
 
 class Box:

@@ -15,6 +15,7 @@ import asyncio
 import gc
 import unittest
 
+from clock_fakes import make_clock
 from meter_fakes import FakeMeter
 
 from firmware import events, log, timeutil
@@ -24,7 +25,6 @@ from firmware.app.metering import SlotPoller
 from firmware.app.terminal import Terminal
 from firmware.app.views import StoreSink
 from firmware.hal import clock as clockmod
-from firmware.hal.clock import CalendarClock
 from firmware.hal.norflash import NorFlash
 from firmware.store import record
 from firmware.store.flashlog import FlashLog
@@ -46,14 +46,6 @@ class Lcg:
     def below(self, n):
         self.x = (self.x * 1103515245 + 12345) & 0x7FFFFFFF
         return (self.x >> 8) % n
-
-
-class Ticks:
-    def __init__(self):
-        self.ms = 0
-
-    def __call__(self):
-        return self.ms
 
 
 class Channel:
@@ -84,11 +76,8 @@ def run(coro):
 
 class Sim:
     def __init__(self, t0, slew_max_s):
-        self.ticks = Ticks()
+        c, self.ticks = make_clock(doubtful_after_s=2 * 86400, slew_max_s=slew_max_s)
         self.t0 = t0
-        c = CalendarClock(ticks=self.ticks, diff=lambda a, b: a - b)
-        c.configure(slew_max_s=slew_max_s, slew_div=10, hold_max_ms=60000,
-                    doubtful_after_s=2 * 86400)
         self.clock = c
         self.meter = FakeMeter(self.true_now, retention=2)
         self.store = IntervalStore(FlashLog(NorFlash(16, block_size=1024)), max_meters=1)

@@ -3,32 +3,16 @@
 # status byte of attribute 2's date-time; the real calendar clock behind the COSEM server.
 import unittest
 
+from clock_fakes import make_clock
 from cosem_fakes import AARQ_PUBLIC, make_server
 
 from firmware import log, timeutil
-from firmware.hal.clock import CalendarClock
 
 H = bytes.fromhex
 GET_CLOCK_TIME = H("c001c100080000010000ff0200")
 GET_CLOCK_STATUS = H("c001c100080000010000ff0400")
 # 2025-04-10 12:00 JST
 B = timeutil.t2k_from_fields(2025, 4, 10, 3, 0, 0)
-
-
-class Ticks:
-    def __init__(self):
-        self.ms = 0
-
-    def __call__(self):
-        return self.ms
-
-
-def make_clock(doubtful_after_s=0):
-    ticks = Ticks()
-    c = CalendarClock(ticks=ticks, diff=lambda a, b: a - b)
-    c.configure(slew_max_s=60, slew_div=10, hold_max_ms=60000,
-                doubtful_after_s=doubtful_after_s)
-    return c, ticks
 
 
 class CosemClockStatusTest(unittest.TestCase):

@@ -375,6 +375,16 @@ class SchedulerTest(unittest.TestCase):
                          [(0, S0 + 2), (1, S0 + 2), (0, S0), (1, S0), (0, S0 + 1), (1, S0 + 1)])
 
 
+def listening_scheduler():
+    """(store, scheduler): one meter's store holding the S0 row, the scheduler listening to
+    its puts and fast enough (600 per minute) for a test to wait on."""
+    store = IntervalStore(FlashLog(NorFlash(8, block_size=256)), max_meters=1)
+    store.put(0, S0, 100, 1, 0x01, "fixed")
+    sch = make([MeterView(store, 0)], cfg={"rate_per_min": 600, "burst": 10})
+    store.put_listeners.append(sch.on_put)
+    return store, sch
+
+
 class FakeSession:
     def __init__(self):
         self.peer_mac = bytes.fromhex("001D129012345678")
@@ -398,11 +408,7 @@ class ShellTest(unittest.TestCase):
         log.set_sink(None)
 
     def test_store_listener_and_session(self):
-        store = IntervalStore(FlashLog(NorFlash(8, block_size=256)), max_meters=1)
-        view = MeterView(store, 0)
-        store.put(0, S0, 100, 1, 0x01, "fixed")
-        sch = make([view], cfg={"rate_per_min": 600, "burst": 10})
-        store.put_listeners.append(sch.on_put)
+        store, sch = listening_scheduler()
         self.assertEqual(sch.meters[0].cursor, S0)
         sess = FakeSession()
 

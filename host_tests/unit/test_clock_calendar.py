@@ -3,32 +3,18 @@
 # (bounded), and the IC 8 status: invalid until the first set, doubtful long after the last.
 import unittest
 
+from clock_fakes import make_clock
+
 from firmware import timeutil
 from firmware.hal import clock as clockmod
-from firmware.hal.clock import CalendarClock
 
 # 2025-04-10 12:29:30 JST: 30 s before a boundary
 T0 = timeutil.t2k_from_fields(2025, 4, 10, 3, 29, 30)
 
 
-class Ticks:
-    def __init__(self):
-        self.ms = 0
-
-    def __call__(self):
-        return self.ms
-
-
-def diff(a, b):
-    return a - b
-
-
 class ClockTest(unittest.TestCase):
     def make(self, rate=1, slew_max_s=60, doubtful_after_s=0, hold_max_ms=60000):
-        self.ticks = Ticks()
-        c = CalendarClock(rate=rate, ticks=self.ticks, diff=diff)
-        c.configure(slew_max_s=slew_max_s, slew_div=10, hold_max_ms=hold_max_ms,
-                    doubtful_after_s=doubtful_after_s)
+        c, self.ticks = make_clock(doubtful_after_s, slew_max_s, rate, hold_max_ms)
         self.heard = []
         c.add_listener(lambda old, new: self.heard.append((old, new, c.last_kind)))
         return c

@@ -3,6 +3,8 @@
 import asyncio
 import unittest
 
+from radio_fakes import ByteUart
+
 from firmware import log
 from firmware.compat import sleep_ms, ticks_diff, ticks_ms
 from firmware.radio import j11, j11_link
@@ -14,12 +16,11 @@ SM_MACB = j11.mac_bytes(SM_MAC)
 PASSWORD = "0123456789AB"
 
 
-class FakeUart:
+class FakeUart(ByteUart):
     """Answers J11 requests like a module whose smart meter is on channel 7."""
 
     def __init__(self):
-        self.inbox = b""
-        self.ev = asyncio.Event()
+        super().__init__()
         self.rx = j11.Reassembler(j11.UC_REQUEST, "fake")
         self.requests = []
         self.sent = []
@@ -28,18 +29,8 @@ class FakeUart:
         self.silent = False
         self.password = None
 
-    async def readinto(self, buf):
-        while not self.inbox:
-            self.ev.clear()
-            await self.ev.wait()
-        n = min(len(buf), len(self.inbox))
-        buf[0:n] = self.inbox[0:n]
-        self.inbox = self.inbox[n:]
-        return n
-
     def push(self, code, data=b""):
-        self.inbox += j11.encode(code, data, j11.UC_RESPONSE)
-        self.ev.set()
+        self.send(j11.encode(code, data, j11.UC_RESPONSE))
 
     async def write(self, data):
         self.rx.feed(data)

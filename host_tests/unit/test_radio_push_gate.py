@@ -4,13 +4,9 @@
 import asyncio
 import unittest
 
-from test_app_push import S0, FakeSession, make
+from test_app_push import S0, FakeSession, listening_scheduler
 
 from firmware import log
-from firmware.app.views import MeterView
-from firmware.hal.norflash import NorFlash
-from firmware.store.flashlog import FlashLog
-from firmware.store.intervals import IntervalStore
 
 
 class BudgetSession(FakeSession):
@@ -32,11 +28,7 @@ class PushGateTest(unittest.TestCase):
         log.set_sink(None)
 
     def test_bulk_waits_for_the_reserve(self):
-        store = IntervalStore(FlashLog(NorFlash(8, block_size=256)), max_meters=1)
-        view = MeterView(store, 0)
-        store.put(0, S0, 100, 1, 0x01, "fixed")
-        sch = make([view], cfg={"rate_per_min": 600, "burst": 10})
-        store.put_listeners.append(sch.on_put)
+        store, sch = listening_scheduler()
         sess = BudgetSession()
 
         async def go():

@@ -192,6 +192,13 @@ class MalformedTest(unittest.TestCase):
         c = self.after(erx_single_bin(b"ABCD")[:-2].replace(b"0004 ABCD", b"0004 ABCDEFGZ"))
         self.assertEqual(c.r.errors[sk.E_DATA], 1)
 
+    def test_hex_data_running_past_datalen(self):
+        # hex text for b"0123" (itself hex digits) and 4 digits too many: an error, never the
+        # datagram re-read as hex and delivered as b"\x01\x23\x34\x35"
+        c = self.after(erx_single_bin(b"0123")[:-2].replace(b"0004 0123", b"0004 303132333435"))
+        self.assertEqual(c.r.errors[sk.E_DATA], 1)
+        self.assertEqual(len(c.udp), 1)  # only the good datagram after it
+
     def test_wrong_field_counts_and_garbled_header(self):
         c = Collector()
         c.feed(b"ERXUDP FE80:0000 " + DEST + b" 0E1A 0E1A 001D129000030C89 1 0002 ab\r\n")

@@ -3,38 +3,10 @@
 import asyncio
 import unittest
 
+from radio_fakes import ScriptedUart
+
 from firmware.radio import j11, link
 from firmware.radio.detect import detect_family
-
-
-class Uart:
-    """Answers by what the written bytes contain; `noise` comes before every answer."""
-
-    def __init__(self, answers, noise=b""):
-        self.answers = answers
-        self.noise = noise
-        self.rx = bytearray()
-        self.ev = asyncio.Event()
-        self.writes = []
-
-    async def readinto(self, buf):
-        while not self.rx:
-            self.ev.clear()
-            await self.ev.wait()
-        n = min(len(buf), len(self.rx), 5)  # split reads
-        buf[0:n] = self.rx[0:n]
-        self.rx = self.rx[n:]
-        return n
-
-    async def write(self, data):
-        data = bytes(data)
-        self.writes.append(data)
-        for key, resp in self.answers:
-            if key in data:
-                self.rx += self.noise + resp
-                self.ev.set()
-                return
-
 
 # result 01, firmware id 0x0400, version 1.2, revision 3
 J11_VERSION = j11.encode(0x206B, bytes.fromhex("010400010200000003"), j11.UC_RESPONSE)
@@ -45,7 +17,7 @@ DSE = SK + [(b"SKSREG SA2", b"ESREG 0\r\nOK\r\n")]
 
 
 def detect(answers, noise=b"", timeout_ms=100):
-    uart = Uart(answers, noise)
+    uart = ScriptedUart(answers, noise, contains=True, chunk=5)  # split reads
     return asyncio.run(detect_family(uart, timeout_ms)), uart.writes
 
 

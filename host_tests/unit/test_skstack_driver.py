@@ -3,6 +3,8 @@
 import asyncio
 import unittest
 
+from radio_fakes import ScriptedUart
+
 from firmware import log
 from firmware.radio import link
 from firmware.radio.skstack import SkStackLink, build, scan_channels, scan_timeout_ms
@@ -22,45 +24,6 @@ def ev(num, param=None, side=None):
     if param is not None:
         t += b" " + param
     return t + b"\r\n"
-
-
-class FakeUart:
-    """Answers each written command from `answers` (first matching prefix)."""
-
-    def __init__(self, answers):
-        self.answers = answers
-        self.rx = bytearray()
-        self.ev = asyncio.Event()
-        self.writes = []
-
-    async def readinto(self, buf):
-        while not self.rx:
-            self.ev.clear()
-            await self.ev.wait()
-        n = min(len(buf), len(self.rx))
-        buf[0:n] = self.rx[0:n]
-        self.rx = self.rx[n:]
-        return n
-
-    async def write(self, data):
-        data = bytes(data)
-        self.writes.append(data)
-        for prefix, resp in self.answers:
-            if data.startswith(prefix):
-                if isinstance(resp, tuple):  # (now, later, ms): `later` after a pause
-                    self.push(resp[0])
-                    asyncio.create_task(self._later(resp[1], resp[2]))
-                elif resp:
-                    self.push(resp)
-                return
-
-    async def _later(self, b, ms):
-        await asyncio.sleep(ms / 1000)
-        self.push(b)
-
-    def push(self, b):
-        self.rx += b
-        self.ev.set()
 
 
 BASE = [
@@ -85,7 +48,7 @@ def run(coro):
 
 
 def make(extra, dse=False, **kw):
-    uart = FakeUart(extra + BASE)
+    uart = ScriptedUart(extra + BASE)
     kw.setdefault("cmd_timeout_ms", 500)
     kw.setdefault("pana_timeout_ms", 500)
     kw.setdefault("send_timeout_ms", 500)
@@ -219,7 +182,7 @@ class DriverTest(unittest.TestCase):
         self.assertEqual(run(main()), "timeout")
 
     def test_build_takes_the_radio_deadlines(self):
-        lk = build(FakeUart([]), {"cmd_timeout_ms": 400, "reset_timeout_ms": 600,
+        lk = build(ScriptedUart([]), {"cmd_timeout_ms": 400, "reset_timeout_ms": 600,
                                   "pana_timeout_ms": 700}, dse=True, max_udp=300)
         self.assertEqual((lk.cmd_timeout_ms, lk.reset_timeout_ms, lk.pana_timeout_ms),
                          (400, 600, 700))
