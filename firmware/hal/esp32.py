@@ -10,7 +10,7 @@ import network
 from firmware import log, timeutil
 from firmware.compat import const, ticks_diff, ticks_ms
 from firmware.hal import FlashError
-from firmware.hal.clock import CalendarClock
+from firmware.hal.clock import SOURCE_RTC, CalendarClock
 from firmware.hal.udp import UdpEndpoint
 
 _RTC_MAGIC = b"T2K1"  # RTC memory marker: the RTC holds smart-meter time
@@ -114,7 +114,7 @@ class Hal:
             log.warn("clock", "RTC marked as set but reads year %d: not trusted" % y)
             return
         t = timeutil.t2k_from_fields(y, mo, d, h, mi, s)
-        self.clock.set_t2k(t)
+        self.clock.set_t2k(t, SOURCE_RTC)
         log.info("clock", "kept by the RTC across the reset: %s" % timeutil.iso(t))
 
     def _save_rtc(self, old, new):
@@ -321,6 +321,16 @@ class Hal:
     def feed_watchdog(self):
         if self._wdt:
             self._wdt.feed()
+
+    async def ntp_time(self, server, port, timeout_ms, nonce):
+        """t2k from the NTP server over Wi-Fi/Ethernet: the same socket code as the host
+        (firmware/hal/sntp.py), not the frozen ntptime module, which blocks for its whole
+        timeout, takes no nonce and sets the RTC itself. The socket is bound to our address
+        (0.0.0.0 before DHCP is done would pick any interface); the RTC is set by _save_rtc
+        like after any set of the calendar clock."""
+        from firmware.hal import sntp
+
+        return await sntp.ntp_query(self.lan_ip(), server, port, timeout_ms, nonce)
 
     def reset(self):
         machine.reset()
