@@ -144,8 +144,8 @@ class MeterClockKeeper:
 
     async def _set(self, tag, ch, off, date_epc, time_epc):
         clock = self.clock
-        if time_epc == EPC_TIME_HM:  # HH MM only: set it as a minute begins
-            now = clock.now_t2k()
+        now = clock.now_t2k()
+        if time_epc == EPC_TIME_HM and now % 60:  # HH MM only: set it as a minute begins
             await sleep_ms(clock.ms_until(now - now % 60 + 60) or 0)
         t = clock.now_t2k()
         if not await ch.client.set_clock(t, date_epc, time_epc):
