@@ -113,7 +113,7 @@ class MeterClockKeeper:
         client = ch.client
         try:
             date_epc, time_epc = await client.clock_epcs()
-            meter_t, sync = await client.read_clock(time_epc)
+            meter_t, sync = await client.read_meter_clock(time_epc)
             now = self.clock.now_t2k()
             self.last_check[i] = now
             self.stats["checks"] += 1
@@ -157,7 +157,7 @@ class MeterClockKeeper:
         log.warn(tag, "meter clock was %+d s off: set to %s" % (off, timeutil.iso(t, self.tz)))
         self.event(events.METER_CLOCK_SET,
                    max(-_DETAIL_MAX, min(_DETAIL_MAX, off)))
-        meter_t, sync = await ch.client.read_clock(time_epc)
+        meter_t, sync = await ch.client.read_meter_clock(time_epc)
         if meter_t is not None:
             self.offset[ch.index] = meter_t - clock.now_t2k()
             log.info(tag, "meter clock now %+d s" % self.offset[ch.index])

@@ -488,7 +488,7 @@ class MeterClient(Transport):
                 break
         return (p.date if p.date in setmap else None), time_epc
 
-    async def read_clock(self, time_epc=None):
+    async def read_meter_clock(self, time_epc=None):
         """(t2k|None, sync|None): the meter's clock (0x98 + time_epc, default the class's time
         EPC; None if unavailable or malformed, logged) and its time-sync status (0xDB on 0x028E:
         0 not synced, 1 synced, 2 failed, 0xFF not implemented; None if the class has none or

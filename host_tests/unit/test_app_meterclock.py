@@ -5,6 +5,8 @@
 import asyncio
 import unittest
 
+from rng import Rng
+
 from firmware import events, timeutil
 from firmware.app import meterclock as mc
 from firmware.app import ntp
@@ -59,7 +61,7 @@ class FakeClient:
                 break
         return (0x98 if 0x98 in self.setmap else None), t
 
-    async def read_clock(self, time_epc=None):
+    async def read_meter_clock(self, time_epc=None):
         self.reads += 1
         t = self.clock.now_t2k() + self.offset_s
         if time_epc == 0x97:
@@ -117,6 +119,42 @@ class DecideTest(unittest.TestCase):
         self.assertFalse(mc.check_due(T + 86399, T, 86400))
         self.assertTrue(mc.check_due(T + 86400, T, 86400))
         self.assertTrue(mc.check_due(T - 1, T, 86400))  # stepped back: cannot judge
+
+
+class MeterClockCodecTest(unittest.TestCase):
+    def test_round_trip(self):
+        for epc, t in ((0xDA, T + 37), (0x97, T)):
+            d, tm = profiles.encode_meter_clock(t, 540, epc)
+            self.assertEqual(len(tm), 3 if epc == 0xDA else 2)
+            self.assertEqual(profiles.decode_meter_clock(d, tm, 540), t)
+        # 23:59:59 JST on 31 December: the local date is the meter's
+        t = timeutil.t2k_from_fields(2026, 12, 31, 14, 59, 59)
+        self.assertEqual(profiles.encode_meter_clock(t, 540, 0xDA),
+                         (b"\x07\xea\x0c\x1f", b"\x17\x3b\x3b"))
+
+    def test_malformed(self):
+        good_d, good_t = profiles.encode_meter_clock(T, 540, 0xDA)
+        for d, tm in ((None, good_t), (good_d, None), (good_d[:3], good_t), (good_d, b"\x01"),
+                      (good_d, b"\x01\x02\x03\x04"), (b"\x07\xea\x02\x1e", good_t),
+                      (b"\x07\xea\x0d\x01", good_t), (good_d, b"\x18\x00\x00"),
+                      (good_d, b"\x00\x3c"), (good_d, b"\x00\x00\x3c"),
+                      (b"\x07\xcf\x01\x01", good_t)):
+            with self.assertRaises(ValueError):
+                profiles.decode_meter_clock(d, tm, 540)
+
+    def test_fuzz(self):
+        rng = Rng(97)
+        for _ in range(2000):
+            d = bytes([rng.below(256) for _ in range(rng.below(6))])
+            tm = bytes([rng.below(256) for _ in range(rng.below(5))])
+            try:
+                t = profiles.decode_meter_clock(d, tm, 540)
+            except ValueError:
+                continue
+            self.assertEqual(len(d), 4)
+            self.assertTrue(len(tm) in (2, 3))
+            self.assertEqual(profiles.decode_meter_clock(
+                *profiles.encode_meter_clock(t, 540, 0xDA), 540), t)
 
 
 class KeeperTest(unittest.TestCase):
