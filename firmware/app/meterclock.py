@@ -11,8 +11,8 @@ import asyncio
 
 from firmware import events, log, timeutil
 from firmware.compat import const, sleep_ms
+from firmware.meter.clockprops import EPC_TIME_HM, MeterClockPort
 from firmware.meter.drmeter import MeterTimeout
-from firmware.meter.profiles import EPC_TIME_HM
 
 # The part of each 30-minute slot in which a meter's clock may be set: from boundary + 5 min
 # (the fixed-time values were read at + read_delay_s, 60 s) to boundary + 25 min, so that the
@@ -60,10 +60,13 @@ def check_due(now_t2k, last_t2k, min_s):
 
 
 class MeterClockKeeper:
-    def __init__(self, clock, channels, cfg, tz_offset_min=540, event=events.ignore):
+    def __init__(self, clock, channels, cfg, tz_offset_min=540, event=events.ignore,
+                 port=MeterClockPort):
         """clock: the CalendarClock; channels: the MeterChannels (client, index, poller);
-        cfg: the clock config section (set_meter_min_s, set_meter_drift_s)."""
+        cfg: the clock config section (set_meter_min_s, set_meter_drift_s); port(client): the
+        meter's clock reads and set (firmware/meter/clockprops.py)."""
         self.clock = clock
+        self.port = port
         self.channels = channels
         self.min_s = cfg["set_meter_min_s"]
         self.drift_s = cfg["set_meter_drift_s"]
@@ -110,7 +113,7 @@ class MeterClockKeeper:
             return None
         await self._wait_quiet()
         tag = "meter%d" % i
-        client = ch.client
+        client = self.port(ch.client)
         try:
             date_epc, time_epc = await client.clock_epcs()
             meter_t, sync = await client.read_meter_clock(time_epc)
@@ -127,13 +130,13 @@ class MeterClockKeeper:
             act = decide(off, drift, date_epc, time_epc, differs)
             self.state[i] = act
             if act == SET:
-                await self._set(tag, ch, off, date_epc, time_epc)
+                await self._set(tag, client, i, off, date_epc, time_epc)
             elif act == UNSETTABLE:
                 log.warn(tag, "meter clock %+d s off; its Set property map (0x9E) lists no "
                          "settable %s: left alone" % (off, "time" if time_epc is None else "date"))
             elif act == UNKNOWN:
                 log.warn(tag, "meter clock unreadable (0x98 + 0x%02X)"
-                         % (time_epc or client.profile.time))
+                         % (time_epc or ch.client.profile.time))
             else:
                 log.info(tag, "meter clock %+d s: in time" % off)
             return act
@@ -142,13 +145,13 @@ class MeterClockKeeper:
             log.warn(tag, "meter clock check: %s(%s)" % (type(e).__name__, e))
             return None
 
-    async def _set(self, tag, ch, off, date_epc, time_epc):
+    async def _set(self, tag, client, i, off, date_epc, time_epc):
         clock = self.clock
         now = clock.now_t2k()
         if time_epc == EPC_TIME_HM and now % 60:  # HH MM only: set it as a minute begins
             await sleep_ms(clock.ms_until(now - now % 60 + 60) or 0)
         t = clock.now_t2k()
-        if not await ch.client.set_clock(t, date_epc, time_epc):
+        if not await client.set_clock(t, date_epc, time_epc):
             self.stats["refused"] += 1
             log.warn(tag, "meter refused its clock (0x%02X) although its Set map lists it"
                      % time_epc)
@@ -157,11 +160,11 @@ class MeterClockKeeper:
         log.warn(tag, "meter clock was %+d s off: set to %s" % (off, timeutil.iso(t, self.tz)))
         self.event(events.METER_CLOCK_SET,
                    max(-_DETAIL_MAX, min(_DETAIL_MAX, off)))
-        meter_t, sync = await ch.client.read_meter_clock(time_epc)
+        meter_t, sync = await client.read_meter_clock(time_epc)
         if meter_t is not None:
-            self.offset[ch.index] = meter_t - clock.now_t2k()
-            log.info(tag, "meter clock now %+d s" % self.offset[ch.index])
-        self._report_sync(tag, ch.index, sync)
+            self.offset[i] = meter_t - clock.now_t2k()
+            log.info(tag, "meter clock now %+d s" % self.offset[i])
+        self._report_sync(tag, i, sync)
 
     def _report_sync(self, tag, i, sync):
         """0xDB: logged when it changes, a WARN when the meter says its sync failed."""

@@ -26,7 +26,6 @@ _PROBES = const(2)  # liveness probes after a timeout, each costing a time-out i
 _PROBE_EPCS = (0x9F, 0x80, 0x82, 0x8A)  # in every object: Get map, status, version, maker
 _DEFAULT_BATCH = const(16)  # EPCs per Get until the meter shows it takes fewer
 _EPC_GET_MAP = const(0x9F)
-_EPC_SET_MAP = const(0x9E)
 _STATS = STATS + ("splits", "poisoned", "day_races", "wraps", "resets", "rediscoveries")
 
 def _unique(seq):
@@ -464,67 +463,3 @@ class MeterClient(Transport):
             return drmeter.MAX_DAY
         edt = (await self.read((p.retention,)))[p.retention]
         return None if edt is None else drmeter.decode_retention(edt)
-
-    # --- the meter's own clock (optional: clock.set_meter, firmware/app/meterclock.py) -------
-
-    async def clock_epcs(self):
-        """(date_epc|None, time_epc|None): the clock properties the meter's Set property map
-        (0x9E) lists: 0x98, and the class's time (0xDA on 0x028E) or else 0x97. (None, None)
-        when the map is not given or unusable: nothing is set without the meter's word."""
-        await self._prepare()
-        edt = (await self.read((_EPC_SET_MAP,)))[_EPC_SET_MAP]
-        if edt is None:
-            return None, None
-        try:
-            setmap = echonet.decode_propmap(edt)
-        except EchonetError as e:
-            log.warn(self.tag, "unusable Set property map: %s" % e)
-            return None, None
-        p = self.profile
-        time_epc = None
-        for e in (p.time, profiles.EPC_TIME_HM):
-            if e in setmap:
-                time_epc = e
-                break
-        return (p.date if p.date in setmap else None), time_epc
-
-    async def read_meter_clock(self, time_epc=None):
-        """(t2k|None, sync|None): the meter's clock (0x98 + time_epc, default the class's time
-        EPC; None if unavailable or malformed, logged) and its time-sync status (0xDB on 0x028E:
-        0 not synced, 1 synced, 2 failed, 0xFF not implemented; None if the class has none or
-        it is unavailable)."""
-        await self._prepare()
-        p = self.profile
-        t_epc = time_epc or p.time
-        epcs = (p.date, t_epc) + ((p.sync,) if p.sync is not None else ())
-        vals = await self.read(epcs)
-        t2k = None
-        if vals[p.date] is not None or vals[t_epc] is not None:
-            try:
-                t2k = profiles.decode_meter_clock(vals[p.date], vals[t_epc], self.tz)
-            except ValueError as e:
-                log.warn(self.tag, "meter clock not usable: %s" % e)
-        sync = None
-        if p.sync is not None:
-            edt = vals[p.sync]
-            if edt is not None and len(edt) == 1:
-                sync = edt[0]
-            elif edt is not None:
-                log.warn(self.tag, "time-sync status 0x%02X: %d bytes, expected 1"
-                         % (p.sync, len(edt)))
-        return t2k, sync
-
-    async def set_clock(self, t2k, date_epc, time_epc):
-        """SetC the meter's clock to UTC t2k: date (if date_epc) and time in one frame, so the
-        meter takes both or neither. True if the meter accepted every property."""
-        date, tm = profiles.encode_meter_clock(t2k, self.tz, time_epc)
-        props = [(date_epc, date)] if date_epc is not None else []
-        props.append((time_epc, tm))
-        what = "SetC clock"
-        esv, reply = await self._request(echonet.SETC, props,
-                                         (echonet.SET_RES, echonet.SETC_SNA), what)
-        if esv != echonet.SET_RES:
-            self.stats["sna"] += 1
-            log.warn(self.tag, "%s: refused (SetC_SNA)" % what)
-            return False
-        return True

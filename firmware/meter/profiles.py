@@ -1,7 +1,7 @@
 # Per-class profiles: which EPC carries what on each supported meter class, so the client code
 # is class-independent; plus exact decimal scaling (integers only) and the conversion of
 # (raw, unit, coefficient) into the store's (raw, unit_code). See docs/echonet.md.
-from firmware import timeutil, units
+from firmware import units
 from firmware.compat import const
 from firmware.meter import drmeter
 from firmware.meter.drmeter import MeterDataError
@@ -11,8 +11,6 @@ CLASS_LV_SMART = const(0x0288)  # low-voltage smart electric energy meter
 CLASS_SUB_METER = const(0x028D)  # smart electric energy sub-meter
 
 _MAX_COEFFICIENT = const(999999)
-EPC_TIME_HM = const(0x97)  # super class current time: 2 B HH MM
-EPC_TIME_HMS = const(0xDA)  # 0x028E current time: 3 B HH MM SS
 
 
 class CoefficientError(MeterDataError):
@@ -103,23 +101,3 @@ def store_unit(unit_code, coefficient=1):
                                "unit code (10^4 kWh)" % (coefficient, unit_code, e + k))
     return code
 
-
-def decode_meter_clock(date_edt, time_edt, tz_offset_min):
-    """UTC t2k of the meter's clock from 0x98 (YYYY(2) MM DD) and 0x97 (HH MM, seconds taken
-    as 0) or 0xDA (HH MM SS), in the meter's local time (tz_offset_min east of UTC).
-    MeterDataError if either is absent or malformed."""
-    if date_edt is None or time_edt is None:
-        raise MeterDataError("meter clock: date 0x98 or time not given")
-    y, mo, d = drmeter.decode_date(date_edt)
-    if len(time_edt) == 2:
-        time_edt = bytes(time_edt) + b"\x00"
-    h, mi, s = drmeter.decode_time(time_edt)
-    return drmeter.local_to_t2k(y, mo, d, h, mi, s, tz_offset_min)
-
-
-def encode_meter_clock(t2k, tz_offset_min, time_epc):
-    """(0x98 EDT, time EDT) of UTC t2k in the meter's local time; the time as 0x97 (HH MM) or
-    0xDA (HH MM SS) by time_epc."""
-    y, mo, d, h, mi, s, _ = timeutil.fields_from_t2k(t2k + tz_offset_min * 60)
-    date = bytes((y >> 8, y & 0xFF, mo, d))
-    return date, (bytes((h, mi)) if time_epc == EPC_TIME_HM else bytes((h, mi, s)))

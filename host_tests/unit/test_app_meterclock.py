@@ -15,7 +15,7 @@ from firmware.app.terminal import Terminal
 from firmware.hal import clock as clockmod
 from firmware.hal.clock import CalendarClock
 from firmware.hal.sntp import SntpError
-from firmware.meter import profiles
+from firmware.meter import clockprops, profiles
 from firmware.meter.drmeter import MeterTimeout
 from firmware.store.eventlog import DETAIL_NO_OLD_TIME
 
@@ -92,7 +92,8 @@ def keeper_for(clock, client, min_s=86400, drift_s=5):
     cfg["set_meter_drift_s"] = drift_s
     got = []
     k = mc.MeterClockKeeper(clock, [Channel(client)], cfg, 540,
-                            lambda code, detail=0: got.append((code, detail)))
+                            lambda code, detail=0: got.append((code, detail)),
+                            port=lambda c: c)
     return k, got
 
 
@@ -124,23 +125,23 @@ class DecideTest(unittest.TestCase):
 class MeterClockCodecTest(unittest.TestCase):
     def test_round_trip(self):
         for epc, t in ((0xDA, T + 37), (0x97, T)):
-            d, tm = profiles.encode_meter_clock(t, 540, epc)
+            d, tm = clockprops.encode_meter_clock(t, 540, epc)
             self.assertEqual(len(tm), 3 if epc == 0xDA else 2)
-            self.assertEqual(profiles.decode_meter_clock(d, tm, 540), t)
+            self.assertEqual(clockprops.decode_meter_clock(d, tm, 540), t)
         # 23:59:59 JST on 31 December: the local date is the meter's
         t = timeutil.t2k_from_fields(2026, 12, 31, 14, 59, 59)
-        self.assertEqual(profiles.encode_meter_clock(t, 540, 0xDA),
+        self.assertEqual(clockprops.encode_meter_clock(t, 540, 0xDA),
                          (b"\x07\xea\x0c\x1f", b"\x17\x3b\x3b"))
 
     def test_malformed(self):
-        good_d, good_t = profiles.encode_meter_clock(T, 540, 0xDA)
+        good_d, good_t = clockprops.encode_meter_clock(T, 540, 0xDA)
         for d, tm in ((None, good_t), (good_d, None), (good_d[:3], good_t), (good_d, b"\x01"),
                       (good_d, b"\x01\x02\x03\x04"), (b"\x07\xea\x02\x1e", good_t),
                       (b"\x07\xea\x0d\x01", good_t), (good_d, b"\x18\x00\x00"),
                       (good_d, b"\x00\x3c"), (good_d, b"\x00\x00\x3c"),
                       (b"\x07\xcf\x01\x01", good_t)):
             with self.assertRaises(ValueError):
-                profiles.decode_meter_clock(d, tm, 540)
+                clockprops.decode_meter_clock(d, tm, 540)
 
     def test_fuzz(self):
         rng = Rng(97)
@@ -148,13 +149,13 @@ class MeterClockCodecTest(unittest.TestCase):
             d = bytes([rng.below(256) for _ in range(rng.below(6))])
             tm = bytes([rng.below(256) for _ in range(rng.below(5))])
             try:
-                t = profiles.decode_meter_clock(d, tm, 540)
+                t = clockprops.decode_meter_clock(d, tm, 540)
             except ValueError:
                 continue
             self.assertEqual(len(d), 4)
             self.assertTrue(len(tm) in (2, 3))
-            self.assertEqual(profiles.decode_meter_clock(
-                *profiles.encode_meter_clock(t, 540, 0xDA), 540), t)
+            self.assertEqual(clockprops.decode_meter_clock(
+                *clockprops.encode_meter_clock(t, 540, 0xDA), 540), t)
 
 
 class KeeperTest(unittest.TestCase):
