@@ -11,6 +11,7 @@ import os
 
 from firmware import log
 from firmware.compat import sleep_ms
+from firmware.hal import sntp
 from firmware.hal.clock import SOURCE_NTP
 from firmware.hal.sntp import SntpError
 
@@ -19,19 +20,32 @@ _RETRY_MS = 60000  # after a failed query (no reply, a bad reply), real millisec
 _IDLE_MS = 10000  # how often the rule is looked at while NTP may not set the clock
 
 
-def allowed(since_authority_s, doubtful_after_s):
-    """May NTP set the clock? since_authority_s: calendar seconds since the smart meter's last
-    set (None = never since boot); doubtful_after_s 0 = the clock is never doubtful."""
-    if since_authority_s is None:
+def since_authority_s(clock):
+    """Calendar seconds since the smart meter last set `clock`; None if it never did since boot
+    (or the clock has no time)."""
+    now = clock.now_t2k()
+    if now is None or clock.authority_set is None:
+        return None
+    return now - clock.authority_set
+
+
+def allowed(since_s, doubtful_after_s):
+    """May NTP set the clock? since_s: calendar seconds since the smart meter's last set (None =
+    never since boot); doubtful_after_s 0 = the clock is never doubtful."""
+    if since_s is None:
         return True
-    return bool(doubtful_after_s) and since_authority_s > doubtful_after_s
+    return bool(doubtful_after_s) and since_s > doubtful_after_s
 
 
 class NtpSource:
-    def __init__(self, hal, clock, cfg, lan=None):
-        """hal: .ntp_time(server, port, timeout_ms, nonce); cfg: the clock section (ntp_server,
-        ntp_port, ntp_every_s, ntp_timeout_ms); lan: has .up (None = always up)."""
+    def __init__(self, hal, clock, cfg, lan=None, query=sntp.ntp_query):
+        """hal: .lan_ip(), the address the query's socket is bound to (host: lan.bind_ip;
+        ESP32: the Wi-Fi/Ethernet address); cfg: the clock section (ntp_server, ntp_port,
+        ntp_every_s, ntp_timeout_ms); lan: has .up (None = always up); query: the exchange,
+        query(bind_ip, server, port, timeout_ms, nonce) -> t2k (firmware/hal/sntp.py, the same
+        socket code on both HALs)."""
         self.hal = hal
+        self.query = query
         self.clock = clock
         self.server = cfg["ntp_server"]
         self.port = cfg["ntp_port"]
@@ -41,7 +55,7 @@ class NtpSource:
         self.stats = {"queries": 0, "sets": 0, "bad": 0, "silent": 0, "held_off": 0}
 
     def may_set(self):
-        return allowed(self.clock.since_authority_s(), self.clock.doubtful_after_s)
+        return allowed(since_authority_s(self.clock), self.clock.doubtful_after_s)
 
     async def poll_once(self):
         """One query if the rule allows it; True if the clock was set from NTP."""
@@ -49,7 +63,8 @@ class NtpSource:
             return False
         self.stats["queries"] += 1
         try:
-            t = await self.hal.ntp_time(self.server, self.port, self.timeout_ms, os.urandom(8))
+            t = await self.query(self.hal.lan_ip(), self.server, self.port, self.timeout_ms,
+                                 os.urandom(8))
         except SntpError as e:
             self.stats["bad"] += 1
             log.warn(_TAG, "reply from %s rejected: %s" % (self.server, e))

@@ -186,14 +186,6 @@ class CalendarClock:
             return STATUS_DOUBTFUL
         return 0
 
-    def since_authority_s(self):
-        """Calendar seconds since the smart meter last set the clock; None if it never did
-        since boot (or the clock has no time)."""
-        now = self.now_t2k()
-        if now is None or self.authority_set is None:
-            return None
-        return now - self.authority_set
-
     def add_listener(self, fn):
         """fn(old_t2k_or_None, new_t2k) is called after every set that took effect (last_kind
         says STEP or SLEW; for a slew, new is the time the clock is converging to)."""

@@ -322,16 +322,6 @@ class Hal:
         if self._wdt:
             self._wdt.feed()
 
-    async def ntp_time(self, server, port, timeout_ms, nonce):
-        """t2k from the NTP server over Wi-Fi/Ethernet: the same socket code as the host
-        (firmware/hal/sntp.py), not the frozen ntptime module, which blocks for its whole
-        timeout, takes no nonce and sets the RTC itself. The socket is bound to our address
-        (0.0.0.0 before DHCP is done would pick any interface); the RTC is set by _save_rtc
-        like after any set of the calendar clock."""
-        from firmware.hal import sntp
-
-        return await sntp.ntp_query(self.lan_ip(), server, port, timeout_ms, nonce)
-
     def reset(self):
         machine.reset()
 

@@ -130,13 +130,5 @@ class Hal:
     def feed_watchdog(self):
         pass
 
-    async def ntp_time(self, server, port, timeout_ms, nonce):
-        """t2k from the NTP server (config clock.ntp_*), over a UDP socket on lan.bind_ip
-        (firmware/hal/sntp.py; tests run a fake server on 127.0.0.x)."""
-        from firmware.hal import sntp
-
-        return await sntp.ntp_query(self.config["lan"]["bind_ip"], server, port, timeout_ms,
-                                    nonce)
-
     def reset(self):
         raise SystemExit(3)

@@ -1,6 +1,14 @@
 # SNTP client (RFC 4330 / RFC 5905 client mode) for the optional NTP time source (docs/clock.md
-# section 6). The codec is pure; query() does one exchange over a UDP endpoint the HAL hands it
-# (the same code on the host and the ESP32: firmware/hal/udp.py).
+# section 6). The codec is pure; query() does one exchange over a UDP endpoint, ntp_query() over
+# a socket of its own bound to the HAL's LAN address (hal.lan_ip()): the same code on the host
+# and on the ESP32 (firmware/hal/udp.py). Not imported unless clock.ntp is on.
+#
+# ESP32 port facts (../shared/reference/micropython-platform.md): its epoch is 2000 like t2k, but
+# the conversion here is explicit and does not depend on it; the frozen ntptime module is not used
+# (it blocks for its whole timeout, sends no nonce and sets the RTC itself; the RTC follows a set
+# of the calendar clock in esp32.py); lwIP's getaddrinfo blocks the event loop while it resolves
+# a server *name* (configure an address); NTP seconds are above 2^30, so they are heap longs
+# there (one query an hour).
 #
 # A request carries a nonce in its transmit timestamp; a reply counts only if it echoes that nonce
 # as its origin timestamp (an old or forged reply cannot set the clock), is 48 bytes or more, in
@@ -92,10 +100,7 @@ async def query(ep, server, nonce, timeout_ms, ticks_ms, ticks_diff, wait_ms, bu
 
 async def ntp_query(bind_ip, server, port, timeout_ms, nonce):
     """t2k from one SNTP exchange with (server, port) from a fresh UDP socket bound to bind_ip
-    on a free port (closed again: the feature holds no socket between queries). The HALs call
-    this (firmware/hal/host.py, esp32.py). On the ESP32 a server name is resolved by lwIP's
-    getaddrinfo, which blocks the event loop for the DNS lookup (seconds at worst): give an
-    address to avoid it."""
+    on a free port (closed again: the feature holds no socket between queries)."""
     from firmware.compat import ticks_diff, ticks_ms, wait_ms
     from firmware.hal.udp import UdpEndpoint
 

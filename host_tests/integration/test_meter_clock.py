@@ -14,6 +14,7 @@ from firmware.app.meterclock import SET, UNSETTABLE, MeterClockKeeper
 from firmware.app.ntp import NtpSource
 from firmware.app.terminal import Terminal
 from firmware.hal import clock as clockmod
+from firmware.hal import sntp
 from firmware.hal.clock import CalendarClock
 from firmware.hal.host import Hal
 from firmware.hal.sntp import SntpError
@@ -193,7 +194,7 @@ def ntp_run(prefix, how, scenario):
 
 def test_ntp_over_loopback_sets_an_unset_clock(block):
     async def s(hal, cfg, port, srv):
-        t = await hal.ntp_time(block + "3", port, 300, b"12345678")
+        t = await sntp.ntp_query(hal.lan_ip(), block + "3", port, 300, b"12345678")
         assert t == T + 777
         src = NtpSource(hal, hal.clock, cfg["clock"])
         assert await src.poll_once()
@@ -211,7 +212,7 @@ def test_ntp_over_loopback_sets_an_unset_clock(block):
 def test_ntp_bad_or_no_reply_sets_nothing(block, how, exc):
     async def s(hal, cfg, port, srv):
         with pytest.raises(exc):
-            await hal.ntp_time(block + "3", port, 300, b"12345678")
+            await sntp.ntp_query(hal.lan_ip(), block + "3", port, 300, b"12345678")
         src = NtpSource(hal, hal.clock, cfg["clock"])
         assert not await src.poll_once()
         assert not hal.clock.is_set() and srv.seen == 2
