@@ -218,3 +218,97 @@ def test_ntp_bad_or_no_reply_sets_nothing(block, how, exc):
         assert not hal.clock.is_set() and srv.seen == 2
 
     ntp_run(block, how, s)
+
+
+# -- the terminal's wiring -----------------------------------------------------------------------
+
+H = bytes.fromhex
+AARQ_LLS = H("6036A1090607608574050801018A0207808B0760857405080201AC0A80083132333435363738"
+             "BE10040E01000000065F1F0400007E1F04B0")  # client 1, password 12345678
+
+
+class FakeHal:
+    def __init__(self):
+        from firmware.hal import aes
+        from firmware.hal.norflash import NorFlash
+
+        self.aes_ecb = aes.ecb
+        self.clock = CalendarClock()
+        self._flash = NorFlash(4, block_size=256)
+
+    def flash_region(self):
+        return 0, 4
+
+    def blockdev(self):
+        return self._flash
+
+    def radio_uart(self):
+        return None
+
+
+def build_terminal(tmp_path, clock_cfg):
+    from firmware.app.meters import meter_configs
+
+    cfg = cfgmod.merge({"store": {"state_path": str(tmp_path / "state.json")},
+                        "events": {"burst": 0},
+                        "dlms": {"mgmt_mechanism": "lls", "mgmt_password": "12345678"},
+                        "meter": {"ip": "127.0.0.1"}, "clock": clock_cfg})
+    t = Terminal(FakeHal(), cfg)
+    t.meter_cfgs = meter_configs(cfg["meter"])
+    t._build_radio()
+    t._build_meter()
+    return t
+
+
+def test_terminal_wakes_the_keeper_on_smart_meter_sets_only(tmp_path, lines):
+    from firmware.cosem import axdr
+
+    t = build_terminal(tmp_path, {"set_meter": True})
+    keeper = t.meter_clock
+    assert isinstance(keeper, MeterClockKeeper) and keeper.channels == t.channels
+    t.clock.set_t2k(T, clockmod.SOURCE_NTP)
+    assert not keeper._due.is_set()
+    assert any("clock: set by NTP" in ln for ln in lines)
+    # the management client sets the clock over COSEM: the keeper wakes
+    assert t.server.handle_apdu(AARQ_LLS, 1)[0] == 0x61
+    set_req = (H("c101c100080000010000ff0200") + b"\x09\x0c"
+               + axdr.datetime_bytes(T + 3600, -540, 540))
+    assert t.server.handle_apdu(set_req, 1) == H("c501c100")
+    assert keeper._due.is_set()
+
+
+def test_off_by_default_nothing_imported(tmp_path):
+    """With the defaults a whole terminal is built without importing either option's module."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+sys.path.insert(0, ".")
+from firmware.app import config as cfgmod
+from firmware.app.meters import meter_configs
+from firmware.app.terminal import Terminal
+from firmware.hal import aes
+from firmware.hal.clock import CalendarClock
+from firmware.hal.norflash import NorFlash
+
+class Hal:
+    aes_ecb = staticmethod(aes.ecb)
+    clock = CalendarClock()
+    flash = NorFlash(4, block_size=256)
+    def flash_region(self): return 0, 4
+    def blockdev(self): return self.flash
+    def radio_uart(self): return None
+
+cfg = cfgmod.merge({"store": {"state_path": %r}, "meter": {"ip": "127.0.0.1"}})
+t = Terminal(Hal(), cfg)
+t.meter_cfgs = meter_configs(cfg["meter"])
+t._build_radio()
+t._build_meter()
+t.clock.set_t2k(800000000)
+print(t.meter_clock, sorted(m for m in sys.modules if m.split(".")[-1] in
+      ("meterclock", "clockprops", "ntp", "sntp")))
+""" % str(tmp_path / "state.json")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "None []", out.stdout + out.stderr
