@@ -13,7 +13,7 @@ from firmware.hal import FlashError
 from firmware.hal.clock import SOURCE_RTC, CalendarClock
 from firmware.hal.udp import UdpEndpoint
 
-_RTC_MAGIC = b"T2K1"  # RTC memory marker: the RTC holds smart-meter time
+_RTC_MAGIC = b"T2K1"  # RTC memory marker: the RTC holds a set time (smart meter, or NTP)
 _MIN_RTC_YEAR = const(2024)  # an RTC reading before this is a power-on default, never trusted
 _CONNECT_WAIT_MS = const(30000)  # the driver's own reconnect gets this long, then scan again
 _RESET_CAUSES = ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET")

@@ -312,3 +312,50 @@ print(t.meter_clock, sorted(m for m in sys.modules if m.split(".")[-1] in
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "None []", out.stdout + out.stderr
+
+
+def test_sntp_query_under_micropython(block):
+    """The same socket code on the real MicroPython unix port (its recvfrom gives a raw
+    sockaddr, its timeout class differs): a good reply, then a silent server."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    mp = os.path.join(os.path.dirname(sys.executable), "micropython")
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind((block + "3", 0))
+    srv.settimeout(10)
+    port = srv.getsockname()[1]
+
+    def serve():
+        data, addr = srv.recvfrom(512)  # answers the first request only
+        b = bytearray(48)
+        b[0] = (4 << 3) | 4
+        b[1] = 1
+        b[24:32] = data[40:48]
+        struct.pack_into(">II", b, 40, T + 5 + NTP_T2K, 0)
+        srv.sendto(bytes(b), addr)
+
+    th = threading.Thread(target=serve)
+    th.start()
+    script = """
+import asyncio
+from firmware.hal import sntp
+async def main():
+    print("t2k", await sntp.ntp_query(%r, %r, %d, 2000, b"abcdefgh"))
+    try:
+        await sntp.ntp_query(%r, %r, %d, 300, b"abcdefgh")
+    except Exception as e:
+        print("silent", type(e).__name__)
+asyncio.run(main())
+""" % (block + "1", block + "3", port, block + "1", block + "3", port)
+    try:
+        out = subprocess.run([mp, "-X", "heapsize=256k", "-c", script], capture_output=True,
+                             text=True, timeout=60, env=dict(os.environ, MICROPYPATH=".:.frozen"))
+    finally:
+        th.join(15)
+        srv.close()
+    assert out.stdout.split() == ["t2k", str(T + 5), "silent", "TimeoutError"], \
+        out.stdout + out.stderr
