@@ -22,6 +22,8 @@ CLOCK_SLEW = const(13)  # a set beyond clock.adjust_flag_s is being slewed; deta
 RADIO_AUTH_FAILED = const(14)  # PANA rejected the credentials: radio latched; detail: 0
 LINK_DOWN = const(15)  # the radio session ended; detail: why (firmware/radio/session.py DOWN_*)
 LINK_UP = const(16)  # the radio session is ready; detail: the channel (J11 numbering 4..17)
+CLOCK_NTP = const(17)  # NTP (not the smart meter) set the clock; detail: step/offset as CLOCK_SET
+METER_CLOCK_SET = const(18)  # the terminal set the meter's clock; detail: meter minus true time, s
 
 NAMES = {
     CLOCK_SET: "clock set",
@@ -40,6 +42,8 @@ NAMES = {
     RADIO_AUTH_FAILED: "radio auth failed",
     LINK_DOWN: "link down",
     LINK_UP: "link up",
+    CLOCK_NTP: "clock set by NTP",
+    METER_CLOCK_SET: "meter clock set",
 }
 
 

@@ -53,7 +53,11 @@ FAULT_DEFAULTS = {
     "d5_hijack_count": None,  # with d5_hijack: only the next N SetCs are hijacked (None = all)
     "unlisted_epcs": set(),  # left out of 0x9F and answered with Get_SNA (MoekadenRoom #5)
     "sync_status": 0x01,  # 0xDB: 0x00 not synced, 0x01 synced, 0x02 failed
+    # clock EPCs (0x98 date, 0xDA HH MM SS, 0x97 HH MM) in the Set map (0x9E) and honoured by a
+    # SetC: the meter's clock_offset_s becomes what the set says and 0xDB turns 0x01
+    "clock_set_epcs": set(),
 }
+CLOCK_EPCS = (0x97, 0x98, 0xDA)
 
 Request = collections.namedtuple("Request", "t src tid seoj deoj esv epcs edts action")
 
@@ -232,7 +236,8 @@ class MeterObject:
         table = {
             0x80: b"\x30", 0x81: b"\x00", 0x82: b"\x00\x00R\x00", 0x83: self.ident,
             0x88: b"\x42", 0x8A: MAKER, 0x8D: b"SN%010d" % self.serial,
-            0x9D: propmap((0x80, 0x88)), 0x9E: propmap((c["day"],)),
+            0x9D: propmap((0x80, 0x88)),
+            0x9E: propmap((c["day"],) + tuple(self.node.faults["clock_set_epcs"])),
             0x9F: propmap(set(c["get"]) - self.node.faults["unlisted_epcs"]),
         }
         if self.cls == 0x028E:
@@ -291,6 +296,19 @@ class MeterObject:
             if f["d5_hijack_count"] is not None:
                 f["d5_hijack_count"] -= 1
         return True
+
+    def clock_edt_ok(self, epc, edt):
+        """A clock property the Set map lists, with an EDT of its size and a valid value."""
+        if epc not in self.node.faults["clock_set_epcs"]:
+            return False
+        if epc == 0x98:
+            if len(edt) != 4:
+                return False
+            y, mo, d = struct.unpack(">HBB", edt)
+            return 2000 <= y <= 2099 and 1 <= mo <= 12 and \
+                timeutil.civil_from_days(timeutil.days_from_civil(y, mo, d)) == (y, mo, d)
+        n = 3 if epc == 0xDA else 2
+        return len(edt) == n and edt[0] < 24 and edt[1] < 60 and (n == 2 or edt[2] < 60)
 
     def setget(self, epc, edt):
         return epc == self.c["day"] and self.set_day(edt)
@@ -425,6 +443,21 @@ class MeterEmulator:
     def now_t2k(self):
         """The meter's own clock (UTC t2k), including the injected offset."""
         return self.clock.now_t2k() + self.faults["clock_offset_s"]
+
+    def set_clock(self, clock):
+        """A SetC of the meter's clock {epc: edt}: the offset becomes what it says (0x97 sets
+        the seconds to 0; a time without a date keeps the meter's date) and 0xDB 0x01."""
+        y, mo, d, h, mi, s, _ = self.local_fields(self.now_t2k())
+        if 0x98 in clock:
+            y, mo, d = struct.unpack(">HBB", clock[0x98])
+        if 0xDA in clock:
+            h, mi, s = clock[0xDA]
+        elif 0x97 in clock:
+            h, mi, s = clock[0x97][0], clock[0x97][1], 0
+        new = timeutil.t2k_from_fields(y, mo, d, h, mi, s) - self.tz * 60
+        self.faults["clock_offset_s"] = new - self.clock.now_t2k()
+        self.faults["sync_status"] = 0x01
+        self.stats["clock_sets"] += 1
 
     def latest_boundary(self):
         now = self.now_t2k()
@@ -565,11 +598,18 @@ class MeterEmulator:
                 return build_frame(tid, own, seoj, GET_RES if ok else GET_SNA, out)
             return build_frame(tid, own, seoj, INF if ok else INF_SNA, out)
         if esv in (SETC, SETI):
-            out, ok = [], True
+            out, ok, clock = [], True, {}
             for epc, edt in props:
-                accepted = obj is not None and epc == obj.c["day"] and obj.set_day(edt)
+                if obj is not None and epc in CLOCK_EPCS:
+                    accepted = obj.clock_edt_ok(epc, edt)
+                    if accepted:
+                        clock[epc] = bytes(edt)
+                else:
+                    accepted = obj is not None and epc == obj.c["day"] and obj.set_day(edt)
                 ok = ok and accepted
                 out.append((epc, b"" if accepted else edt))
+            if clock and ok:  # all or nothing, as one frame
+                self.set_clock(clock)
             if esv == SETC:
                 return build_frame(tid, own, seoj, SET_RES if ok else SETC_SNA, out)
             return None if ok else build_frame(tid, own, seoj, SETI_SNA, out)

@@ -29,6 +29,20 @@ DEFAULTS = {
         "hold_max_s": 60,
         # IC 8 clock status "doubtful" (0x02) after this long without a set (0 = never).
         "doubtful_after_s": 172800,
+        # SPEC: set the meter's clock over ECHONET (0x98 + 0xDA/0x97, where its Set map 0x9E
+        # lists them) after a smart-meter set, when it is off by more than set_meter_drift_s;
+        # checked at most every set_meter_min_s calendar seconds (docs/clock.md section 6).
+        "set_meter": False,
+        "set_meter_min_s": 86400,
+        "set_meter_drift_s": 5,
+        # SPEC: NTP over the LAN while the smart meter has not set the clock since boot, or
+        # not for doubtful_after_s; ntp_server is an address (a name costs a blocking DNS
+        # lookup on the ESP32), queried every ntp_every_s (docs/clock.md section 6).
+        "ntp": False,
+        "ntp_server": "",
+        "ntp_port": 123,
+        "ntp_every_s": 3600,
+        "ntp_timeout_ms": 2000,
     },
     "lan": {
         "kind": "host",  # host | wifi | ethernet (ESP32 HAL)

@@ -31,6 +31,8 @@ _TAG = "terminal"
 # flag years of backfill (docs/clock.md section 3).
 _REREAD_SPAN = 46 * 48
 _DETECT_MS = 3000  # radio module family detection at boot (radio.family "auto")
+# who set the clock (clockmod.SOURCE_*), for the log
+_SOURCE_NAMES = ("the smart meter", "the RTC kept across a reset", "NTP")
 
 
 def _unload(name):
@@ -89,6 +91,7 @@ class Terminal:
         self.pusher = None  # PushScheduler when push.enabled
         # suite 0's protect(apdu_mv) -> bytes|memoryview for pushed APDUs (None = plain)
         self.push_protect = None
+        self.meter_clock = None  # MeterClockKeeper when clock.set_meter (docs/clock.md section 6)
         self._configure_clock(cfg["clock"])
         self.clock.add_listener(self._on_clock_set)
 
@@ -248,6 +251,11 @@ class Terminal:
             self.channels.append(ch)
         self.bus = MeterBus(None, self.channels, disc)
         self.discovery = disc
+        if self.cfg["clock"]["set_meter"]:
+            from firmware.app.meterclock import MeterClockKeeper
+
+            self.meter_clock = MeterClockKeeper(self.clock, self.channels, self.cfg["clock"],
+                                                self.cfg["meter"]["tz_offset_min"], self.event)
         # compatibility: the first meter under its old names
         self.poller = self.channels[0].poller
         log.info(_TAG, "%d meter(s) configured" % len(self.channels))
@@ -399,29 +407,40 @@ class Terminal:
     def _on_clock_set(self, old, new):
         """Every set that took effect (docs/clock.md): the first set and every adjustment beyond
         clock.adjust_flag_s are events and flag the next live record "clock adjusted"; a step
-        also has the slots whose boundary it crossed re-read from the meter's history."""
+        also has the slots whose boundary it crossed re-read from the meter's history. A set
+        from NTP is recorded as CLOCK_NTP; only the smart meter's sets wake the meter-clock
+        keeper (section 6)."""
         tz = self.cfg["meter"]["tz_offset_min"]
+        src = self.clock.last_source
+        keeper = getattr(self, "meter_clock", None)
+        if src == clockmod.SOURCE_SMART_METER and keeper is not None:
+            keeper.authority_set()
+        who = _SOURCE_NAMES[src]
+        code = ev.CLOCK_NTP if src == clockmod.SOURCE_NTP else ev.CLOCK_SET
         if old is None:
-            log.info("clock", "set by the smart meter to %s" % timeutil.iso(new, tz))
-            self.event(ev.CLOCK_SET, DETAIL_NO_OLD_TIME)
+            log.info("clock", "set by %s to %s" % (who, timeutil.iso(new, tz)))
+            self.event(code, DETAIL_NO_OLD_TIME)
             return
         step = new - old
         lim = self.cfg["clock"]["adjust_flag_s"]
         if -lim <= step <= lim:
             # Routine synchronisation (a few seconds) is not recorded: it would push every
             # other event out of the log.
+            if src == clockmod.SOURCE_NTP:
+                log.info("clock", "NTP: %+d s" % step)
             return
         chs = getattr(self, "channels", ())
         for ch in chs:
             ch.poller.flag_next(record.FLAG_CLOCK_ADJUSTED)
         if self.clock.last_kind == clockmod.SLEW:
-            log.info("clock", "slewing %+d s towards %s" % (step, timeutil.iso(new, tz)))
-            self.event(ev.CLOCK_SLEW, step)
+            log.info("clock", "%s: slewing %+d s towards %s" % (who, step,
+                                                                timeutil.iso(new, tz)))
+            self.event(ev.CLOCK_NTP if src == clockmod.SOURCE_NTP else ev.CLOCK_SLEW, step)
             return
-        log.warn("clock", "stepped by %d s to %s" % (step, timeutil.iso(new, tz)))
+        log.warn("clock", "%s: stepped by %d s to %s" % (who, step, timeutil.iso(new, tz)))
         # Recorded with the step exactly when the next record is flagged "clock adjusted":
         # the event's time is the new time, so old = time - detail.
-        self.event(ev.CLOCK_SET, step)
+        self.event(code, step)
         lo, hi = crossed_slots(old, new, _REREAD_SPAN)
         if lo > hi:
             return
@@ -506,7 +525,13 @@ class Terminal:
             supervise("lan", self.lan.run),
             supervise("meters", self.meter_side),
             *([supervise("push", self._push)] if self.pusher is not None else []),
+            *([supervise("ntp", self._ntp)] if self.cfg["clock"]["ntp"] else []),
         )
+
+    async def _ntp(self):
+        from firmware.app.ntp import NtpSource
+
+        await NtpSource(self.hal, self.clock, self.cfg["clock"], self.lan).run()
 
     def _forget_build_config(self):
         """Sections read only while the components are built (dlms: the server and the push
@@ -527,6 +552,8 @@ class Terminal:
         for ch in self.channels:
             tasks.append(supervise("meter%d" % ch.index, ch.capture))
             tasks.append(supervise("backfill%d" % ch.index, ch.backfill))
+        if self.meter_clock is not None:
+            tasks.append(supervise("meterclock", self.meter_clock.run))
         await asyncio.gather(*tasks)
 
 

@@ -20,6 +20,12 @@ _REANCHOR_MS = const(3600000)  # re-anchor every real hour, far below the wrap h
 STATUS_INVALID = const(0x01)  # IC 8 clock status: invalid value
 STATUS_DOUBTFUL = const(0x02)  # IC 8 clock status: doubtful value
 
+# Who set the clock (last_source, for listeners): the smart meter (DLMS, the time authority), the
+# RTC kept across a soft reset (ESP32), or the optional NTP source (firmware/app/ntp.py).
+SOURCE_SMART_METER = const(0)
+SOURCE_RTC = const(1)
+SOURCE_NTP = const(2)
+
 STEP = const(0)  # last_kind: the last set stepped the clock
 SLEW = const(1)  # last_kind: the last set is being slewed
 
@@ -45,6 +51,8 @@ class CalendarClock:
         self._last_set = None  # calendar time just after the last set
         self.last_kind = STEP
         self.last_offset = 0  # seconds (new - old) of the last set, for listeners
+        self.last_source = SOURCE_SMART_METER  # who made the last set (SOURCE_*)
+        self.authority_set = None  # calendar time of the smart meter's last set, None = never
         self.stats = {"steps": 0, "slews": 0, "deferred": 0, "overdue": 0}
 
     def configure(self, slew_max_s=0, slew_div=10, hold_max_ms=60000, doubtful_after_s=0):
@@ -88,13 +96,15 @@ class CalendarClock:
             return self._base_t2k + self._frac_ms // 1000
         return self._base_t2k + (c + self._frac_ms + self._slew_part(c)) // 1000
 
-    def set_t2k(self, t2k):
-        """The time is t2k now. A first set, or one beyond slew_max_s, steps (waiting while a
-        capture holds the clock); a smaller one slews. Listeners hear of every set when it
-        takes effect (a slew at once)."""
+    def set_t2k(self, t2k, source=SOURCE_SMART_METER):
+        """The time is t2k now, says `source`. A first set, or one beyond slew_max_s, steps
+        (waiting while a capture holds the clock); a smaller one slews. Listeners hear of every
+        set when it takes effect (a slew at once)."""
         t2k = int(t2k)
+        if source == SOURCE_SMART_METER:
+            self.authority_set = t2k
         if self._base_t2k is None:
-            self._step(t2k)
+            self._step(t2k, source)
             return
         now = self._ticks()
         self._reanchor(now, self._diff(now, self._base_ticks))
@@ -105,26 +115,27 @@ class CalendarClock:
             old = self._base_t2k
             self._slew_ms = off_ms
             self.stats["slews"] += 1
-            self._notify(old, t2k, SLEW)
+            self._notify(old, t2k, SLEW, source)
             return
         if self._holds:
             if self._pending is None:
                 self.stats["deferred"] += 1
-            self._pending = [t2k, now]
+            self._pending = [t2k, now, source]
             return
-        self._step(t2k)
+        self._step(t2k, source)
 
-    def _step(self, t2k):
+    def _step(self, t2k, source=SOURCE_SMART_METER):
         old = self.now_t2k()
         self._base_t2k = t2k
         self._base_ticks = self._ticks()
         self._frac_ms = 0
         self._slew_ms = 0
         self.stats["steps"] += 1
-        self._notify(old, t2k, STEP)
+        self._notify(old, t2k, STEP, source)
 
-    def _notify(self, old, new, kind):
+    def _notify(self, old, new, kind, source):
         self.set_count += 1
+        self.last_source = source
         self._last_set = new
         self.last_kind = kind
         self.last_offset = 0 if old is None else new - old
@@ -135,7 +146,7 @@ class CalendarClock:
         p = self._pending
         self._pending = None
         el = self._diff(self._ticks(), p[1])
-        self._step(p[0] + (el * self.rate) // 1000)
+        self._step(p[0] + (el * self.rate) // 1000, p[2])
 
     def hold(self):
         """A capture begins: a step arriving now waits until release() (or hold_max_ms)."""

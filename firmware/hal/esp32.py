@@ -10,10 +10,10 @@ import network
 from firmware import log, timeutil
 from firmware.compat import const, ticks_diff, ticks_ms
 from firmware.hal import FlashError
-from firmware.hal.clock import CalendarClock
+from firmware.hal.clock import SOURCE_RTC, CalendarClock
 from firmware.hal.udp import UdpEndpoint
 
-_RTC_MAGIC = b"T2K1"  # RTC memory marker: the RTC holds smart-meter time
+_RTC_MAGIC = b"T2K1"  # RTC memory marker: the RTC holds a set time (smart meter, or NTP)
 _MIN_RTC_YEAR = const(2024)  # an RTC reading before this is a power-on default, never trusted
 _CONNECT_WAIT_MS = const(30000)  # the driver's own reconnect gets this long, then scan again
 _RESET_CAUSES = ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET")
@@ -114,7 +114,7 @@ class Hal:
             log.warn("clock", "RTC marked as set but reads year %d: not trusted" % y)
             return
         t = timeutil.t2k_from_fields(y, mo, d, h, mi, s)
-        self.clock.set_t2k(t)
+        self.clock.set_t2k(t, SOURCE_RTC)
         log.info("clock", "kept by the RTC across the reset: %s" % timeutil.iso(t))
 
     def _save_rtc(self, old, new):
