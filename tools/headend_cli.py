@@ -5,6 +5,8 @@ module air side, and show it.
   python -m tools.headend_cli --server 127.a.b.44:4059 [--from 2025-04-01T00:00 --to ...]
         [--csv out.csv] [--png out.png] [--gaps] [--table-rows 48] [--public]
   python -m tools.headend_cli --spawn 2 --days 1 --terminal 1 --csv t1.csv --png t1.png
+  python -m tools.headend_cli --module /dev/ttyUSB0 --sm-config sm.json \
+        --terminal-mac 001D1290000A0001 [--from ... --to ...]
 
 - reads the whole profile (default) or a range, block by block, with a progress bar;
 - prints a table (rich), writes CSV with exact integer Wh (no floats in the data path: the raw
@@ -19,7 +21,12 @@ environment (hex; never printed); its invocation counter starts above every earl
 (--ic-file). --local defaults to the server's address plus one host, any port (through the twin;
 straight to a module give its smart meter's address, N.4:4059). --spawn N starts a twin
 deployment of N terminals, lets it run --days simulated days with each terminal's clock set from
-the twin's calendar, then reads terminal --terminal.
+the twin's calendar, then reads terminal --terminal. --module PATH: the datagrams go over a J11
+module on this host acting as the smart meter (HAN PAN coordinator, tools/sm_radio.py: a real
+module on a USB-serial adapter or an emulator's pty) to the terminal --terminal-mac, with the
+coordinator's channel, PAN ID and allowed terminals (MAC + password) from --sm-config; a PAN the
+module already runs is kept (--sm-reset starts it afresh and waits --join-timeout s for the
+terminal's PANA).
 """
 
 import argparse
@@ -235,7 +242,8 @@ def save_ic(ic_file, ic):
             pass  # next run starts from the clock instead
 
 
-def client_for(server, local, public=False, timeout_s=3, ic_file=None):
+def client_for(server, local, public=False, timeout_s=3, ic_file=None, transport=None):
+    """transport: a tools.sm_radio.RadioEndpoint to use instead of a UDP socket."""
     sec = {}
     if not public:
         sec = {"client_sap": deployment.MGMT_SAP,
@@ -246,12 +254,16 @@ def client_for(server, local, public=False, timeout_s=3, ic_file=None):
     c = AsyncDlmsUdpClient(local, server, timeout_s=timeout_s, **sec)
     if not public:
         c.dlms.ic = start_ic(ic_file)
+    if transport is not None:
+        from tools import sm_radio
+
+        sm_radio.attach(c, transport)
     return c
 
 
 async def read_terminal(server, local, from_t2k=None, to_t2k=None, csv_path=None, png_path=None,
                         gaps=False, public=False, table_rows=48, console=None, now_t2k=None,
-                        tz_min=JST, ic_file=None, gap_wait_s=0):
+                        tz_min=JST, ic_file=None, gap_wait_s=0, transport=None, timeout_s=3):
     """The CLI's work against one DLMS server: a dict with rows, scaler, gaps (missing ranges
     found), recovered (slots the re-reads brought), still_missing (slots). gap_wait_s: real
     seconds to wait before re-reading the gaps (a terminal backfills missing slots from its
@@ -259,7 +271,7 @@ async def read_terminal(server, local, from_t2k=None, to_t2k=None, csv_path=None
     from rich.console import Console
 
     console = console or Console()
-    client = client_for(server, local, public, ic_file=ic_file)
+    client = client_for(server, local, public, timeout_s, ic_file=ic_file, transport=transport)
     reader = ProfileReader(client)
     try:
         await client.associate()
@@ -356,6 +368,40 @@ async def spawn_and_read(a, console):
         await dep.stop()
 
 
+async def radio_read(a, console):
+    """--module: a J11 module on this host as the smart meter's radio (tools/sm_radio.py), then
+    the read of terminal --terminal-mac over it."""
+    from tools import sm_radio
+    from tools.serial_uart import SerialUart
+
+    cfg = sm_radio.load_config(a.sm_config)
+    try:
+        mac = sm_radio.j11.mac_bytes(a.terminal_mac)
+    except ValueError:
+        raise ValueError("--terminal-mac must be 16 hex digits")
+    if mac not in [m for m, _pw in cfg["terminals"]]:
+        raise ValueError("terminal %s is not in the smart-meter radio configuration"
+                         % a.terminal_mac.upper())
+    radio = sm_radio.SmartMeterRadio(SerialUart(a.module, baudrate=cfg["baudrate"]), cfg)
+    try:
+        ep = radio.endpoint(mac)
+        reused = await radio.start(reuse=not a.sm_reset)
+        if not reused:
+            r = await radio.wait_joined(mac, a.join_timeout)
+            if r != 1:
+                raise sm_radio.JoinFailed(mac, r)
+        console.print("smart-meter radio on %s: terminal %s (%s)" % (
+            a.module, a.terminal_mac.upper(), "PAN kept" if reused else "joined"))
+        # a radio round trip is slower than loopback: 12 s per try (a block of 1232 bytes takes
+        # ~0.15 s on the air, more through a relaying module and the UARTs)
+        return await read_terminal(ep.addr, None, a.from_t2k, a.to_t2k, a.csv, a.png, a.gaps,
+                                   a.public, a.table_rows, console, tz_min=a.tz,
+                                   ic_file=a.ic_file, gap_wait_s=a.gap_wait, transport=ep,
+                                   timeout_s=a.radio_timeout)
+    finally:
+        radio.close()
+
+
 def main(argv=None, console=None):
     from rich.console import Console
 
@@ -380,12 +426,27 @@ def main(argv=None, console=None):
     ap.add_argument("--terminal", type=int, default=0, help="with --spawn: which to read")
     ap.add_argument("--days", type=float, default=1, help="with --spawn: simulated days to run")
     ap.add_argument("--rate", type=int, default=3600, help="with --spawn: simulated s per s")
+    ap.add_argument("--module", help="serial port of a J11 module acting as the smart meter "
+                    "(PAN coordinator), or an emulator's pty")
+    ap.add_argument("--sm-config", help="with --module: channel, PAN ID, terminals (MAC + "
+                    "password; JSON, docs/twin.md)")
+    ap.add_argument("--terminal-mac", help="with --module: the terminal's module MAC (16 hex)")
+    ap.add_argument("--sm-reset", action="store_true",
+                    help="with --module: reset the module and start the PAN afresh")
+    ap.add_argument("--join-timeout", type=float, default=120,
+                    help="with --module --sm-reset: seconds to wait for the terminal's PANA")
+    ap.add_argument("--radio-timeout", type=float, default=12,
+                    help="with --module: seconds per DLMS try over the radio")
     a = ap.parse_args(argv)
     console = console or Console()
     a.from_t2k = parse_when(a.from_, a.tz) if a.from_ else None
     a.to_t2k = parse_when(a.to, a.tz) if a.to else None
     try:
-        if a.spawn:
+        if a.module:
+            if not (a.sm_config and a.terminal_mac):
+                ap.error("--module needs --sm-config and --terminal-mac")
+            r = asyncio.run(radio_read(a, console))
+        elif a.spawn:
             if not 0 <= a.terminal < a.spawn:
                 ap.error("--terminal must be below --spawn")
             r = asyncio.run(spawn_and_read(a, console))
@@ -399,6 +460,14 @@ def main(argv=None, console=None):
                                           tz_min=a.tz, ic_file=a.ic_file,
                                           gap_wait_s=a.gap_wait))
     except (OSError, TimeoutError, ValueError) as e:
+        console.print("head-end: %s: %s" % (type(e).__name__, e))
+        return 2
+    except Exception as e:  # the radio's own failures (tools/sm_radio.py): codes, no secrets
+        from firmware.radio.j11_module import J11ModuleError
+        from tools.sm_radio import JoinFailed
+
+        if not isinstance(e, (J11ModuleError, JoinFailed)):
+            raise
         console.print("head-end: %s: %s" % (type(e).__name__, e))
         return 2
     return 1 if r["still_missing"] else 0

@@ -93,6 +93,7 @@ CMD_GET_IP = 0x0009
 CMD_GET_MAC = 0x000E
 CMD_HAN_REAUTH = 0x002B
 CMD_HAN_PANA_END = 0x003B
+CMD_HAN_ACCEPT = 0x0025  # HAN acceptance mode set (mode 1): 1 initial (accepting), 2 normal
 CMD_BROUTE_START = 0x0053
 CMD_BROUTE_CREDENTIALS = 0x0054
 CMD_BROUTE_PANA_START = 0x0056
@@ -344,6 +345,7 @@ class J11Emulator(module_pty.PtyModule):
         self.broute_reauth = False
         self.broute_auth_at = 0.0
         self.open_ports = []
+        self._coord_reset()
         self.last_scan = []  # beacons heard by the last scan
         self.ping_pending = False
         for t in list(self._aux):
@@ -377,7 +379,7 @@ class J11Emulator(module_pty.PtyModule):
         return t
 
     def _session_up(self):
-        return self.authenticated or self.broute == BR_AUTHENTICATED
+        return self.authenticated or self.broute == BR_AUTHENTICATED or bool(self.coord_joined)
 
     # -- UART in ------------------------------------------------------------------------------
 
@@ -458,6 +460,7 @@ class J11Emulator(module_pty.PtyModule):
             j11.CMD_HAN_PANA_START: self._cmd_pana_start,
             CMD_HAN_PANA_END: self._cmd_han_pana_end,
             CMD_HAN_REAUTH: self._cmd_han_reauth,
+            CMD_HAN_ACCEPT: self._cmd_han_accept,
             j11.CMD_OPEN_UDP: self._cmd_open_udp,
             CMD_CLOSE_UDP: self._cmd_close_udp,
             CMD_GET_PORTS: self._cmd_get_ports,
@@ -488,7 +491,7 @@ class J11Emulator(module_pty.PtyModule):
 
     async def _cmd_status(self, cmd, data):
         # block states (1 inactive, 2 active, 3 authenticating): global, B-route, HAN
-        han = 2 if self.authenticated else (3 if self.han_peer else 1)
+        han = 2 if self.authenticated or self._coord_started() else (3 if self.han_peer else 1)
         br = {BR_IDLE: 1, BR_AUTHENTICATING: 3}.get(self.broute, 2)
         self._result(cmd, R_OK, bytes((2 if self.mode else 1, br, han)))
 
@@ -566,11 +569,15 @@ class J11Emulator(module_pty.PtyModule):
         if self.han_peer is not None:
             return self._result(cmd, R_HAN_ACTIVE)
         self.han_peer = data if want == 8 else b""
+        if want == 2:
+            self.coord_pan = struct.unpack(">H", data)[0]
         self._result(cmd, R_OK)
 
     async def _cmd_pana_set(self, cmd, data):
         if self.mode is None:
             return self._result(cmd, R_NOT_STARTED)
+        if self.mode == 1:
+            return self._coord_pana_set(cmd, data)
         # [peer MAC (8)] + password: the MAC is present when the first 8 bytes name a peer.
         pw = data
         if len(data) > 8 and (data[:8] == self.sm_mac or j11.link_local_of_mac(data[:8])
@@ -946,6 +953,71 @@ class J11Emulator(module_pty.PtyModule):
             else:
                 self.han_reauth = False
 
+    # -- HAN PAN coordinator (mode 1) ---------------------------------------------------------
+    # The module as the smart meter's side: 0x000A with a PAN ID, 0x0025 acceptance, 0x002C one
+    # entry per allowed device (MAC + password). It is then the `coordinator` of the terminals'
+    # emulators (beacons() / authenticate() below): their PANA is checked against its table, it
+    # tells its own host (0x6028 result + the device's MAC; on success 0x601A status 2) and
+    # registers the device's air socket as a peer, so transmits go both ways.
+
+    def _coord_reset(self):
+        self.coord_pan = None  # PAN ID from 0x000A in mode 1
+        self.coord_accepting = False  # 0x0025: 1 accepting; after a reset normal (2) [I]
+        self.coord_table = {}  # device MAC (8 bytes) -> password (bytes), from 0x002C
+        self.coord_joined = set()  # device MACs authenticated since the reset
+
+    def _coord_started(self):
+        return self.mode == 1 and self.coord_pan is not None
+
+    async def _cmd_han_accept(self, cmd, data):
+        if len(data) != 1 or data[0] not in (1, 2):
+            return self._result(cmd, R_INVALID_PARAM)
+        if self.mode is None:
+            return self._result(cmd, R_NOT_STARTED)
+        if self.mode != 1:
+            return self._result(cmd, R_WRONG_MODE)  # [I] only the PAN coordinator accepts
+        self.coord_accepting = data[0] == 1
+        self._result(cmd, R_OK)
+
+    def _coord_pana_set(self, cmd, data):
+        # mode 1: the device's MAC (8) is required, then its password (1..32)
+        if not 9 <= len(data) <= 40:
+            return self._result(cmd, R_INVALID_PARAM)
+        self.coord_table[bytes(data[:8])] = bytes(data[8:])
+        self._result(cmd, R_OK)
+
+    def beacons(self, asker, mask, pairing_id):
+        """Coordinator hook: this module's beacon while it runs as PAN coordinator."""
+        if not self._coord_started() or not mask >> self.channel & 1 or self.faults["air_down"] \
+                or self.faults["mute"]:
+            return []
+        return [(self.channel, self.coord_pan, self.own_mac, asker.rssi)]
+
+    def authenticate(self, asker, device_mac, peer_mac, credentials):
+        """Coordinator hook: one device's PANA against this module's 0x002C table -> 0x6028
+        result for the device: 1 ok, 2 bad credentials (MAC not in the table or wrong
+        password), 3 no answer (not this coordinator or channel, not started, not accepting a
+        new device [I], out of reach)."""
+        mac = bytes(device_mac)
+        if not self._coord_started() or bytes(peer_mac) != self.own_mac \
+                or asker.channel != self.channel or self.faults["air_down"] \
+                or self.faults["mute"]:
+            return 3
+        if not self.coord_accepting and mac not in self.coord_joined:
+            self.stats["coord_not_accepting"] += 1
+            return 3
+        pw = self.coord_table.get(mac)
+        ok = pw is not None and credentials.get("password", "").encode("latin-1") == pw
+        result = 1 if ok else 2
+        self.stats["coord_pana_%d" % result] += 1
+        self._notify(j11.NOTIFY_PANA, bytes((result,)) + mac)
+        if ok:
+            self.add_peer(mac, asker.air_addr)
+            if mac not in self.coord_joined:
+                self.coord_joined.add(mac)
+                self._notify(j11.NOTIFY_CONNECTION, b"\x02" + mac + self._rssi_byte())
+        return result
+
     # -- air ----------------------------------------------------------------------------------
 
     def _air_received(self, data, addr):
@@ -964,7 +1036,7 @@ class J11Emulator(module_pty.PtyModule):
             return
         self.stats["rx"] += 1
         pan = self.broute_pan if self.broute == BR_AUTHENTICATED and not self.authenticated \
-            else self.pan_id
+            else (self.coord_pan if self.mode == 1 else self.pan_id)
         head = struct.pack(">HHHBBBH", addr[1], port, pan, 0, 2, self.rssi & 0xFF, len(data))
         self._notify(j11.NOTIFY_UDP_RX, src + head + data)
 
