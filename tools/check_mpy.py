@@ -18,13 +18,19 @@ def compile_all(mpy_cross, files, out_dir, arch="xtensawin"):
     for f in files:
         dst = os.path.join(out_dir, os.path.splitext(f)[0] + ".mpy")
         os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-        cmd = [mpy_cross, "-O2", "-o", dst, f]
+        # written aside and renamed: deployments built by parallel test workers share the host
+        # tree (build/host-mpy), and a micropython loading a half-written .mpy fails
+        tmp = "%s.%d.tmp" % (dst, os.getpid())
+        cmd = [mpy_cross, "-O2", "-o", tmp, f]
         if arch:
             cmd.insert(1, "-march=" + arch)
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             failures.append((f, (r.stderr or r.stdout).strip()))
+            if os.path.exists(tmp):
+                os.remove(tmp)
         else:
+            os.replace(tmp, dst)
             total += os.path.getsize(dst)
     return total, failures
 

@@ -105,7 +105,9 @@ def build_host_mpy(out_dir=None):
     if failures:
         raise RuntimeError("mpy-cross failed: %r" % failures)
     # the entry script runs from the tree, so that sys.path[0] does not point at the sources
-    shutil.copy(os.path.join(ROOT, "main.py"), os.path.join(out_dir, "main.py"))
+    tmp = os.path.join(out_dir, "main.py.%d.tmp" % os.getpid())
+    shutil.copy(os.path.join(ROOT, "main.py"), tmp)
+    os.replace(tmp, os.path.join(out_dir, "main.py"))  # atomic: parallel test workers share it
     return out_dir
 
 
