@@ -19,6 +19,9 @@ _TAG = "commission"
 
 DEFAULTS = {
     "join_timeout_s": 300,  # a full scan at duration 9 is ~70 s; PANA up to 60 s; plus retries
+    # this many scans in a row that heard no smart meter end the join early (durations 6..9 by
+    # default: ~130 s of listening on every channel); 0 = wait for join_timeout_s
+    "empty_scans": 4,
     "rssi_good_dbm": -85,  # at or above: PASS
     "rssi_min_dbm": -95,  # below: FAIL (Wi-SUN 100 kbit/s sensitivity is about -100 dBm)
     "dlms_port": 4059,
@@ -59,6 +62,15 @@ def _join_reason(session):
         return ("the Wi-SUN module does not answer: check its power, the UART wiring (TX/RX "
                 "crossed) and the baud rate")
     return "not joined (%s, last error: %s)" % (state, err or "none")
+
+
+def _scans_exhausted(session, cfg):
+    """True once `empty_scans` scans have ended and the last heard no smart meter: an installer
+    should not wait out the whole join timeout for "no smart meter heard"."""
+    n = cfg["empty_scans"]
+    st = session.stats
+    return (n > 0 and st.get("scans", 0) >= n and session.state != "scanning"
+            and "beacon" in (st.get("last_error") or ""))
 
 
 class Report:
@@ -114,7 +126,7 @@ async def run(session, clock, config=None, out=print):
     try:
         limit = cfg["join_timeout_s"] * 1000
         while not session.is_ready() and ticks_diff(ticks_ms(), t0) < limit:
-            if session.state == "auth_failed":
+            if session.state == "auth_failed" or _scans_exhausted(session, cfg):
                 break
             await sleep_ms(100)
         if not session.is_ready():

@@ -49,6 +49,7 @@ class FakeSession:
         self.ev = asyncio.Event()
 
     def is_ready(self):
+        self.polls = getattr(self, "polls", 0) + 1
         return self.state == "ready"
 
     async def run(self):
@@ -121,6 +122,20 @@ class CommissionTest(unittest.TestCase):
         v, c, _ = _run(s, join_timeout_s=1)
         self.assertEqual(v, commission.FAIL)
         self.assertIn("no smart meter heard", c["join"][2])
+
+    def test_empty_scans_end_the_join_before_its_timeout(self):
+        s = FakeSession(join=False, state="backoff",
+                        stats={"scans": 4, "last_error": "scan found no beacon of PAN 0x1234"})
+        v, c, lines = _run(s, join_timeout_s=60)
+        self.assertEqual(v, commission.FAIL)
+        self.assertIn("no smart meter heard", c["join"][2])
+        # ended by the scan count, not by the 60 s timeout (~600 polls of 100 ms): the fake
+        # session reports its scans from the start, so the loop ends at its first polls
+        self.assertLess(s.polls, 10)
+        s = FakeSession(join=False, state="backoff",
+                        stats={"scans": 3, "last_error": "scan found no beacon of PAN 0x1234"})
+        v, _c, _ = _run(s, join_timeout_s=1, empty_scans=4)
+        self.assertEqual(v, commission.FAIL)
 
     def test_weak_signal_fails_marginal_warns(self):
         v, c, _ = _run(FakeSession(rssi=-99))
