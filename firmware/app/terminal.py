@@ -133,7 +133,7 @@ class Terminal:
     def _radio_cache(self):
         """(channel, pan_id, mac) of the smart meter the last join found, from the state file:
         a rejoin after a reboot then skips the scan (and scans again if that peer is gone)."""
-        from firmware.radio.session import mac_bytes
+        from firmware.radio.link import mac_bytes
 
         st = self.state
         mac = st.get("sm_mac")
@@ -153,7 +153,9 @@ class Terminal:
         c = self.session.cached
         if c is None:
             return
-        mac = "".join("%02X" % b for b in c[2])
+        from firmware.radio.link import mac_hex
+
+        mac = mac_hex(c[2])
         st = self.state
         if st.get("sm_mac") == mac and st.get("channel") == c[0] and st.get("pan_id") == c[1]:
             return

@@ -10,6 +10,7 @@ import struct
 
 from firmware import log
 from firmware.compat import const, ticks_diff, ticks_ms
+from firmware.radio import link
 
 UC_REQUEST = b"\xd0\xea\x83\xfc"
 UC_RESPONSE = b"\xd0\xf9\xee\x5d"
@@ -323,25 +324,14 @@ class Reassembler:
 
 
 def mac_bytes(mac):
-    """EUI-64 from 16 hex characters (or 8 bytes)."""
-    if isinstance(mac, (bytes, bytearray)):
-        if len(mac) != 8:
-            raise J11Error("MAC must be 8 bytes")
-        return bytes(mac)
-    if not isinstance(mac, str) or len(mac) != 16:
-        raise J11Error("MAC must be 16 hex characters")
+    """EUI-64 from 16 hex characters (or 8 bytes); J11Error otherwise."""
     try:
-        import binascii
-
-        return binascii.unhexlify(mac)
-    except ValueError:
-        raise J11Error("MAC must be 16 hex characters")
+        return link.mac_bytes(mac)
+    except ValueError as e:
+        raise J11Error(str(e))
 
 
-def mac_hex(mac):
-    import binascii
-
-    return binascii.hexlify(bytes(mac)).decode().upper()
+mac_hex = link.mac_hex
 
 
 def link_local_of_mac(mac):

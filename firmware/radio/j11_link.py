@@ -35,11 +35,6 @@ TX_RESULT_T108 = const(7)
 _PROVISIONAL_CHANNEL = const(4)  # 0x005F before a scan needs some channel; the scan covers all
 
 
-def _what(e):
-    """A J11 exception as contract text: codes only (J11 messages never carry request data)."""
-    return str(e)
-
-
 class J11Link:
     family = link.FAMILY_J11
 
@@ -201,7 +196,7 @@ class J11Link:
         try:
             await self.m.command(CMD_ROUTE_B_PANA_END if self.route == "b" else CMD_HAN_PANA_END)
         except (J11ModuleError, J11Error) as e:
-            log.info(_TAG, "PANA end: %s" % _what(e))
+            log.info(_TAG, "PANA end: %s" % str(e))
 
     # -- notifications -------------------------------------------------------------------------
 
@@ -225,11 +220,13 @@ class J11Link:
 
 
 def _link_error(e):
+    """A J11 exception as a contract error; its text is codes only (J11 messages never carry
+    request data)."""
     if isinstance(e, J11Timeout):
-        return link.LinkTimeout(_what(e))
+        return link.LinkTimeout(str(e))
     if isinstance(e, J11CommandError):
         return link.LinkCommandError("command 0x%04X" % e.cmd, e.result)
-    return link.LinkError(_what(e))
+    return link.LinkError(str(e))
 
 
 def build(module, cfg):

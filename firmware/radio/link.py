@@ -44,6 +44,29 @@ class LinkCommandError(LinkError):
         self.code = code
 
 
+def mac_bytes(mac):
+    """EUI-64 (8 bytes) from 16 hex characters or 8 bytes; ValueError otherwise."""
+    if isinstance(mac, (bytes, bytearray)):
+        if len(mac) != 8:
+            raise ValueError("MAC must be 8 bytes")
+        return bytes(mac)
+    if not isinstance(mac, str) or len(mac) != 16:
+        raise ValueError("MAC must be 16 hex characters")
+    import binascii
+
+    try:
+        return binascii.unhexlify(mac)
+    except ValueError:  # binascii.Error on CPython is a ValueError too
+        raise ValueError("MAC must be 16 hex characters")
+
+
+def mac_hex(mac):
+    """16 upper-case hex characters of an 8-byte MAC (for logs and the state file)."""
+    import binascii
+
+    return binascii.hexlify(bytes(mac)).decode().upper()
+
+
 def skstack_channel(j11_channel):
     """J11 channel 4..17 (400 kHz steps) -> SKSTACK channel 33..59 (200 kHz steps)."""
     return 33 + 2 * (j11_channel - 4)

@@ -128,19 +128,6 @@ def _settings(config):
     return cfg
 
 
-def mac_bytes(text):
-    """8-byte MAC from 16 hex characters; ValueError otherwise."""
-    import binascii
-
-    if not isinstance(text, str) or len(text) != 16:
-        raise ValueError("MAC must be 16 hex characters")
-    return binascii.unhexlify(text)
-
-
-def mac_hex(mac):
-    return "".join("%02X" % b for b in mac)
-
-
 class _JoinFailed(Exception):
     pass
 
@@ -161,7 +148,7 @@ class RadioSession:
         self._configured_mac = None
         if cfg["sm_mac"]:
             try:
-                self._configured_mac = mac_bytes(cfg["sm_mac"])
+                self._configured_mac = link.mac_bytes(cfg["sm_mac"])
             except ValueError as e:
                 log.error(_TAG, "sm_mac ignored (%s); the smart meter will be found by scan" % e)
         self.cached = None  # (channel, pan_id, mac) of the last good join
@@ -477,7 +464,7 @@ class RadioSession:
             source = "scan"
         else:
             channel, pan, mac, source = t
-        log.info(_TAG, "joining %s on channel %d (%s)" % (mac_hex(mac), channel, source))
+        log.info(_TAG, "joining %s on channel %d (%s)" % (link.mac_hex(mac), channel, source))
         self.state = ST_JOINING
         r = await lk.join(channel, pan, mac, {"id": self._rb_id, "password": self._password})
         if r == link.JOIN_BAD_CREDENTIALS:
