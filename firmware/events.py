@@ -24,6 +24,10 @@ LINK_DOWN = const(15)  # the radio session ended; detail: why (firmware/radio/se
 LINK_UP = const(16)  # the radio session is ready; detail: the channel (J11 numbering 4..17)
 CLOCK_NTP = const(17)  # NTP (not the smart meter) set the clock; detail: step/offset as CLOCK_SET
 METER_CLOCK_SET = const(18)  # the terminal set the meter's clock; detail: meter minus true time, s
+SAFE_MODE = const(19)  # started in safe/setup mode; detail: why (firmware/app/safeboot.py WHY_*)
+CONFIG_ERROR = const(20)  # the configuration had errors; detail: how many (defaults kept or setup)
+FACTORY_RESET = const(21)  # secrets wiped; detail: 1 = metering data kept, 0 = erased too
+TASK_CRASH = const(22)  # a supervised task crashed and was restarted; detail: task number
 
 NAMES = {
     CLOCK_SET: "clock set",
@@ -44,6 +48,10 @@ NAMES = {
     LINK_UP: "link up",
     CLOCK_NTP: "clock set by NTP",
     METER_CLOCK_SET: "meter clock set",
+    SAFE_MODE: "safe mode",
+    CONFIG_ERROR: "configuration error",
+    FACTORY_RESET: "factory reset",
+    TASK_CRASH: "task crashed",
 }
 
 

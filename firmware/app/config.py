@@ -91,6 +91,10 @@ DEFAULTS = {
         # the module: "auto" detects it at boot (J11 when detection fails), "j11", "skstack"
         # (single-hop: BP35A1, RL7023 IPS) or "skstack-dse" (dual stack: BP35C2, RL7023 DSS)
         "family": "auto",
+        # SPEC: format of radio.route_b_id / radio.pana_password (firmware/app/credentials.py):
+        # "broute" = 32 hex digits + 12 letters/digits (the guideline's QR code), "free" = 8..64
+        # printable ASCII password
+        "credential_format": "broute",
     },
     "dlms": {
         # SPEC: OBIS codes (partial overrides of firmware.cosem.profile.DEFAULT_OBIS)
@@ -160,6 +164,19 @@ DEFAULTS = {
     },
     # The event log (docs/events.md): two segment files on the filesystem (LittleFS on the
     # device), each of `capacity` 24-byte events; the newest `capacity` are always kept.
+    # Safe boot (docs/product.md): a boot loop ends in safe mode (metering and radio paused,
+    # REPL and setup page up).
+    "safeboot": {
+    },
+    # The device's web server (docs/product.md): setup page in setup/safe mode, status page and
+    # JSON API when enabled. Off in the field profile.
+    "web": {
+        "enabled": False,
+    },
+    # MQTT telemetry with umqtt.simple (docs/product.md). Off in the field profile.
+    "mqtt": {
+        "enabled": False,
+    },
     "events": {
         "path": "",  # "" = "events" next to store.state_path (files path.0 and path.1)
         "capacity": 256,
