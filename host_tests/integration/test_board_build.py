@@ -48,7 +48,12 @@ def test_every_esp32_board_file_matches_the_log_partition():
         flash = board["flash"]
         assert flash["partition"] == "meterlog", path
         assert flash["block_size"] * flash["n_blocks"] == rows["meterlog"]["size"], path
-        assert board["psram"] is False and board["firmware"] == BOARD_DIR.name, path
+        # without PSRAM: the frozen image; with PSRAM: the standard SPIRAM image + .mpy bundle
+        if board["psram"] is False:
+            assert board["firmware"] == BOARD_DIR.name, path
+        else:
+            assert board["psram"] is True and board["firmware"] == "ESP32_GENERIC-SPIRAM", path
+    assert any(b["psram"] for _, b in boards) and any(not b["psram"] for _, b in boards)
 
 
 @pytest.mark.parametrize("text,value", [
