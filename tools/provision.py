@@ -90,7 +90,7 @@ def _check_field(name, value, check):
         c = value[i]
         what = "a control character" if ord(c) < 0x20 or ord(c) == 0x7F else \
             "not ASCII (a full-width or accented character?)"
-        raise _bad("%s: character %d is %s" % (name, i + 1, what))
+        raise _bad("%s character %d is %s" % (name, i + 1, what))
     problem = check(value)
     if problem:
         raise _bad("%s %s" % (name, problem))
@@ -414,13 +414,13 @@ class Board:
                               % (what, self.port, r.returncode, (": " + err) if err else ""))
 
     def read(self):
-        """The board's configuration (a dict; {} when it has none)."""
+        """The text of the board's configuration ("" when it has none)."""
         r = self._run("fs", "cat", REMOTE_CONFIG)
         if r.returncode != 0:
             if "No such file" in r.stderr or "ENOENT" in r.stderr:
-                return {}
+                return ""
             raise self._failed("reading %s" % REMOTE_CONFIG, r)
-        return parse_config(r.stdout, "the board's %s" % REMOTE_CONFIG)
+        return r.stdout
 
     def write(self, text, reset=True):
         """Copy text to the board's /config.json through a private temporary file (deleted after),
@@ -439,9 +439,8 @@ class Board:
             shutil.rmtree(tmpdir, ignore_errors=True)
         want = hashlib.sha256(text.encode()).hexdigest()
         if want not in re.findall(r"\b[0-9a-f]{64}\b", r.stdout):
-            raise ProvisionError(EXIT_DEVICE, "%s on %s does not match what was sent (SHA-256); "
-                                 "the board was not reset: run the tool again" % (REMOTE_CONFIG,
-                                                                                 self.port))
+            raise ProvisionError(EXIT_DEVICE, "%s on %s does not match what was sent (SHA-256): "
+                                 "run the tool again" % (REMOTE_CONFIG, self.port))
         if reset:
             r = self._run("reset")
             if r.returncode != 0:
@@ -563,8 +562,9 @@ def run(args, stdin, out):
         print("%s written to %s (mode 0600)" % (keys, args.config), file=out)
         return EXIT_OK
     board = Board(args.port, args.mpremote, secrets)
-    existing = board.read()
+    text = board.read()
     try:
+        existing = parse_config(text, "the board's " + REMOTE_CONFIG)
         _agree(payload, fmt, existing, "the board's " + REMOTE_CONFIG)
         board.write(dump(merge(existing, frag)), reset=not args.no_reset)
     except ProvisionError:
