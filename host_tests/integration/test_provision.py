@@ -405,6 +405,8 @@ try:
             rec["src"] = src
             rec["src_mode"] = stat.S_IMODE(os.stat(src).st_mode)
             rec["dir_mode"] = stat.S_IMODE(os.stat(os.path.dirname(src)).st_mode)
+            # a second name for the temporary file: shows what its blocks hold once it is deleted
+            os.link(src, os.path.join(dev, "..", "tmp-link"))
             shutil.copyfile(src, os.path.join(dev, dst[1:]))
             if fail == "corrupt":
                 with open(os.path.join(dev, dst[1:]), "a") as f:
@@ -461,6 +463,8 @@ def test_board_without_config_gets_one(board, capsys):
     # the copy came from a private file in a private directory, gone now
     assert c[1]["src_mode"] == 0o600 and c[1]["dir_mode"] == 0o700
     assert not os.path.exists(c[1]["src"]) and not os.path.exists(os.path.dirname(c[1]["src"]))
+    left = (dev.parent / "tmp-link").read_bytes()
+    assert len(left) > 100 and left == bytes(len(left))  # overwritten with zeros, then deleted
     assert (dev / ".reset").exists()
     assert "written to :config.json on /dev/ttyUSB0 (checked by SHA-256); the board was reset" \
         in out
