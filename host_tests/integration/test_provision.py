@@ -9,11 +9,16 @@ unit test file also runs under MicroPython."""
 import io
 import json
 import os
+import pty
 import re
+import select
 import stat
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+import tty
 
 import pytest
 import segno
@@ -550,6 +555,126 @@ def test_mpremote_missing(board, monkeypatch, capsys):
     monkeypatch.setattr(provision, "_mpremote", lambda: "/nonexistent/mpremote")
     rc, _, err = _board_run([], keyed(), capsys)
     assert rc == 1 and "mpremote not found" in err
+
+
+# --- the board, as MicroPython itself (the unix port) ------------------------------------------
+
+class UnixBoard:
+    """The MicroPython unix port as a board on a pty that mpremote opens like a serial port.
+    A soft reset (Ctrl-D at the raw REPL, which ends the unix port) and machine.reset() restart
+    the interpreter in the same directory: a fresh heap, the files kept, as on a device."""
+
+    def __init__(self, micropython, fsdir, pypath):
+        self.micropython, self.fsdir, self.pypath = micropython, fsdir, pypath
+        self.master, slave = pty.openpty()
+        tty.setraw(self.master)
+        tty.setraw(slave)
+        self.path = os.ttyname(slave)
+        self._slave = slave
+        self.boots = 0
+        self._stop = False
+        self._start()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _start(self):
+        m, s = pty.openpty()
+        tty.setraw(m)
+        tty.setraw(s)
+        env = dict(os.environ, MICROPYPATH=self.pypath)
+        self.proc = subprocess.Popen([self.micropython, "-i"], stdin=s, stdout=s, stderr=s,
+                                     cwd=self.fsdir, env=env, close_fds=True)
+        os.close(s)
+        self.child = m
+        self.boots += 1
+
+    def _pump(self):
+        last = b""
+        while not self._stop:
+            r, _, _ = select.select([self.master, self.child], [], [], 0.1)
+            if self.master in r:
+                data = os.read(self.master, 4096)
+                last = data[-1:] or last
+                try:
+                    os.write(self.child, data)
+                except OSError:
+                    pass
+            if self.child in r:
+                try:
+                    data = os.read(self.child, 4096)
+                except OSError:
+                    data = b""
+                if data:
+                    os.write(self.master, data)
+                    continue
+                self.proc.wait()
+                os.close(self.child)
+                if self._stop:
+                    return
+                self._start()
+                if last == b"\x04":  # mpremote's soft reset: answer as a device does
+                    os.write(self.master, b"soft reboot\r\n")
+                    os.write(self.child, b"\r\x01")
+
+    def close(self):
+        self._stop = True
+        self.proc.kill()
+        self.proc.wait()
+        self._thread.join(2)
+        os.close(self.master)
+        os.close(self._slave)
+
+
+# the board's machine module as far as provisioning reaches it: the watchdog re-timed, the reset
+MACHINE = """import sys
+def _note(s):
+    with open(%r, "a") as f:
+        f.write(s + "\\n")
+class WDT:
+    def __init__(self, id=0, timeout=5000):
+        _note("wdt %%d" %% timeout)
+def reset():
+    _note("reset")
+    sys.exit(0)
+"""
+
+
+@pytest.fixture
+def unix_board(tmp_path):
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "machine.py").write_text(MACHINE % str(tmp_path / "events"))
+    b = UnixBoard(str(REPO / ".venv" / "bin" / "micropython"), str(fs), str(lib))
+    try:
+        yield b, fs, tmp_path / "events"
+    finally:
+        b.close()
+
+
+def test_board_path_with_the_real_mpremote_and_micropython(unix_board, capsys):
+    """The real mpremote over a pty to the real MicroPython (unix port): its raw REPL, fs cat,
+    fs cp, sha256sum and the reset, as on a device."""
+    b, fs, events = unix_board
+    (fs / "config.json").write_text(json.dumps({"meter": {"ip": "192.0.2.7"},
+                                                "radio": {"pana_password": "OLDSECRET123"}}))
+    rc, out, err = run(["--port", b.path, "--ssid", "plant-ap", "--psk", PSK], stdin=keyed(),
+                       capsys=capsys)
+    assert rc == 0, err
+    assert json.loads((fs / "config.json").read_text()) == {
+        "meter": {"ip": "192.0.2.7"},
+        "radio": {"pana_password": GOOD_PW, "route_b_id": GOOD_ID},
+        "lan": {"wifi_ssid": "plant-ap", "wifi_psk": PSK}}
+    # three sessions, each re-timing the watchdog first; then the reset, which mpremote sends
+    # without waiting for it to run (exec --no-follow, as a device resets without a word)
+    deadline = time.monotonic() + 20
+    while "reset" not in events.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert events.read_text().split("\n") == ["wdt 600000"] * 3 + ["reset", ""]
+    assert "checked by SHA-256); the board was reset" in out
+    _no_secret(out + err, GOOD_PW, "OLDSECRET123", PSK)
+    assert [p.name for p in fs.iterdir()] == ["config.json"]
 
 
 # --- the command as a user runs it ----------------------------------------------------------
