@@ -130,11 +130,24 @@ def test_new_local_config_is_created(tmp_path, capsys):
 
 def test_psk_is_asked_for_when_not_given(monkeypatch, capsys):
     asked = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: real_open(
+        os.devnull if p == "/dev/tty" else p, *a, **k))  # a terminal, even under CI
     monkeypatch.setattr(provision.getpass, "getpass", lambda prompt: asked.append(prompt) or PSK)
     rc, out, err = run(["--print", "--text", keyed(), "--ssid", "plant-ap"], capsys=capsys)
     assert rc == 0, err
     assert asked == ["Wi-Fi passphrase (WPA2/WPA3): "]
     assert json.loads(out)["lan"] == {"wifi_ssid": "plant-ap", "wifi_psk": PSK}
+
+
+def test_psk_without_a_terminal_is_refused(capsys):
+    """No /dev/tty (setsid: no controlling terminal): the tool says to give --psk instead of
+    reading an empty passphrase from the stdin that held the credential."""
+    r = subprocess.run([sys.executable, "-m", "tools.provision", "--print", "--ssid", "plant-ap"],
+                       cwd=REPO, input=keyed(), capture_output=True, text=True, timeout=60,
+                       start_new_session=True)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == "provision: no terminal to ask for the Wi-Fi passphrase on; give --psk\n"
 
 
 def test_lookalike_note_for_typed_text_only(tmp_path, capsys):
