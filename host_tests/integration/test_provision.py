@@ -621,9 +621,9 @@ class UnixBoard:
                     os.write(self.master, data)
                     continue
                 self.proc.wait()
-                os.close(self.child)
                 if self._stop:
                     return
+                os.close(self.child)
                 self._start()
                 if last == b"\x04":  # mpremote's soft reset: answer as a device does
                     os.write(self.master, b"soft reboot\r\n")
@@ -631,11 +631,15 @@ class UnixBoard:
 
     def close(self):
         self._stop = True
-        self.proc.kill()
+        self._thread.join(5)  # the pump sees _stop within its 0.1 s select; no restart after
+        if self.proc.poll() is None:
+            self.proc.kill()
         self.proc.wait()
-        self._thread.join(2)
-        os.close(self.master)
-        os.close(self._slave)
+        for fd in (self.child, self.master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the pump closed the child's end of an interpreter that ended
 
 
 # the board's machine module as far as provisioning reaches it: the watchdog re-timed, the reset
