@@ -344,7 +344,7 @@ def write_private(path, text):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=".provision-", dir=str(path.parent or "."))
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
@@ -429,7 +429,7 @@ class Board:
         tmp = os.path.join(tmpdir, "config.json")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
             r = self._run("fs", "cp", tmp, REMOTE_CONFIG, "+", "fs", "sha256sum", REMOTE_CONFIG)
             if r.returncode != 0:
