@@ -207,9 +207,12 @@ def check_wifi(ssid, psk):
 
 def read_qr(path):
     """The text of the one QR code in an image file (PNG, JPEG, anything Pillow opens)."""
-    import zxingcpp
-    from PIL import Image
-
+    try:
+        import zxingcpp
+        from PIL import Image
+    except ImportError as e:
+        raise ProvisionError(EXIT_IMAGE, "reading an image needs zxing-cpp and Pillow (%s; pip "
+                             "install -r requirements-dev.txt)" % e)
     try:
         with Image.open(path) as im:
             im.load()
@@ -477,7 +480,12 @@ def _read_text(args, stdin):
 
 
 def _ask_psk(stdin):
-    if not stdin.isatty() and not os.path.exists("/dev/tty"):
+    # getpass asks on /dev/tty; without one it would read stdin, which may have held the
+    # credential and be at its end (an empty passphrase: "open network", a wrong message)
+    try:
+        with open("/dev/tty"):
+            pass
+    except OSError:
         raise ProvisionError(EXIT_USAGE, "no terminal to ask for the Wi-Fi passphrase on; "
                              "give --psk")
     try:
