@@ -54,6 +54,14 @@ class Reader:
             raise EOFError()
         return b
 
+    async def readline(self):
+        # as the streams' readline: everything up to a newline, however long
+        j = self.d.find(b"\n", self.i)
+        j = len(self.d) if j < 0 else j + 1
+        b = self.d[self.i:j]
+        self.i = j
+        return b
+
 
 class Endless(Reader):
     """`head`, then "a" for ever."""
@@ -61,6 +69,10 @@ class Endless(Reader):
     async def read(self, n):
         self.i += n
         return self.d[self.i - n:self.i] if self.i <= len(self.d) else b"a" * n
+
+    async def readline(self):
+        self.i += 100000  # an unbounded readline takes all the client sends (here 100 KB)
+        return b"a" * 300
 
 
 class Writer:
