@@ -172,6 +172,11 @@ DEFAULTS = {
     # JSON API when enabled. Off in the field profile.
     "web": {
         "enabled": False,
+        # status page and JSON API (firmware/app/web.py): HTTP Basic with this password (any
+        # user name); enabled with an empty password serves nothing (an ERROR says why)
+        "port": 80,
+        "password": "",  # secret
+        "bind": "",  # "" = the HAL's choice (host: lan.bind_ip; ESP32: every interface)
     },
     # MQTT telemetry with umqtt.simple (docs/product.md). Off in the field profile.
     "mqtt": {
@@ -186,7 +191,8 @@ DEFAULTS = {
 }
 
 SECRET_KEYS = ("wifi_psk", "pana_password", "route_b_id", "lls_password", "mgmt_password",
-               "mgmt_ek", "mgmt_ak", "reader_ek", "reader_ak")
+               "mgmt_ek", "mgmt_ak", "reader_ek", "reader_ak",
+               "password")  # web.password
 
 
 class ConfigError(ValueError):

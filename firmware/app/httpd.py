@@ -133,13 +133,22 @@ class HttpServer:
             self.stats["errors"] += 1
             log.warn(_TAG, "bad request: %s" % e.why)
             if not resp.status:
-                await resp.send(e.status, e.why + "\n")
+                try:
+                    await resp.send(e.status, e.why + "\n")
+                except OSError:
+                    pass  # the client went away first
         except asyncio.TimeoutError:
             self.stats["errors"] += 1
             log.warn(_TAG, "request not complete within %d ms: closed" % _REQUEST_MS)
         except OSError as e:
             self.stats["errors"] += 1
             log.warn(_TAG, "connection error: %s" % e)
+        except EOFError:  # the body ended before Content-Length
+            self.stats["errors"] += 1
+            log.warn(_TAG, "request body cut short: closed")
+        except Exception as e:  # noqa: BLE001 - one client never ends the server
+            self.stats["errors"] += 1
+            log.exc(_TAG, "request failed", e)
         finally:
             self.clients -= 1
             await _close(writer)
@@ -173,7 +182,7 @@ class HttpServer:
 
     async def _read(self, reader):
         req = Request()
-        line = await reader.readline()
+        line = await _readline(reader)
         if len(line) > _LINE_MAX or not line.endswith(b"\n"):
             raise HttpError(400, "request line missing or longer than %d bytes" % _LINE_MAX)
         parts = line.split()
@@ -186,7 +195,7 @@ class HttpServer:
             raise HttpError(400, "request line is not text")
         req.path, _, req.query = target.partition("?")
         for _ in range(_HEADERS_MAX + 1):
-            line = await reader.readline()
+            line = await _readline(reader)
             if len(line) > _LINE_MAX or not line.endswith(b"\n"):
                 raise HttpError(400, "header line missing or longer than %d bytes" % _LINE_MAX)
             if line in (b"\r\n", b"\n"):
@@ -212,6 +221,21 @@ class HttpServer:
         if req.length:
             req.body = await reader.readexactly(req.length)
         return req
+
+
+async def _readline(reader):
+    """One line, read a byte at a time and never more than _LINE_MAX + 1 bytes: the streams'
+    readline() has no limit on MicroPython (a client sending megabytes without a newline would
+    exhaust the heap within the request time) and raises ValueError past 64 KiB on CPython."""
+    line = bytearray()
+    while len(line) <= _LINE_MAX:
+        b = await reader.read(1)
+        if not b:
+            break
+        line += b
+        if b == b"\n":
+            break
+    return bytes(line)
 
 
 def _bytes(x):

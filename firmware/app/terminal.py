@@ -528,7 +528,14 @@ class Terminal:
             supervise("meters", self.meter_side),
             *([supervise("push", self._push)] if self.pusher is not None else []),
             *([supervise("ntp", self._ntp)] if self.cfg["clock"]["ntp"] else []),
+            *([supervise("web", self._web)] if self.cfg["web"]["enabled"] else []),
         )
+
+    async def _web(self):
+        # status page and JSON API (docs/product.md): imported only when enabled
+        from firmware.app.web import WebServer
+
+        await WebServer(self, self.cfg["web"]).run()
 
     async def _ntp(self):
         from firmware.app.ntp import NtpSource

@@ -186,6 +186,10 @@ class CalendarClock:
             return STATUS_DOUBTFUL
         return 0
 
+    def last_set_t2k(self):
+        """Calendar time just after the last set that took effect (None: never set)."""
+        return self._last_set
+
     def add_listener(self, fn):
         """fn(old_t2k_or_None, new_t2k) is called after every set that took effect (last_kind
         says STEP or SLEW; for a slew, new is the time the clock is converging to)."""

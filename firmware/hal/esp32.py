@@ -263,6 +263,11 @@ class Hal:
         self._bound.append(ep)
         return ep
 
+    def listen_ip(self):
+        """The web server listens on every interface (station, Ethernet or setup AP): its
+        address may change with DHCP while it runs."""
+        return "0.0.0.0"
+
     def _follow_address(self):
         ip = self.lan_ip()
         if ip == "0.0.0.0":

@@ -107,6 +107,10 @@ class Hal:
     def lan_udp(self, port):
         return UdpEndpoint(self.config["lan"]["bind_ip"], port)
 
+    def listen_ip(self):
+        """Where the device's web server listens: the simulated terminal's own address."""
+        return self.config["lan"]["bind_ip"]
+
     def flash_region(self):
         """(first_block, n_blocks) of the interval log: from the config (store.*) on the host."""
         st = self.config["store"]
