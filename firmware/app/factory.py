@@ -14,6 +14,7 @@ from firmware import log
 # scripts, as tools/deploy.py copies them, and lib/ (micropython-lib modules such as umqtt).
 # None of them holds a secret; config.json and state.json are not in the list on purpose.
 KEEP = ("board.json", "boot.py", "main.py", "lib")
+DONE = "FACTORY RESET DONE"  # run() prints it with the report (JSON) before the reset
 
 
 def events_path(cfg):
@@ -59,9 +60,9 @@ def reset(hal, cfg, keep_metering=True, config_path="config.json"):
     return report
 
 
-def run(keep_metering=True, board_path="board.json", config_path="config.json"):
-    """REPL and `mpremote exec` entry (tools/factory_reset.py): load the board file and the
-    configuration, wipe, print the report, reset the device.
+def run(keep_metering=True, board_path="board.json", config_path="config.json", restart=True):
+    """REPL entry: load the board file and the configuration, wipe, print the report, reset the
+    device (restart=False: the caller resets, as tools/factory_reset.py does with mpremote).
         from firmware.app import factory; factory.run()                    # metering data kept
         from firmware.app import factory; factory.run(keep_metering=False) # erased too"""
     from firmware import hal as halmod
@@ -70,6 +71,9 @@ def run(keep_metering=True, board_path="board.json", config_path="config.json"):
     cfg = cfgmod.load(config_path)
     hal = halmod.create(halmod.load_board(board_path), cfg)
     report = reset(hal, cfg, keep_metering, config_path)
-    print("FACTORY RESET DONE", report)
-    hal.reset()
+    import json
+
+    print(DONE + " " + json.dumps(report))
+    if restart:
+        hal.reset()
     return report

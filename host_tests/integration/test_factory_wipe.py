@@ -378,3 +378,43 @@ def test_power_cut_between_erase_and_format_boots_with_no_secret(tmp_path):
     check_clean(sim.flash())
     a, n = METERLOG
     assert sim.flash()[a:a + n] == pre[a:a + n]
+
+
+# -- tools/factory_reset.py ------------------------------------------------------------------
+
+def test_tool_runs_the_wipe_through_mpremote_and_checks_the_report(tmp_path, capsys):
+    from tools import factory_reset as tool
+
+    assert tool.main(["--port", "/dev/ttyUSB9", "--dry-run"]) == 0
+    line = capsys.readouterr().out
+    assert "connect /dev/ttyUSB9 exec" in line and "keep_metering=True" in line
+    assert line.rstrip().endswith("reset")
+    assert tool.main(["--port", "/dev/ttyUSB9", "--dry-run", "--erase-metering"]) == 0
+    assert "keep_metering=False" in capsys.readouterr().out
+    fake = tmp_path / "mpremote"  # prints what the board prints, or nothing (a cut-short run)
+    for said, rc in (('FACTORY RESET DONE {"nvs": 6, "store": null}', 0), ("", 1)):
+        fake.write_text("#!/bin/sh\necho '%s'\n" % said)
+        fake.chmod(0o755)
+        assert tool.main(["--port", "/dev/x", "--yes", "--mpremote", str(fake)]) == rc
+    assert tool.parse_report('x\nFACTORY RESET DONE {"event": 1}\n') == {"event": 1}
+
+
+def test_tool_on_a_host_simulation(tmp_path, monkeypatch):
+    from tools import factory_reset as tool
+
+    cfg = tmp_path / "config.json"
+    state = tmp_path / "state.json"
+    cfg.write_text(json.dumps({"lan": {"wifi_psk": "tool-psk-1234"},
+                               "store": {"state_path": str(state)}}))
+    state.write_text("{}\n0\n")
+    board = tmp_path / "host.json"
+    board.write_text('{"hal": "host"}')
+    monkeypatch.setattr("builtins.input", lambda: "no")
+    assert tool.main(["--host-board", str(board), "--config", str(cfg)]) == 2
+    assert cfg.exists()
+    assert tool.main(["--host-board", str(board), "--config", str(cfg), "--yes"]) == 0
+    assert not cfg.exists() and not state.exists()
+    assert (tmp_path / "events.0").exists()  # FACTORY_RESET, in the new log
+    sim_board = tmp_path / "sim.json"
+    sim_board.write_text('{"hal": "esp32"}')
+    assert tool.main(["--host-board", str(sim_board), "--config", str(cfg), "--yes"]) == 2
