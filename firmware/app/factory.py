@@ -36,6 +36,27 @@ def secret_files(cfg, config_path):
     return (config_path, config_path + ".tmp", st, st + ".tmp", evp + ".0", evp + ".1")
 
 
+# Byte strings found in every copy of config.json and state.json, current or superseded: the
+# names of the secret keys (SECRET_KEYS, the MQTT and web passwords: '"password"') and of the
+# invocation counter. The blocks holding one are erased before the others (firmware/hal/wipe.py).
+_KEY_MARKERS = (b'password"', b'_psk"', b'route_b_id"', b'_ek"', b'_ak"', b'_ic"')
+
+
+def markers(cfg):
+    """_KEY_MARKERS and the configured secrets' values (a value a file split from its key)."""
+    from firmware.app.config import SECRET_KEYS
+
+    out = list(_KEY_MARKERS)
+    for sect in cfg.values():
+        if not isinstance(sect, dict):
+            continue
+        for k, v in sect.items():
+            if (k in SECRET_KEYS or k.endswith("password")) and isinstance(v, str) and \
+                    len(v) >= 4:
+                out.append(v.encode())
+    return out
+
+
 def reset(hal, cfg, keep_metering=True, config_path="config.json"):
     """Wipe every secret; erase the interval log too unless keep_metering; record FACTORY_RESET
     (detail 1 = metering data kept, 0 = erased) in the new event log. Returns a report dict:
@@ -50,7 +71,8 @@ def reset(hal, cfg, keep_metering=True, config_path="config.json"):
     report = {}
     # NVS first, then the filesystem: a power cut part-way leaves the fewest secrets behind
     report["nvs"] = hal.erase_nvs()
-    report["filesystem"] = hal.wipe_filesystem(KEEP, secret_files(cfg, config_path))
+    report["filesystem"] = hal.wipe_filesystem(KEEP, secret_files(cfg, config_path),
+                                               markers(cfg))
     report["store"] = None if keep_metering else hal.erase_store()
     cap = cfg["events"]["capacity"]
     lg = EventLog(events_path(cfg), cap if 1 <= cap <= 4096 else 256, hal.clock, burst=0)

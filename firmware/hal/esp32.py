@@ -330,13 +330,13 @@ class Hal:
             raise FlashError("no data partition labelled '%s'" % label)
         return parts[0]
 
-    def wipe_filesystem(self, keep_names, files=()):
+    def wipe_filesystem(self, keep_names, files=(), markers=()):
         """Erase every block of the vfs partition (LittleFS keeps old copies of rewritten files
         in blocks nothing points to any more: deleting config.json would leave the secrets),
-        prove it erased, format it again and write back the files named in keep_names, read
-        into RAM first. `files` (the host's list of files to shred) is not needed here: the
-        whole filesystem goes. A power cut after the erase leaves an erased partition, which
-        the port's _boot.py formats at the next start."""
+        the blocks holding one of `markers` first, prove it erased, format it again and write
+        back the files named in keep_names, read into RAM first. `files` (the host's list of
+        files to shred) is not needed here: the whole filesystem goes. A power cut after the
+        erase leaves an erased partition, which the port's _boot.py formats at the next start."""
         import os
 
         import vfs
@@ -349,7 +349,7 @@ class Hal:
         kept = wipe.read_files(mount, keep_names)  # FlashError here: nothing erased yet
         cwd = os.getcwd()
         vfs.umount(mount)
-        n = wipe.erase_verify(part, 0, part.ioctl(4, 0), self.feed_watchdog)
+        n = wipe.erase_verify(part, 0, part.ioctl(4, 0), self.feed_watchdog, markers)
         vfs.VfsLfs2.mkfs(part)
         vfs.mount(vfs.VfsLfs2(part), mount)
         if cwd.startswith(mount):

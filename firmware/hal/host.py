@@ -134,7 +134,7 @@ class Hal:
     # overwritten with zeros and deleted, which a journalling host filesystem need not honour;
     # only the device's partition erase is a guarantee (docs/product.md "Factory reset").
 
-    def wipe_filesystem(self, keep_names, files=()):
+    def wipe_filesystem(self, keep_names, files=(), markers=()):
         """Shred `files` (config, state, event log); the kept names are left as they are."""
         from firmware.hal import wipe
 

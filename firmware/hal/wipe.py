@@ -16,24 +16,54 @@ _FF = b"\xff" * _CHUNK
 KEEP_MAX = const(65536)  # bytes of kept files held in RAM across the re-format, at most
 
 
-def erase_verify(bdev, first=0, n=None, feed=None):
+def erase_verify(bdev, first=0, n=None, feed=None, markers=()):
     """Erase blocks [first, first + n) of bdev (ioctl 6) and read every byte back as 0xFF; a block
     that does not read erased is erased once more, then FlashError. feed(): called per block (the
-    watchdog: the 1.5 MB vfs partition takes seconds to erase). The number of blocks erased."""
+    watchdog: the 1.5 MB vfs partition takes seconds to erase). markers: byte strings (a secret
+    key's name, a secret): the blocks holding one are erased first, so that a power cut during
+    the erase most likely finds them gone already. The number of blocks erased."""
     if n is None:
         n = bdev.ioctl(4, 0) - first
     size = bdev.ioctl(5, 0)
     buf = bytearray(_CHUNK)
-    for b in range(first, first + n):
-        for attempt in (0, 1):
-            bdev.ioctl(6, b)
-            if _reads_erased(bdev, b, size, buf):
-                break
-            if attempt:
-                raise FlashError("block %d does not read erased after two erases" % b)
-        if feed is not None:
-            feed()
+    late = bytearray(n)  # 1: no marker seen, erased in the second pass (n bytes, not a list)
+    if markers:
+        for b in range(first, first + n):
+            late[b - first] = not _holds(bdev, b, size, markers)
+            if feed is not None:
+                feed()
+    for second in (0, 1):
+        for b in range(first, first + n):
+            if late[b - first] != second:
+                continue
+            for attempt in (0, 1):
+                bdev.ioctl(6, b)
+                if _reads_erased(bdev, b, size, buf):
+                    break
+                if attempt:
+                    raise FlashError("block %d does not read erased after two erases" % b)
+            if feed is not None:
+                feed()
     return n
+
+
+def _holds(bdev, block, size, markers):
+    """True if one of the markers is in the block (also across two 256-byte reads)."""
+    keep = 0
+    for m in markers:
+        keep = max(keep, len(m) - 1)
+    win = bytearray(keep + _CHUNK)
+    mv = memoryview(win)
+    have = 0  # bytes of the previous read kept at the front of win
+    for off in range(0, size, _CHUNK):
+        bdev.readblocks(block, mv[have:have + _CHUNK], off)
+        data = bytes(mv[:have + _CHUNK])
+        for m in markers:
+            if m in data:
+                return True
+        have = min(keep, have + _CHUNK)
+        mv[:have] = data[len(data) - have:]
+    return False
 
 
 def _reads_erased(bdev, block, size, buf):

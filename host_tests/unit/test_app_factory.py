@@ -41,7 +41,7 @@ def _exists(path):
 
 
 def _block_is(bd, b, byte):
-    """Every byte of block b is `byte` (read 256 bytes at a time: the unit lane's heap is small)."""
+    """Every byte of block b is `byte` (read 256 bytes at a time: the unit lane heap is small)."""
     buf = bytearray(256)
     want = bytes([byte]) * 256
     for off in range(0, bd.ioctl(5, 0), 256):
@@ -63,6 +63,19 @@ class _StuckBlock(NorFlash):
         if op == 6 and arg == self.stuck and self.fails > 0:
             self.fails -= 1
             return 0
+        return NorFlash.ioctl(self, op, arg)
+
+
+class _Order(NorFlash):
+    """Records the order of block erases."""
+
+    def __init__(self):
+        NorFlash.__init__(self, 4, 512)
+        self.order = []
+
+    def ioctl(self, op, arg):
+        if op == 6:
+            self.order.append(arg)
         return NorFlash.ioctl(self, op, arg)
 
 
@@ -165,6 +178,16 @@ class WipeTest(unittest.TestCase):
         bd.writeblocks(2, bytes(512))
         with self.assertRaises(FlashError):
             wipe.erase_verify(bd)
+
+    def test_blocks_holding_a_marker_are_erased_first(self):
+        bd = _Order()
+        bd.writeblocks(3, b"x" * 250 + b'"wifi_psk": "s"', 0)  # straddles two 256-byte reads
+        bd.writeblocks(1, b"..secret-value..", 100)
+        wipe.erase_verify(bd, markers=(b'_psk"', b"secret-value"))
+        self.assertEqual(bd.order, [1, 3, 0, 2])
+        bd.order = []
+        wipe.erase_verify(bd)
+        self.assertEqual(bd.order, [0, 1, 2, 3])
 
     def test_kept_files_over_the_limit_refused_before_anything_is_erased(self):
         _rm_tree(_DIR)
