@@ -337,6 +337,7 @@ class Hal:
         back the files named in keep_names, read into RAM first. `files` (the host's list of
         files to shred) is not needed here: the whole filesystem goes. A power cut after the
         erase leaves an erased partition, which the port's _boot.py formats at the next start."""
+        import gc
         import os
 
         import vfs
@@ -348,6 +349,9 @@ class Hal:
         part = self._data_partition(spec.get("partition", "vfs"))
         kept = wipe.read_files(mount, keep_names)  # FlashError here: nothing erased yet
         cwd = os.getcwd()
+        # a file object nothing refers to is closed by its finaliser, which can write to the
+        # flash: let that happen now, into the old filesystem, not later into the new one
+        gc.collect()
         vfs.umount(mount)
         n = wipe.erase_verify(part, 0, part.ioctl(4, 0), self.feed_watchdog, markers)
         vfs.VfsLfs2.mkfs(part)
