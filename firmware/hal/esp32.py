@@ -327,6 +327,68 @@ class Hal:
         if self._wdt:
             self._wdt.feed()
 
+    # -- factory reset (firmware/app/factory.py, docs/product.md "Factory reset") --------------
+
+    def _data_partition(self, label):
+        parts = esp32.Partition.find(esp32.Partition.TYPE_DATA, label=label)
+        if not parts:
+            raise FlashError("no data partition labelled '%s'" % label)
+        return parts[0]
+
+    def wipe_filesystem(self, keep_names, files=(), markers=()):
+        """Erase every block of the vfs partition (LittleFS keeps old copies of rewritten files
+        in blocks nothing points to any more: deleting config.json would leave the secrets),
+        the blocks holding one of `markers` first, prove it erased, format it again and write
+        back the files named in keep_names, read into RAM first. `files` (the host's list of
+        files to shred) is not needed here: the whole filesystem goes. A power cut after the
+        erase leaves an erased partition, which the port's _boot.py formats at the next start."""
+        import gc
+        import os
+
+        import vfs
+
+        from firmware.hal import wipe
+
+        spec = self.board.get("vfs") or {}
+        mount = spec.get("mount", "/")
+        part = self._data_partition(spec.get("partition", "vfs"))
+        kept = wipe.read_files(mount, keep_names)  # FlashError here: nothing erased yet
+        cwd = os.getcwd()
+        # a file object nothing refers to is closed by its finaliser, which can write to the
+        # flash: let that happen now, into the old filesystem, not later into the new one
+        gc.collect()
+        vfs.umount(mount)
+        n = wipe.erase_verify(part, 0, part.ioctl(4, 0), self.feed_watchdog, markers)
+        vfs.VfsLfs2.mkfs(part)
+        vfs.mount(vfs.VfsLfs2(part), mount)
+        if cwd.startswith(mount):
+            os.chdir(cwd)
+        wipe.write_files(mount, kept)
+        return {"blocks": n, "kept": [k[0] for k in kept]}
+
+    def erase_store(self):
+        """Erase the whole interval-log partition (metering data not kept); blocks erased."""
+        from firmware.hal import wipe
+
+        part = self.blockdev()
+        return wipe.erase_verify(part, 0, part.ioctl(4, 0), self.feed_watchdog)
+
+    def erase_nvs(self):
+        """Erase the ESP-IDF NVS partition. MicroPython keeps the Wi-Fi station and AP settings
+        in RAM only (network_wlan.c: esp_wifi_set_storage(WIFI_STORAGE_RAM) right after
+        esp_wifi_init) and this firmware keeps nothing in esp32.NVS, but a firmware the board
+        ran before may have left Wi-Fi credentials in NVS (namespace nvs.net80211). Nothing of
+        ours lives there; the PHY calibration it also holds is redone at the next boot, and the
+        erased pages are an empty NVS to nvs_flash_init. Blocks erased (0: no such partition)."""
+        from firmware.hal import wipe
+
+        try:
+            part = self._data_partition(self.board.get("nvs_partition", "nvs"))
+        except FlashError:
+            log.warn("factory", "no nvs partition: nothing to erase there")
+            return 0
+        return wipe.erase_verify(part, 0, part.ioctl(4, 0), self.feed_watchdog)
+
     def reset(self):
         machine.reset()
 

@@ -134,5 +134,26 @@ class Hal:
     def feed_watchdog(self):
         pass
 
+    # -- factory reset (firmware/app/factory.py). No raw flash under the files here: each is
+    # overwritten with zeros and deleted, which a journalling host filesystem need not honour;
+    # only the device's partition erase is a guarantee (docs/product.md "Factory reset").
+
+    def wipe_filesystem(self, keep_names, files=(), markers=()):
+        """Shred `files` (config, state, event log); the kept names are left as they are."""
+        from firmware.hal import wipe
+
+        gone = [p for p in files if wipe.shred(p)]
+        return {"files": gone, "kept": list(keep_names)}
+
+    def erase_store(self):
+        """Erase every block of the emulated NOR flash of the interval log (its backing file)."""
+        from firmware.hal import wipe
+
+        bd = self.blockdev()
+        return wipe.erase_verify(bd, 0, bd.ioctl(4, 0))
+
+    def erase_nvs(self):
+        return 0  # a PC has no NVS
+
     def reset(self):
         raise SystemExit(3)

@@ -6,6 +6,8 @@
 # block_size given); readblocks(block, buf[, offset]); writeblocks(block, buf) erases the range
 # first, writeblocks(block, buf, offset) only programs (NOR: new = old AND data); ioctl 4 block
 # count, 5 block size, 6 erase one block, 1-3 nothing. ESP-IDF errors become OSError(-esp_err).
+import time
+
 import _sim
 
 _ESP_ERR_INVALID_ARG = 0x102
@@ -60,6 +62,21 @@ def _flash():
 
 def _err(code):
     return OSError(-code)
+
+
+_erases = 0  # sectors erased by this process (the power-cut hook below counts them)
+
+
+def _erased_one():
+    """sim.json "flash": {"stall_at_erase": N}: the N-th sector erase of this process is the
+    last thing the device does - it writes <sim>/stalled and hangs until the host kills it (a
+    power cut at that point, e.g. between the factory reset's erase and the re-format)."""
+    global _erases
+    _erases += 1
+    if _erases == _sim.cfg().get("flash", {}).get("stall_at_erase"):
+        _sim.write_atomic("stalled", "%d\n" % _erases)
+        while True:
+            time.sleep(1)
 
 
 class Partition:
@@ -125,7 +142,8 @@ class Partition:
         ff = b"\xff" * _SECTOR
         for _ in range(n // _SECTOR):
             f.write(ff)
-        f.flush()
+            f.flush()
+            _erased_one()
 
     def writeblocks(self, block_num, buf, offset=None):
         mv = memoryview(buf)
