@@ -52,10 +52,11 @@ test-mutants: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# make demo TERMINALS=4: up to four terminals, each with its meter, on one smart-meter twin
+# make demo TERMINALS=4: up to four terminals, each with its meter, on one smart-meter twin;
+# make demo WEB=1: each terminal serves its status page, and the demo stays up until Ctrl-C
 TERMINALS ?= 1
 demo: $(STAMP)
-	$(BIN)/python -m tools.demo --terminals $(TERMINALS)
+	$(BIN)/python -m tools.demo --terminals $(TERMINALS) $(if $(WEB),--web)
 
 bench: $(STAMP)
 	$(BIN)/python -m tools.bench

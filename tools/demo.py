@@ -2,7 +2,12 @@
 meter/head-end, with the calendar clock accelerated.
 
   python -m tools.demo [--days 2] [--rate 1800] [--heap 256k] [--runtime micropython|cpython]
-                       [--terminals 1..4]
+                       [--terminals 1..4] [--web]
+
+--web: each terminal serves its status page (docs/product.md) on its own loopback address with a
+password printed at the start, and the deployment stays up after the run until Ctrl-C, so that a
+browser on this machine can look at it (the run then stays on the host's loopback: a browser
+cannot reach a private network namespace).
 
 The firmware runs as a separate process under the real `micropython` binary (unix port) with a
 capped heap. Each party has its own loopback address (see docs/architecture.md); the run goes into
@@ -19,23 +24,42 @@ meter's ground truth.
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 
 from firmware import timeutil
 from tools import own_netns
-from tools.deployment import TwinDeployment
+from tools.deployment import TwinDeployment, default_heap
+from tools.loopback_block import free_tcp_port
 
 JST = 540
+WEB_PORT = 8080
+WEB_HEAP_KB = 16  # the web server's code from .mpy and a request in flight (docs/memory.md)
 
 
 async def run_demo(days, rate, heap, runtime, seed, verbose, out=print, terminals=1,
-                   on_stop=None):
+                   on_stop=None, web=False):
     """The demo's run: one result per terminal (a list), each with expected, delivered,
     missing, mismatched, read_errors, workdir, firmware_alive and air (the twin's figures).
-    on_stop(dep): called with the TwinDeployment before it stops (tests look at the twin)."""
-    dep = TwinDeployment(terminals=terminals, rate=rate, seed=seed, heap=heap, runtime=runtime)
+    on_stop(dep): called with the TwinDeployment before it stops (tests look at the twin).
+    web: the terminals serve their status pages, and stay up after the run until cancelled."""
+    overrides = None
+    if web:
+        import secrets
+
+        password = secrets.token_urlsafe(9)
+        overrides = {"web": {"enabled": True, "password": password, "port": WEB_PORT}}
+        heap = heap or "%dk" % (int(default_heap()[:-1]) + WEB_HEAP_KB)
+    dep = TwinDeployment(terminals=terminals, rate=rate, seed=seed, heap=heap, runtime=runtime,
+                         config_overrides=overrides)
     out("network: deployment on %s0/24" % dep.net)
+    if web:
+        for t in dep.terminals:
+            port = free_tcp_port(t.terminal_ip, WEB_PORT)
+            t.overrides["web"] = dict(overrides["web"], port=port)
+            out("status page: http://%s:%d/ (any user name, password %s)"
+                % (t.terminal_ip, port, password))
     if terminals > 1:
         out("twin: %d terminals attached to one smart-meter twin (PAN coordinator, time "
             "authority, 100 kbit/s shared air)" % terminals)
@@ -44,6 +68,11 @@ async def run_demo(days, rate, heap, runtime, seed, verbose, out=print, terminal
         results = await asyncio.gather(*[
             _run_terminal(dep, t, days, _prefixed(out, t.index) if terminals > 1 else out)
             for t in dep.terminals])
+        if web:
+            for line in summary_lines(results):
+                out(line)
+            out("the deployment stays up for the browser: Ctrl-C ends it")
+            await asyncio.Event().wait()
     finally:
         alive = [t.firmware_alive() for t in dep.terminals]
         if on_stop is not None:
@@ -142,10 +171,16 @@ def main(argv=None):
     ap.add_argument("--verbose", action="store_true", help="print the terminal's log at the end")
     ap.add_argument("--terminals", type=int, default=1,
                     help="terminals attached to the smart-meter twin (1..4)")
+    ap.add_argument("--web", action="store_true",
+                    help="serve each terminal's status page and stay up until Ctrl-C")
     a = ap.parse_args(argv)
     t0 = time.monotonic()
-    results = asyncio.run(run_demo(a.days, a.rate, a.heap, a.runtime, a.seed, a.verbose,
-                                   terminals=a.terminals))
+    try:
+        results = asyncio.run(run_demo(a.days, a.rate, a.heap, a.runtime, a.seed, a.verbose,
+                                       terminals=a.terminals, web=a.web))
+    except KeyboardInterrupt:
+        print("demo ended by Ctrl-C")
+        return 0
     dt = time.monotonic() - t0
     if len(results) == 1:
         print("terminal log and flash image: %s (%.0f s)" % (results[0]["workdir"], dt))
@@ -163,5 +198,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    if "--web" in sys.argv:
+        os.environ[own_netns.ENV_SWITCH] = "0"  # the browser must reach the terminals
     own_netns.reexec_in_own_netns("tools.demo", sys.argv[1:])  # only when run as a program
     sys.exit(main())

@@ -97,3 +97,19 @@ def reserve(tries=200, rng=None, lock_dir=None, probe=ports_free):
             continue
         return Reservation(prefix, f, path)
     raise RuntimeError("no free loopback /24 for a deployment after %d tries" % tries)
+
+
+def free_tcp_port(ip, first=8080, count=100):
+    """The first TCP port from `first` that can be bound on `ip` (a web server's port)."""
+    import socket
+
+    for port in range(first, first + count):
+        s = socket.socket()
+        try:
+            s.bind((ip, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise OSError("no free TCP port on %s" % ip)

@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import tempfile
 import time
 
@@ -28,6 +27,7 @@ from firmware.store.eventlog import EventLog
 from firmware.store.flashlog import FlashLog
 from firmware.store.intervals import IntervalStore
 from tools.deployment import ROOT, Deployment, default_heap
+from tools.loopback_block import free_tcp_port
 
 RATE = 300  # 30 simulated minutes every 6 real seconds: a page load sees one store state
 PASSWORD = "Chromium-Status-7d1e"
@@ -54,16 +54,7 @@ EXTRACT = """JSON.stringify({
 
 
 def free_port(ip, first=8080):
-    for port in range(first, first + 100):
-        s = socket.socket()
-        try:
-            s.bind((ip, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            s.close()
-    raise OSError("no free TCP port on %s" % ip)
+    return free_tcp_port(ip, first)
 
 
 def auth(pw):
