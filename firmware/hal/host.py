@@ -130,5 +130,9 @@ class Hal:
     def feed_watchdog(self):
         pass
 
+    def reset_cause(self):
+        """Every start of the host simulation is a power-on (counters: resets_power_on)."""
+        return "power_on"
+
     def reset(self):
         raise SystemExit(3)
