@@ -279,264 +279,106 @@ def merge(overrides):
 
 
 # -- configuration check (docs/configuration.md "Configuration check") ------------------------
-# One rule per checked key, the single source of the check and of the generated reference
-# (tools/config_doc.py -> docs/config-reference.md). A rule is
-#   (lo, hi)          an int range, both included
-#   (a, b, c, ...)    the allowed values (strings, or ints when more than two)
-#   "format"          a named text format (_fmt_problem): ipv4, ipv4?, hex?, hex16, hex16?,
-#                     key?, mac?, id?, password, ssid, psk, ldn, obis ("?": "" allowed)
-# Keys without a rule are checked for their type only (merge). A bad value keeps the default
-# (KEEP_DEFAULT), except for the keys of SETUP_KEYS: the device cannot run with them wrong.
-SCHEMA = {
-    "clock": {"rate": (1, 1000000), "adjust_flag_s": (0, 86400), "slew_max_s": (0, 3600),
-              "slew_div": (2, 1000), "hold_max_s": (0, 3600),
-              "doubtful_after_s": (0, 315360000), "set_meter_min_s": (60, 31536000),
-              "set_meter_drift_s": (1, 3600), "ntp_server": "ipv4?", "ntp_port": (1, 65535),
-              "ntp_every_s": (60, 604800), "ntp_timeout_ms": (100, 10000)},
-    "lan": {"kind": ("host", "wifi", "ethernet"), "bind_ip": "ipv4", "wifi_ssid": "ssid",
-            "wifi_psk": "psk", "static_ip": "ipv4?", "netmask": "ipv4", "gateway": "ipv4?",
-            "dns": "ipv4?"},
-    "meter": {"ip": "ipv4?", "port": (1, 65535), "eoj": (0, 0xFFFFFF),
-              "tz_offset_min": (-720, 840), "timeout_ms": (1, 600000), "retries": (0, 20),
-              "read_delay_s": (0, 1740), "retry_every_s": (1, 1800),
-              "give_up_after_s": (1, 1799), "backfill_recent_days": (0, 45),
-              "device_type": "hex?", "metered_id": "hex?", "max_batch": (1, 64),
-              "history_retries": (0, 20), "poison_hold_ms": (0, 86400000)},
-    "radio": {"family": ("auto", "j11", "skstack", "skstack-dse"),
-              "credential_format": ("broute", "free"), "route": ("han", "b"),
-              "mode": (2, 3, 5), "channel": (4, 17), "pan_id": (-1, 0xFFFF), "sm_mac": "mac?",
-              "pana_password": "password", "route_b_id": "id?", "udp_port": (1, 65535),
-              "scan_duration": (1, 14), "scan_max_duration": (1, 14), "tx_power": (0, 2),
-              "liveness_s": (0, 86400), "pana_lifetime_s": (0, 86400),
-              "bulk_reserve_pct": (0, 100)},
-    "dlms": {"ldn": "ldn", "energy_scaler": (-3, 7), "energy_type": ("u64", "u32"),
-             "reader_mechanism": ("lls", "gmac"), "mgmt_mechanism": ("gmac", "lls"),
-             "system_title": "hex16", "reader_title": "hex16?", "mgmt_title": "hex16?",
-             "reader_ek": "key?", "reader_ak": "key?", "mgmt_ek": "key?", "mgmt_ak": "key?",
-             "backfill_status_bit": (0, 255), "max_pdu": (64, 65535)},
-    "push": {"port": (1, 65535), "retries": (0, 100), "rate_per_min": (1, 600),
-             "burst": (1, 100), "backlog_slots": (0, 100000), "persist_every": (1, 1000),
-             "obis": "obis", "protect": ("auto", "none")},
-    "safeboot": {"max_resets": (2, 100), "stable_s": (10, 86400)},
-    "counters": {"persist_s": (60, 86400)},
-    "events": {"capacity": (1, 4096), "burst": (0, 255), "refill_s": (1, 86400)},
-}
-SETUP_KEYS = ("radio.route", "radio.sm_mac", "radio.pana_password", "radio.route_b_id",
-              "lan.wifi_ssid", "lan.wifi_psk")
-# Non-secret keys where a pasted credential would be a secret shown in clear (status page,
-# logs): a value shaped like a Wi-SUN credential there enters setup mode.
-_PASTE_KEYS = ("lan.wifi_ssid", "dlms.ldn", "dlms.device_id")
-_HEXD = "0123456789abcdefABCDEF"
-
-
-def _is_hex(v, n=None):
-    if n is not None and len(v) != n:
-        return False
-    for c in v:
-        if c not in _HEXD:
-            return False
-    return True
-
-
-def _ipv4_ok(v):
-    parts = v.split(".")
-    if len(parts) != 4:
-        return False
-    for p in parts:
-        if not p or len(p) > 3 or not _is_dec(p) or int(p) > 255:
-            return False
-    return True
-
-
-def _is_dec(v):
-    for c in v:
-        if c not in "0123456789":
-            return False
-    return True
-
-
-def _fmt_problem(fmt, v, cred_fmt):
-    """None if text v has format fmt, else what is wrong and what is expected (never v)."""
-    from firmware.app import credentials as cr
-
-    if fmt[-1] == "?":
-        if v == "":
-            return None
-        fmt = fmt[:-1]
-    if fmt == "ipv4":
-        return None if _ipv4_ok(v) else "is not an IPv4 address; expected a.b.c.d (0..255 each)"
-    if fmt == "hex":
-        return None if v and len(v) % 2 == 0 and _is_hex(v) else \
-            "expected hexadecimal digits, an even number of them"
-    if fmt == "hex16" or fmt == "mac":
-        return None if _is_hex(v, 16) else "expected 16 hexadecimal digits"
-    if fmt == "key":
-        return None if _is_hex(v, 32) else "expected a key of 32 hexadecimal digits"
-    if fmt == "id":
-        return cr.check_id(v)
-    if fmt == "password":
-        if v == "":
-            return "is missing: the radio cannot join without it"
-        return cr.check_password(v, cred_fmt)
-    if fmt == "ssid":
-        return cr.check_ssid(v)
-    if fmt == "psk":
-        if v == "":
-            return "is empty: open networks are not allowed; expected a WPA2/WPA3 passphrase " \
-                   "of 8 to 63 characters"
-        return cr.check_psk(v)
-    if fmt == "ldn":
-        if len(v) != 16:
-            return "has %d characters; expected 16 (3-letter FLAG id and 13 more)" % len(v)
-        for c in v:
-            if not " " < c <= "~":
-                return "expected 16 printable ASCII characters"
-        return None
-    if fmt == "obis":
-        p = v.split(".")
-        if len(p) == 6:
-            for x in p:
-                if not x or not _is_dec(x) or int(x) > 255:
-                    break
-            else:
-                return None
-        return "expected an OBIS code: six numbers 0..255 joined by dots"
-    return None
-
-
-def _rule_problem(rule, v, cred_fmt):
-    if isinstance(rule, str):
-        return _fmt_problem(rule, v, cred_fmt) if isinstance(v, str) else None
-    if len(rule) == 2 and isinstance(rule[0], int) and isinstance(v, int):
-        if rule[0] <= v <= rule[1]:
-            return None
-        return "= %d is out of range; expected %d..%d" % (v, rule[0], rule[1])
-    if v in rule:
-        return None
-    return "is not an allowed value; expected one of %s" % ", ".join([repr(x) for x in rule])
-
-
-def _looks_like_credential(v):
-    """What a pasted credential looks like: the 32-hex-digit ID, or 12 letters and digits
-    with both (a B-route password). None, "id" or "password"."""
-    if len(v) == 32 and _is_hex(v):
-        return "id"
-    if len(v) == 12:
-        letters = digits = 0
-        for c in v:
-            if "0" <= c <= "9":
-                digits += 1
-            elif "a" <= c <= "z" or "A" <= c <= "Z":
-                letters += 1
-            else:
-                return None
-        if letters and digits:
-            return "password"
-    return None
+# The rule of each checked key, one line "section.key rule": the single source of the check
+# (firmware/app/cfgcheck.py, imported at boot only) and of the generated reference
+# (tools/config_doc.py -> docs/config-reference.md). One string: frozen on the device it costs no
+# heap at all. A rule is
+#   lo..hi         an int range, both included
+#   a|b|c          the allowed values (ints when they are numbers)
+#   format         a named text format: ipv4, hex, hex16, mac, key (32 hex digits), id
+#                  (credentials.check_id), password (check_password per radio.credential_format),
+#                  ssid, psk (only on a Wi-Fi board), ldn (16 printable), obis; "?" after it: ""
+#                  is allowed too
+# A leading "!": a bad value enters setup mode (SETUP); otherwise it is logged and the key's
+# default kept (KEEP_DEFAULT). Keys without a line are checked for their type only (merge).
+SCHEMA = """
+clock.rate 1..1000000
+clock.adjust_flag_s 0..86400
+clock.slew_max_s 0..3600
+clock.slew_div 2..1000
+clock.hold_max_s 0..3600
+clock.doubtful_after_s 0..315360000
+clock.set_meter_min_s 60..31536000
+clock.set_meter_drift_s 1..3600
+clock.ntp_server ipv4?
+clock.ntp_port 1..65535
+clock.ntp_every_s 60..604800
+clock.ntp_timeout_ms 100..10000
+lan.kind host|wifi|ethernet
+lan.bind_ip ipv4
+lan.wifi_ssid !ssid
+lan.wifi_psk !psk
+lan.static_ip ipv4?
+lan.netmask ipv4
+lan.gateway ipv4?
+lan.dns ipv4?
+meter.ip ipv4?
+meter.port 1..65535
+meter.eoj 0..16777215
+meter.tz_offset_min -720..840
+meter.timeout_ms 1..600000
+meter.retries 0..20
+meter.read_delay_s 0..1740
+meter.retry_every_s 1..1800
+meter.give_up_after_s 1..1799
+meter.backfill_recent_days 0..45
+meter.device_type hex?
+meter.metered_id hex?
+meter.max_batch 1..64
+meter.history_retries 0..20
+meter.poison_hold_ms 0..86400000
+radio.family auto|j11|skstack|skstack-dse
+radio.credential_format broute|free
+radio.route !han|b
+radio.mode 2|3|5
+radio.channel 4..17
+radio.pan_id -1..65535
+radio.sm_mac !mac?
+radio.pana_password !password
+radio.route_b_id !id?
+radio.udp_port 1..65535
+radio.scan_duration 1..14
+radio.scan_max_duration 1..14
+radio.tx_power 0..2
+radio.liveness_s 0..86400
+radio.pana_lifetime_s 0..86400
+radio.bulk_reserve_pct 0..100
+dlms.ldn ldn
+dlms.energy_scaler -3..7
+dlms.energy_type u64|u32
+dlms.reader_mechanism lls|gmac
+dlms.mgmt_mechanism gmac|lls
+dlms.system_title hex16
+dlms.reader_title hex16?
+dlms.mgmt_title hex16?
+dlms.reader_ek key?
+dlms.reader_ak key?
+dlms.mgmt_ek key?
+dlms.mgmt_ak key?
+dlms.backfill_status_bit 0..255
+dlms.max_pdu 64..65535
+push.port 1..65535
+push.retries 0..100
+push.rate_per_min 1..600
+push.burst 1..100
+push.backlog_slots 0..100000
+push.persist_every 1..1000
+push.obis obis
+push.protect auto|none
+safeboot.max_resets 2..100
+safeboot.stable_s 10..86400
+counters.persist_s 60..86400
+events.capacity 1..4096
+events.burst 0..255
+events.refill_s 1..86400
+"""
 
 
 def check(cfg, net_kind=None):
-    """The problems of a merged configuration, each (severity, "section.key", message):
-    merge()'s (unknown keys, wrong types), then SCHEMA's rules, credentials, the network and
-    secrets in wrong fields. A KEEP_DEFAULT problem's key is set back to its default here.
-    net_kind: the board's network kind ("wifi", "ethernet", "host"); default lan.kind.
-    Logged here (merge logged its own). Never raises; never quotes a string value."""
-    out = list(_merged)
-    del _merged[:]
-    n0 = len(out)
-    try:
-        _check(cfg, net_kind, out)
-    except Exception as e:  # noqa: BLE001 - a check bug must not stop the device
-        log.exc("config", "configuration check failed", e)
-    for i in range(n0, len(out)):
-        sev, where, msg = out[i]
-        (log.error if sev == SETUP else log.warn)("config", "%s %s%s" % (
-            where, msg, " (setup mode)" if sev == SETUP else ""))
-    return out
+    """The problems of a merged configuration: firmware.app.cfgcheck.check."""
+    from firmware.app import cfgcheck
 
-
-def _check(cfg, net_kind, out):
-    comp = _component_defaults()
-    radio = cfg.get("radio") or {}
-    cred_fmt = radio.get("credential_format", "broute")
-    if cred_fmt not in ("broute", "free"):
-        cred_fmt = "broute"
-    lan = cfg.get("lan") or {}
-    if net_kind is None:
-        net_kind = lan.get("kind", "host")
-    _misplaced_secrets(cfg, comp, out)
-    flagged = [p[1] for p in out if p[0] == SETUP]
-    for sect, rules in SCHEMA.items():
-        values = cfg.get(sect)
-        if not isinstance(values, dict):
-            continue
-        for key, rule in rules.items():
-            if key not in values:
-                continue
-            where = "%s.%s" % (sect, key)
-            if where in flagged:
-                continue  # a misplaced secret: said already
-            if (key == "wifi_ssid" or key == "wifi_psk") and net_kind != "wifi":
-                continue  # not used by a wired or host board
-            msg = _rule_problem(rule, values[key], cred_fmt)
-            if msg is None:
-                continue
-            if where in SETUP_KEYS:
-                _problem(out, SETUP, where, msg)
-                continue
-            d = DEFAULTS.get(sect, {})
-            default = d[key] if key in d else comp.get(sect, {}).get(key)
-            values[key] = default
-            shown = "" if key in SECRET_KEYS or isinstance(default, str) else \
-                "; default %r kept" % (default,)
-            _problem(out, KEEP_DEFAULT, where, msg + (shown or "; default kept"))
-    if radio.get("route") == "b" and radio.get("route_b_id") == "":
-        _problem(out, SETUP, "radio.route_b_id", "is missing: the B-route needs the "
-                 "authentication ID of 32 hexadecimal digits")
-
-
-def _misplaced_secrets(cfg, comp, out):
-    """A secret's value in a non-secret key, or a credential-shaped value in a key that is shown
-    in clear: setup mode, the value registered as a secret (never logged from now on)."""
-    secrets = []
-    for sect, values in cfg.items():
-        if not isinstance(values, dict):
-            continue
-        for key in SECRET_KEYS:
-            v = values.get(key)
-            if isinstance(v, str) and len(v) >= 6:
-                secrets.append((v, "%s.%s" % (sect, key)))
-    pw_bad = _fmt_problem("password", (cfg.get("radio") or {}).get("pana_password", ""),
-                          (cfg.get("radio") or {}).get("credential_format", "broute"))
-    for sect, values in cfg.items():
-        if not isinstance(values, dict):
-            continue
-        d = DEFAULTS.get(sect, {})
-        c = comp.get(sect, {})
-        for key, v in values.items():
-            if key in SECRET_KEYS or not isinstance(v, str) or not v:
-                continue
-            if v == (d[key] if key in d else c.get(key)):
-                continue  # a default is never a misplaced secret
-            where = "%s.%s" % (sect, key)
-            for s, owner in secrets:
-                if v == s:
-                    _problem(out, SETUP, where, "holds the value of %s, a secret; a secret "
-                             "goes only in its own key" % owner)
-                    break
-            else:
-                if where not in _PASTE_KEYS:
-                    continue
-                kind = _looks_like_credential(v)
-                if kind == "id" or (kind == "password" and
-                                    (key != "wifi_ssid" or pw_bad is not None)):
-                    log.add_secret(v)
-                    _problem(out, SETUP, where, "looks like a Wi-SUN %s (%s); a secret in "
-                             "the wrong field? put it in radio.%s" % (
-                                 "authentication ID" if kind == "id" else "password",
-                                 "32 hexadecimal digits" if kind == "id" else
-                                 "12 letters and digits",
-                                 "route_b_id" if kind == "id" else "pana_password"))
+    return cfgcheck.check(cfg, net_kind)
 
 
 def load(path):

@@ -657,6 +657,7 @@ def main(board_path, config_path):
     n = safeboot.enter(safeboot.path_for(state_path))
     board = halmod.load_board(board_path)
     problems = cfgmod.check(cfg, (board.get("network") or {}).get("kind"))
+    _unload("firmware.app.cfgcheck")  # used once at boot: its code and rules go
     hal = halmod.create(board, cfg)
     sb = cfg["safeboot"]
     why = safeboot.decide(sb["max_resets"], problems, cfgmod.SETUP)
