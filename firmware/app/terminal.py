@@ -657,7 +657,8 @@ def main(board_path, config_path):
     n = safeboot.enter(safeboot.path_for(state_path))
     board = halmod.load_board(board_path)
     problems = cfgmod.check(cfg, (board.get("network") or {}).get("kind"))
-    _unload("firmware.app.cfgcheck")  # used once at boot: its code and rules go
+    _unload("firmware.app.cfgcheck")  # used once at boot: its code and rules go (~10 KB on
+    _unload("firmware.app.credentials")  # the unix port; the web setup imports them again)
     hal = halmod.create(board, cfg)
     sb = cfg["safeboot"]
     why = safeboot.decide(sb["max_resets"], problems, cfgmod.SETUP)
