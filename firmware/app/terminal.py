@@ -679,11 +679,22 @@ def main(board_path, config_path):
         return
     if problems:
         terminal.event(ev.CONFIG_ERROR, len(problems))
-    asyncio.run(_gather(terminal.run(), safeboot.stable_after(sb["stable_s"])))
+    del safeboot
+    asyncio.run(_gather(terminal.run(), _stable_then_unload(sb["stable_s"])))
 
 
 async def _gather(*coros):
     await asyncio.gather(*coros)
+
+
+async def _stable_then_unload(stable_s):
+    """The boot is stable after stable_s: then safeboot's code and globals go (5 KB of heap from
+    .mpy; safeboot.clear() at the REPL imports it again, its file next to state.json)."""
+    from firmware.app import safeboot
+
+    await safeboot.stable_after(stable_s)
+    del safeboot
+    _unload("firmware.app.safeboot")
 
 
 async def setup_mode(hal, cfg, why, problems, stable_s):

@@ -180,3 +180,20 @@ def test_crash_loop_in_one_supervised_task_does_not_stop_metering(bg):
             _stop(bg, dep)
     finally:
         shutil.rmtree(fw, ignore_errors=True)
+
+
+def test_stable_boot_is_marked_and_safeboot_unloaded(tmp_path):
+    import asyncio
+    import sys
+
+    from firmware.app import terminal
+
+    path = str(tmp_path / "safeboot.json")
+    for _ in range(3):
+        safeboot.enter(path)
+    asyncio.run(terminal._stable_then_unload(0))
+    assert "firmware.app.safeboot" not in sys.modules  # its heap goes once the boot is stable
+    from firmware.app import safeboot as again  # a REPL's clear() imports it again
+
+    assert again is not safeboot
+    assert again.enter(path) == 1  # the count started again
