@@ -266,7 +266,10 @@ def merge(overrides):
                 continue
             want = type(cfg[sect][key])
             if not same_type(val, cfg[sect][key]):
-                shown = "***" if key in SECRET_KEYS else repr(val)
+                # text, lists and objects are not echoed: a credential typed into the wrong key
+                # is not registered as a secret yet
+                shown = "***" if key in SECRET_KEYS or isinstance(val, (str, list, dict)) \
+                    else repr(val)
                 log.error(
                     "config",
                     "%s.%s = %s is not a %s; keeping default" % (sect, key, shown, want.__name__),

@@ -57,6 +57,12 @@ class ConfigCheckTest(unittest.TestCase):
         self.assertEqual(p, (KEEP, "meter.retries", "is a str, expected a int; default kept"))
         self.assertEqual(cfg["meter"]["retries"], 3)
 
+    def test_text_of_the_wrong_type_is_not_echoed(self):
+        # a password typed into an int key: not registered as a secret, so never shown
+        cfg, p = self.only(good(meter={"port": "Qx7Rt2Wy9Zp4"}))
+        self.assertEqual(p, (KEEP, "meter.port", "is a str, expected a int; default kept"))
+        self.assertNotIn("Qx7Rt2Wy9Zp4", "\n".join(self.lines))
+
     def test_out_of_range_keeps_default_and_says_range(self):
         cfg, p = self.only(good(clock={"slew_max_s": 99999}))
         self.assertEqual(p, (KEEP, "clock.slew_max_s",
