@@ -525,7 +525,8 @@ class Terminal:
             if n % 60 == 0:
                 gc.collect()
                 if self.session is not None:  # the radio driver's checksum failures
-                    self.counters.track("crc_errors", "radio", self.session.stats["bad_frames"])
+                    self.counters.track("crc_errors", "radio",
+                                        self.session.stats.get("bad_frames", 0))
                 self._log_status()
 
     def _log_status(self):
