@@ -361,11 +361,11 @@ dlms.mgmt_ak key?
 dlms.backfill_status_bit 0..255
 dlms.max_pdu 64..65535
 push.port 1..65535
-push.retries 0..100
-push.rate_per_min 1..600
-push.burst 1..100
+push.retries 0..255
+push.rate_per_min 1..60000
+push.burst 1..10000
 push.backlog_slots 0..100000
-push.persist_every 1..1000
+push.persist_every 1..100000
 push.obis obis
 push.protect auto|none
 safeboot.max_resets 2..100
