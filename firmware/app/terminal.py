@@ -720,6 +720,8 @@ async def setup_mode(hal, cfg, why, problems, stable_s):
         from firmware.app.web import serve_setup
     except ImportError:
         log.warn("safeboot", "no setup page in this build: configure over the REPL (Ctrl-C)")
+    except Exception as e:  # noqa: BLE001 - e.g. out of memory: safe mode stays up without it
+        log.exc("safeboot", "setup page not available", e)
     else:
         tasks.append(_setup_page(serve_setup, hal, cfg, why, problems, events))
     await asyncio.gather(*tasks)
