@@ -197,3 +197,55 @@ def test_stable_boot_is_marked_and_safeboot_unloaded(tmp_path):
 
     assert again is not safeboot
     assert again.enter(path) == 1  # the count started again
+
+
+def test_setup_mode_runs_the_setup_page_with_why_problems_and_events(tmp_path, monkeypatch):
+    import asyncio
+    import sys
+    import types
+
+    from firmware.app import config as cfgmod
+    from firmware.app import terminal
+    from firmware.hal.clock import CalendarClock
+
+    calls = []
+
+    async def serve_setup(hal, cfg, why, problems, events):
+        calls.append((hal, cfg, why, problems, events))
+        await asyncio.sleep(10)
+
+    web = types.ModuleType("firmware.app.web")
+    web.serve_setup = serve_setup
+    monkeypatch.setitem(sys.modules, "firmware.app.web", web)
+
+    class Hal:
+        clock = CalendarClock()
+        fed = 0
+
+        def feed_watchdog(self):
+            Hal.fed += 1
+
+    cfg = cfgmod.merge({"store": {"state_path": str(tmp_path / "state.json")}})
+    problems = [(cfgmod.SETUP, "radio.pana_password", "is missing")]
+    hal = Hal()
+
+    async def body():
+        task = asyncio.ensure_future(terminal.setup_mode(hal, cfg, safeboot.WHY_CONFIG,
+                                                         problems, 300))
+        await asyncio.sleep(0.2)
+        task.cancel()
+
+    asyncio.run(body())
+    assert len(calls) == 1
+    got_hal, got_cfg, why, got_problems, events = calls[0]
+    assert (got_hal, got_cfg, why, got_problems) == (hal, cfg, safeboot.WHY_CONFIG, problems)
+    assert isinstance(events, EventLog)
+    assert Hal.fed >= 1  # the watchdog is fed beside the page
+    c = events.cursor()
+    got = []
+    while True:
+        e = events.read(c)
+        if e is None:
+            break
+        got.append((e[2], e[3]))
+    assert got == [(ev.SAFE_MODE, safeboot.WHY_CONFIG), (ev.CONFIG_ERROR, 1)]
