@@ -87,6 +87,10 @@ def soak_config(rate):
                   # application watchdog reopens it: after 1 hour of silence on the device, 3
                   # calendar hours here (6 missed reads), not 3600 real s (150 calendar days).
                   "liveness_s": max(3, 10_800 // rate)},
+        # Power cuts come hours of calendar apart but seconds of real time apart here: a boot
+        # counts as stable after 10 real s, and only 10 short boots in a row are a boot loop
+        # (safe mode would stop the soak's metering; docs/product.md "Safe boot").
+        "safeboot": {"stable_s": 10, "max_resets": 10},
     }
 
 

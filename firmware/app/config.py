@@ -7,6 +7,9 @@ import json
 
 from firmware import log
 
+KEEP_DEFAULT = 1  # problem severity: logged, the key's default is used
+SETUP = 2  # problem severity: the device enters setup mode (metering and radio not started)
+
 DEFAULTS = {
     "terminal": {
         # Log the heap at each start-up milestone and its peak while serving a profile read or
@@ -162,11 +165,20 @@ DEFAULTS = {
         "first_block": 0,
         "n_blocks": 128,  # 512 KB of 4 KB sectors
     },
-    # The event log (docs/events.md): two segment files on the filesystem (LittleFS on the
-    # device), each of `capacity` 24-byte events; the newest `capacity` are always kept.
     # Safe boot (docs/product.md): a boot loop ends in safe mode (metering and radio paused,
     # REPL and setup page up).
     "safeboot": {
+        # Boots in a row that each ended (reset, crash, power cut) before stable_s of uptime:
+        # this many, and the next boot is in safe mode. The window is max_resets x stable_s of
+        # uptime (the device has no calendar across a reset to measure minutes with).
+        "max_resets": 4,
+        # Uptime (real seconds, ticks) after which a normal boot counts as stable.
+        "stable_s": 300,
+    },
+    # Persistent counters (firmware/store/counters.py, docs/product.md "Counters"): written to
+    # flash at each boot and then every persist_s seconds of uptime (flash wear).
+    "counters": {
+        "persist_s": 3600,
     },
     # The device's web server (docs/product.md): setup page in setup/safe mode, status page and
     # JSON API when enabled. Off in the field profile.
@@ -182,6 +194,8 @@ DEFAULTS = {
     "mqtt": {
         "enabled": False,
     },
+    # The event log (docs/events.md): two segment files on the filesystem (LittleFS on the
+    # device), each of `capacity` 24-byte events; the newest `capacity` are always kept.
     "events": {
         "path": "",  # "" = "events" next to store.state_path (files path.0 and path.1)
         "capacity": 256,
@@ -215,41 +229,165 @@ def _component_defaults():
     return {"radio": radio_defaults, "dlms": dlms_defaults}
 
 
+# Problems merge() found in the file (unknown keys, wrong types): check() returns them too.
+_merged = []
+
+
+def _problem(out, severity, where, msg):
+    out.append((severity, where, msg))
+
+
 def merge(overrides):
-    """DEFAULTS updated with a dict of per-section overrides; bad entries logged and skipped."""
+    """DEFAULTS updated with a dict of per-section overrides; bad entries logged and skipped
+    (and kept for check() as KEEP_DEFAULT problems)."""
     cfg = {}
     comp = _component_defaults()
+    probs = _merged
+    del probs[:]
     for sect, defaults in DEFAULTS.items():
         cfg[sect] = dict(comp.get(sect, {}))
         cfg[sect].update(defaults)
     if not isinstance(overrides, dict):
         log.error("config", "top level must be an object; using defaults")
+        _problem(probs, KEEP_DEFAULT, "", "the file must hold one JSON object; defaults used")
         return cfg
     for sect, values in overrides.items():
         if sect == "commission":
             continue  # read by the commissioning command only (firmware/app/commission.py)
         if sect not in cfg:
             log.warn("config", "unknown section '%s' ignored" % sect)
+            _problem(probs, KEEP_DEFAULT, str(sect)[:32], "unknown section; ignored (a typo?)")
             continue
         if not isinstance(values, dict):
             log.error("config", "section '%s' must be an object; using defaults" % sect)
+            _problem(probs, KEEP_DEFAULT, sect, "must be an object of keys; defaults used")
             continue
         for key, val in values.items():
             if key in SECRET_KEYS and isinstance(val, str):
                 log.add_secret(val)
             if key not in cfg[sect]:
                 log.warn("config", "unknown key %s.%s ignored" % (sect, key))
+                _problem(probs, KEEP_DEFAULT, "%s.%s" % (sect, str(key)[:32]),
+                         "unknown key; ignored (a typo? docs/config-reference.md lists the keys)")
                 continue
             want = type(cfg[sect][key])
             if not same_type(val, cfg[sect][key]):
-                shown = "***" if key in SECRET_KEYS else repr(val)
+                # text, lists and objects are not echoed: a credential typed into the wrong key
+                # is not registered as a secret yet
+                shown = "***" if key in SECRET_KEYS or isinstance(val, (str, list, dict)) \
+                    else repr(val)
                 log.error(
                     "config",
                     "%s.%s = %s is not a %s; keeping default" % (sect, key, shown, want.__name__),
                 )
+                _problem(probs, KEEP_DEFAULT, "%s.%s" % (sect, key), "is a %s, expected a %s; "
+                         "default kept" % (type(val).__name__, want.__name__))
                 continue
             cfg[sect][key] = val
     return cfg
+
+
+# -- configuration check (docs/configuration.md "Configuration check") ------------------------
+# The rule of each checked key, one line "section.key rule": the single source of the check
+# (firmware/app/cfgcheck.py, imported at boot only) and of the generated reference
+# (tools/config_doc.py -> docs/config-reference.md). One string: frozen on the device it costs no
+# heap at all. A rule is
+#   lo..hi         an int range, both included
+#   a|b|c          the allowed values (ints when they are numbers)
+#   format         a named text format: ipv4, hex, hex16, mac, key (32 hex digits), id
+#                  (credentials.check_id), password (check_password per radio.credential_format),
+#                  ssid, psk (only on a Wi-Fi board), ldn (16 printable), obis; "?" after it: ""
+#                  is allowed too
+# A leading "!": a bad value enters setup mode (SETUP); otherwise it is logged and the key's
+# default kept (KEEP_DEFAULT). Keys without a line are checked for their type only (merge).
+SCHEMA = """
+clock.rate 1..1000000
+clock.adjust_flag_s 0..86400
+clock.slew_max_s 0..3600
+clock.slew_div 2..1000
+clock.hold_max_s 0..3600
+clock.doubtful_after_s 0..315360000
+clock.set_meter_min_s 60..31536000
+clock.set_meter_drift_s 1..3600
+clock.ntp_server ipv4?
+clock.ntp_port 1..65535
+clock.ntp_every_s 60..604800
+clock.ntp_timeout_ms 100..10000
+lan.kind host|wifi|ethernet
+lan.bind_ip ipv4
+lan.wifi_ssid !ssid
+lan.wifi_psk !psk
+lan.static_ip ipv4?
+lan.netmask ipv4
+lan.gateway ipv4?
+lan.dns ipv4?
+meter.ip ipv4?
+meter.port 1..65535
+meter.eoj 0..16777215
+meter.tz_offset_min -720..840
+meter.timeout_ms 1..600000
+meter.retries 0..20
+meter.read_delay_s 0..1740
+meter.retry_every_s 1..1800
+meter.give_up_after_s 1..1799
+meter.backfill_recent_days 0..45
+meter.device_type hex?
+meter.metered_id hex?
+meter.max_batch 1..64
+meter.history_retries 0..20
+meter.poison_hold_ms 0..86400000
+radio.family auto|j11|skstack|skstack-dse
+radio.credential_format broute|free
+radio.route !han|b
+radio.mode 2|3|5
+radio.channel 4..17
+radio.pan_id -1..65535
+radio.sm_mac !mac?
+radio.pana_password !password
+radio.route_b_id !id?
+radio.udp_port 1..65535
+radio.scan_duration 1..14
+radio.scan_max_duration 1..14
+radio.tx_power 0..2
+radio.liveness_s 0..86400
+radio.pana_lifetime_s 0..86400
+radio.bulk_reserve_pct 0..100
+dlms.ldn ldn
+dlms.energy_scaler -3..7
+dlms.energy_type u64|u32
+dlms.reader_mechanism lls|gmac
+dlms.mgmt_mechanism gmac|lls
+dlms.system_title hex16
+dlms.reader_title hex16?
+dlms.mgmt_title hex16?
+dlms.reader_ek key?
+dlms.reader_ak key?
+dlms.mgmt_ek key?
+dlms.mgmt_ak key?
+dlms.backfill_status_bit 0..255
+dlms.max_pdu 64..65535
+push.port 1..65535
+push.retries 0..255
+push.rate_per_min 1..60000
+push.burst 1..10000
+push.backlog_slots 0..100000
+push.persist_every 1..100000
+push.obis obis
+push.protect auto|none
+safeboot.max_resets 2..100
+safeboot.stable_s 10..86400
+counters.persist_s 60..86400
+events.capacity 1..4096
+events.burst 0..255
+events.refill_s 1..86400
+"""
+
+
+def check(cfg, net_kind=None):
+    """The problems of a merged configuration: firmware.app.cfgcheck.check."""
+    from firmware.app import cfgcheck
+
+    return cfgcheck.check(cfg, net_kind)
 
 
 def load(path):

@@ -47,6 +47,28 @@ def _unload(name):
             delattr(parent, leaf)
 
 
+# TASK_CRASH event detail: the supervised task's number (docs/events.md). Named tasks are their
+# position here + 1; "meter<k>" is 64 + k and "backfill<k>" 96 + k; any other name 255.
+TASK_NUMBERS = ("radio", "dlms", "terminal", "lan", "meters", "push", "ntp", "echonet",
+                "discovery", "meterclock", "web", "telemetry")
+_crash_sink = None  # callable(name) the terminal sets: counts and records a crash
+
+
+def task_number(name):
+    if name in TASK_NUMBERS:
+        return TASK_NUMBERS.index(name) + 1
+    for prefix, base in (("meter", 64), ("backfill", 96)):
+        k = name[len(prefix):]
+        if name.startswith(prefix) and k and k.isdigit() and int(k) < 32:
+            return base + int(k)
+    return 255
+
+
+def set_crash_sink(fn):
+    global _crash_sink
+    _crash_sink = fn
+
+
 async def supervise(name, start, backoff_ms=1000, max_backoff_ms=60000):
     delay = backoff_ms
     while True:
@@ -57,6 +79,12 @@ async def supervise(name, start, backoff_ms=1000, max_backoff_ms=60000):
             log.warn(name, "task returned; restarting")
         except Exception as e:
             log.exc(name, "task crashed; restarting in %d ms" % delay, e)
+            sink = _crash_sink
+            if sink is not None:
+                try:
+                    sink(name)
+                except Exception as e2:  # noqa: BLE001 - the restart matters more
+                    log.exc(name, "crash not recorded", e2)
         if ticks_diff(ticks_ms(), t0) > max_backoff_ms:
             delay = backoff_ms  # it had run well for a while: this is a new incident
         await sleep_ms(delay)
@@ -81,6 +109,7 @@ class Terminal:
             self.store.count(0), self.store.last_slot(0)))
         heapmon.milestone("store mounted")
         boots = self._open_state(st["state_path"])
+        self._open_counters(st["state_path"])
         self._open_events(st["state_path"], boots)
         self.channels = []
         self.bus = None
@@ -104,27 +133,39 @@ class Terminal:
         log.info(_TAG, "boot %d" % boots)
         return boots
 
+    def _open_counters(self, state_path):
+        """Persistent counters (docs/product.md "Counters"): this boot and its reset cause, CRC
+        failures the flash log's mount found, every slot the store takes."""
+        from firmware.store.counters import Counters, path_for
+
+        self.counters = c = Counters(path_for(state_path), self.cfg["counters"]["persist_s"])
+        fs = self.flashlog.stats
+        c.add("crc_errors", fs.get("bad_records", 0) + fs.get("bad_headers", 0))
+        cause = getattr(self.hal, "reset_cause", None)
+        c.boot(cause() if cause is not None else "power_on")
+        self.store.put_listeners.append(c.on_put)
+        set_crash_sink(self._task_crashed)
+
     def _open_events(self, state_path, boots):
         """The event log, and the one callable `self.event(code, detail)` every producer is
-        handed (docs/events.md). Records this boot and a flash-log repair done by the mount."""
-        from firmware.store.eventlog import EventLog
-
-        c = self.cfg["events"]
-        path = c["path"]
-        if not path:
-            i = state_path.rfind("/")
-            path = state_path[: i + 1] + "events"
-        cap = c["capacity"]
-        if cap < 1 or cap > 4096:  # two files of up to 96 KB each on the 1.5 MB vfs
-            log.error("config", "events.capacity = %d out of 1..4096; using 256" % cap)
-            cap = 256
-        self.events = EventLog(path, cap, self.clock, burst=c["burst"], refill_s=c["refill_s"])
-        self.events.mount()
-        self.event = self.events.record  # bound once: handed to every producer
+        handed (docs/events.md): the counters see each event first. Records this boot and a
+        flash-log repair done by the mount."""
+        self.events = open_event_log(self.cfg, state_path, self.clock)
+        self.event = self._event  # bound once: handed to every producer
         self.event(ev.POWER_UP, boots)
         torn = self.flashlog.stats.get("torn_sealed", 0)
         if torn:
             self.event(ev.FLASH_SEALED, torn)
+
+    def _event(self, code, detail=0):
+        counters = getattr(self, "counters", None)
+        if counters is not None:
+            counters.on_event(code, detail)
+        return self.events.record(code, detail)
+
+    def _task_crashed(self, name):
+        """A supervised task crashed (supervise): counted and recorded as TASK_CRASH."""
+        self.event(ev.TASK_CRASH, task_number(name))
 
     def _radio_config(self):
         """The radio section (the session's settings; secrets stay in the config)."""
@@ -479,9 +520,13 @@ class Terminal:
                         ch.on_event("recovered")  # radio back: check for gaps at once
             was_ready = ready
             self.clock.poll()  # a step held past clock.hold_max_s by a hanging capture
+            self.counters.poll()  # uptime; the file at most every counters.persist_s
             heapmon.daily(self.clock.now_t2k())
             if n % 60 == 0:
                 gc.collect()
+                if self.session is not None:  # the radio driver's checksum failures
+                    self.counters.track("crc_errors", "radio",
+                                        self.session.stats.get("bad_frames", 0))
                 self._log_status()
 
     def _log_status(self):
@@ -591,11 +636,45 @@ def _gc_early():
         gc.threshold(gc.mem_free() // 4)
 
 
+def open_event_log(cfg, state_path, clock):
+    """The event log of the events section (normal, safe and setup mode alike)."""
+    from firmware.store.eventlog import EventLog
+
+    c = cfg["events"]
+    path = c["path"]
+    if not path:
+        i = state_path.rfind("/")
+        path = state_path[: i + 1] + "events"
+    cap = c["capacity"]
+    if cap < 1 or cap > 4096:  # two files of up to 96 KB each on the 1.5 MB vfs
+        log.error("config", "events.capacity = %d out of 1..4096; using 256" % cap)
+        cap = 256
+    events = EventLog(path, cap, clock, burst=c["burst"], refill_s=c["refill_s"])
+    events.mount()
+    return events
+
+
 def main(board_path, config_path):
+    """The start-up decision (docs/product.md): count the boot, check the configuration, then
+    safe mode (boot loop), setup mode (configuration unusable, or asked for) or the normal run."""
+    from firmware.app import safeboot
+
     log.info("boot", "IoT-route wireless terminal starting")
-    cfg = cfgmod.load(config_path)
+    cfg = cfgmod.load(config_path)  # never raises: a broken file gives the defaults
+    state_path = cfg["store"]["state_path"]
+    n = safeboot.enter(safeboot.path_for(state_path))
     board = halmod.load_board(board_path)
+    problems = cfgmod.check(cfg, (board.get("network") or {}).get("kind"))
+    _unload("firmware.app.cfgcheck")  # used once at boot: its code and rules go (~10 KB on
+    _unload("firmware.app.credentials")  # the unix port; the web setup imports them again)
     hal = halmod.create(board, cfg)
+    sb = cfg["safeboot"]
+    why = safeboot.decide(sb["max_resets"], problems, cfgmod.SETUP)
+    if why:
+        log.error("safeboot", "%s (boot %d in a row not stable): metering and radio not "
+                  "started; setup page up, REPL with Ctrl-C" % (safeboot.WHY_TEXT[why], n))
+        asyncio.run(setup_mode(hal, cfg, why, problems, sb["stable_s"]))
+        return
     heapmon.enabled = cfg["terminal"]["heap_log"]
     heapmon.dump_map = heapmon.enabled and cfg["terminal"]["heap_map"]
     heapmon.milestone("imports")
@@ -604,9 +683,62 @@ def main(board_path, config_path):
     except halmod.FlashError as e:
         # A setup error (e.g. a stock partition table): no metering, but no reset loop either.
         log.error("flash", "%s: metering not started" % e)
-        asyncio.run(flash_unusable(hal, str(e)))
+        asyncio.run(_gather(flash_unusable(hal, str(e)), safeboot.stable_after(sb["stable_s"])))
         return
-    asyncio.run(terminal.run())
+    if problems:
+        terminal.event(ev.CONFIG_ERROR, len(problems))
+    del safeboot
+    asyncio.run(_gather(terminal.run(), _stable_then_unload(sb["stable_s"])))
+
+
+async def _gather(*coros):
+    await asyncio.gather(*coros)
+
+
+async def _stable_then_unload(stable_s):
+    """The boot is stable after stable_s: then safeboot's code and globals go (5 KB of heap from
+    .mpy; safeboot.clear() at the REPL imports it again, its file next to state.json)."""
+    from firmware.app import safeboot
+
+    await safeboot.stable_after(stable_s)
+    del safeboot
+    _unload("firmware.app.safeboot")
+
+
+async def setup_mode(hal, cfg, why, problems, stable_s):
+    """Safe or setup mode: no metering, no radio; the event log records why; the setup page
+    (firmware.app.web, when the build has it) runs beside a loop that feeds the watchdog and says
+    why every 10 minutes. A boot loop stays in safe mode until safeboot.clear(); the other
+    reasons count as a stable boot after stable_s (they are not a crash)."""
+    from firmware.app import safeboot
+
+    events = None
+    try:
+        events = open_event_log(cfg, cfg["store"]["state_path"], hal.clock)
+        events.record(ev.SAFE_MODE, why)
+        if problems:
+            events.record(ev.CONFIG_ERROR, len(problems))
+    except Exception as e:  # noqa: BLE001 - safe mode must come up without an event log
+        log.exc("safeboot", "event log not available", e)
+    tasks = [safeboot.hold(hal, why)]
+    if why != safeboot.WHY_BOOT_LOOP:
+        tasks.append(safeboot.stable_after(stable_s))
+    try:
+        from firmware.app.web import serve_setup
+    except ImportError:
+        log.warn("safeboot", "no setup page in this build: configure over the REPL (Ctrl-C)")
+    except Exception as e:  # noqa: BLE001 - e.g. out of memory: safe mode stays up without it
+        log.exc("safeboot", "setup page not available", e)
+    else:
+        tasks.append(_setup_page(serve_setup, hal, cfg, why, problems, events))
+    await asyncio.gather(*tasks)
+
+
+async def _setup_page(serve_setup, hal, cfg, why, problems, events):
+    try:
+        await serve_setup(hal, cfg, why, problems, events)
+    except Exception as e:  # noqa: BLE001 - the device stays in safe mode, REPL up
+        log.exc("safeboot", "setup page stopped", e)
 
 
 async def flash_unusable(hal, why):

@@ -17,6 +17,7 @@ _RTC_MAGIC = b"T2K1"  # RTC memory marker: the RTC holds a set time (smart meter
 _MIN_RTC_YEAR = const(2024)  # an RTC reading before this is a power-on default, never trusted
 _CONNECT_WAIT_MS = const(30000)  # the driver's own reconnect gets this long, then scan again
 _RESET_CAUSES = ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET")
+_CAUSE_NAMES = ("power_on", "hard", "watchdog", "deepsleep", "soft")  # counters: resets_<name>
 # Scanned security accepted for the join: WPA2 or better (names, not numbers: the values are
 # ESP-IDF's wifi_auth_mode_t and differ between IDF versions).
 _STRONG = ("SEC_WPA2", "SEC_WPA3", "SEC_WPA2_WPA3", "SEC_WPA3_EXT_PSK",
@@ -88,15 +89,28 @@ class Hal:
 
     # -- boot, calendar clock ----------------------------------------------------------------
 
-    def _log_reset_cause(self):
+    def _cause(self):
+        """(index in _RESET_CAUSES or -1, machine's value) of the last reset."""
         fn = getattr(machine, "reset_cause", None)
         if fn is None:
-            return
+            return -1, None
         cause = fn()
-        name = str(cause)
-        for n in _RESET_CAUSES:
-            if getattr(machine, n, None) == cause:
-                name = n
+        for i in range(len(_RESET_CAUSES)):
+            if getattr(machine, _RESET_CAUSES[i], None) == cause:
+                return i, cause
+        return -1, cause
+
+    def reset_cause(self):
+        """Why the chip last reset, as a short name for the counters (resets_<name>):
+        power_on, hard, watchdog, deepsleep, soft, or other."""
+        i = self._cause()[0]
+        return _CAUSE_NAMES[i] if i >= 0 else "other"
+
+    def _log_reset_cause(self):
+        i, cause = self._cause()
+        if i < 0 and cause is None:
+            return
+        name = _RESET_CAUSES[i] if i >= 0 else str(cause)
         (log.warn if name == "WDT_RESET" else log.info)("boot", "reset cause %s" % name)
 
     def _restore_rtc(self):

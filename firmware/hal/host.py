@@ -155,5 +155,9 @@ class Hal:
     def erase_nvs(self):
         return 0  # a PC has no NVS
 
+    def reset_cause(self):
+        """Every start of the host simulation is a power-on (counters: resets_power_on)."""
+        return "power_on"
+
     def reset(self):
         raise SystemExit(3)
