@@ -14,7 +14,13 @@ from firmware.hal.norflash import NorFlash
 from firmware.store.eventlog import EventLog
 from firmware.store.state import StateFile
 
-_DIR = "/tmp/test_app_factory"
+
+def _run_id():
+    # unique per interpreter: pytest-xdist runs this file's tests in several processes at once
+    return "".join("%02x" % b for b in os.urandom(4))
+
+
+_DIR = "/tmp/test_app_factory_%s" % _run_id()
 _PSK = "host-wipe-psk-3f9c1a"
 
 

@@ -8,7 +8,13 @@ import unittest
 from firmware import log
 from firmware.app import config, safeboot
 
-_DIR = "/tmp/test_app_safeboot"
+
+def _run_id():
+    # unique per interpreter: pytest-xdist runs this file's tests in several processes at once
+    return "".join("%02x" % b for b in os.urandom(4))
+
+
+_DIR = "/tmp/test_app_safeboot_%s" % _run_id()
 _PATH = _DIR + "/safeboot.json"
 
 

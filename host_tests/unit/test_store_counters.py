@@ -8,7 +8,13 @@ from firmware import log
 from firmware.compat import ticks_add
 from firmware.store.counters import Counters, path_for
 
-_PATH = "/tmp/test_store_counters.json"
+
+def _run_id():
+    # unique per interpreter: pytest-xdist runs this file's tests in several processes at once
+    return "".join("%02x" % b for b in os.urandom(4))
+
+
+_PATH = "/tmp/test_store_counters_%s.json" % _run_id()
 
 
 def _rm(p):
