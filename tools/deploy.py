@@ -119,9 +119,20 @@ def load_board(name, boards_dir=BOARDS_DIR):
     return path, board
 
 
-def _wpa2_psk_ok(psk):
-    return 8 <= len(psk) <= 63 or (len(psk) == 64 and all(c in "0123456789abcdefABCDEF"
-                                                          for c in psk))
+SETUP = 2  # firmware.app.config.SETUP (the firmware is imported only when a config is checked)
+
+
+def firmware_check(overrides, net_kind):
+    """config.check of the firmware over these overrides, its log lines silenced (they would
+    repeat the problems, which are returned as (severity, key, message))."""
+    from firmware import log
+    from firmware.app import config as fwcfg
+
+    log.set_sink(lambda line: None)
+    try:
+        return fwcfg.check(fwcfg.merge(overrides), net_kind)
+    finally:
+        log.set_sink(None)
 
 
 def check_config(path, board):
@@ -141,19 +152,17 @@ def check_config(path, board):
     for sect, values in cfg.items():
         if not isinstance(values, dict):
             raise DeployError("config %s: section %r must be an object" % (path, sect))
-    missing = []
-    radio = cfg.get("radio", {})
-    if not isinstance(radio.get("pana_password"), str) or not radio.get("pana_password"):
-        missing.append("radio.pana_password (the terminal cannot join the smart meter without it)")
-    if (board.get("network") or {}).get("kind") == "wifi":
-        lan = cfg.get("lan", {})
-        if not isinstance(lan.get("wifi_ssid"), str) or not lan.get("wifi_ssid"):
-            missing.append("lan.wifi_ssid (a Wi-Fi board)")
-        psk = lan.get("wifi_psk")
-        if not isinstance(psk, str) or not _wpa2_psk_ok(psk):
-            missing.append("lan.wifi_psk (a WPA2 passphrase of 8 to 63 characters)")
-    if missing:
-        raise DeployError("config %s lacks: %s" % (path, "; ".join(missing)))
+    # the firmware's own check (firmware/app/cfgcheck.py): what would put the device in setup
+    # mode is refused here; what it would only log (a default kept) is shown as a warning
+    problems = firmware_check(cfg, (board.get("network") or {}).get("kind"))
+    setup = [where + " " + msg for sev, where, msg in problems if sev == SETUP]
+    for sev, where, msg in problems:
+        if sev != SETUP:
+            print("deploy: warning: config %s: %s %s (the default is kept)" % (path, where, msg),
+                  file=sys.stderr)
+    if setup:
+        raise DeployError("config %s would start the device in setup mode: %s"
+                          % (path, "; ".join(setup)))
     return cfg
 
 

@@ -16,7 +16,7 @@ from tools import deploy
 
 REPO = deploy.REPO
 PSK = "wpa2-Secret-Passphrase-7731"
-PANA = "PANA-Secret-0143"
+PANA = "PanaSecret43"  # 12 letters and digits: the B-route format radio.credential_format checks
 ESP32_BOARDS = ["esp32-devkitc-wifi", "olimex-esp32-poe", "wt32-eth01"]
 PROBE_OK = "DEPLOY-PROBE|IoT-route wireless terminal with ESP32|524288|1|0"
 
@@ -127,6 +127,10 @@ BAD_CONFIGS = {
                          "radio.pana_password"),
     "no psk on wifi": ('{"radio": {"pana_password": "%s"}, "lan": {"wifi_ssid": "a"}}' % PANA,
                        "lan.wifi_psk"),
+    # the firmware's own configuration check (firmware/app/cfgcheck.py) decides
+    "credential format": ('{"radio": {"pana_password": "PANA-Secret-0143"}, "lan": {"wifi_ssid": '
+                          '"a", "wifi_psk": "%s"}}' % PSK, "would start the device in setup mode: "
+                          "radio.pana_password character 5 is not a letter or digit"),
     "psk too short": ('{"radio": {"pana_password": "%s"}, "lan": {"wifi_ssid": "a", '
                       '"wifi_psk": "Zq7#x"}}' % PANA, "lan.wifi_psk"),
 }
@@ -140,7 +144,7 @@ def test_refuses_unusable_configurations(case, tmp_path):
     rc, out, err = _dry("esp32-devkitc-wifi", path)
     assert rc == 2 and out == ""
     assert expected in err
-    for secret in (PSK, PANA, "Zq7#x"):
+    for secret in (PSK, PANA, "Zq7#x", "PANA-Secret-0143"):
         assert secret not in err
 
 
