@@ -172,6 +172,13 @@ DEFAULTS = {
     # JSON API when enabled. Off in the field profile.
     "web": {
         "enabled": False,
+        # Setup page (firmware/app/setup.py): the setup access point's name ("" = IoT-terminal-
+        # and the last 4 hex digits of its MAC), its WPA2 key (secret; "" = a random 12-character
+        # key made at the first setup, kept in the state dir, shown on the serial console) and
+        # the page's TCP port.
+        "setup_ssid": "",
+        "setup_psk": "",
+        "setup_port": 80,
     },
     # MQTT telemetry with umqtt.simple (docs/product.md). Off in the field profile.
     "mqtt": {
@@ -186,7 +193,7 @@ DEFAULTS = {
 }
 
 SECRET_KEYS = ("wifi_psk", "pana_password", "route_b_id", "lls_password", "mgmt_password",
-               "mgmt_ek", "mgmt_ak", "reader_ek", "reader_ak")
+               "mgmt_ek", "mgmt_ak", "reader_ek", "reader_ak", "setup_psk")
 
 
 class ConfigError(ValueError):
