@@ -10,7 +10,7 @@ import json
 import os
 
 from firmware import log
-from firmware.app import credentials
+from firmware.app import credentials, heapmon
 from firmware.app.httpd import HttpServer
 from firmware.compat import const, sleep_ms, ticks_diff, ticks_ms
 
@@ -329,7 +329,9 @@ class Setup:
                          "id": _cred_ok("id", radio.get("route_b_id", ""), fmt),
                          "password": _cred_ok("password", radio.get("pana_password", ""), fmt)},
                 "credential_format": fmt}
-        await resp.send(200, json.dumps(body), _CT_JSON)
+        text = json.dumps(body)
+        heapmon.sample("setup request")  # the answer still referenced
+        await resp.send(200, text, _CT_JSON)
 
     async def scan(self, req, resp):
         if not self.wifi:
@@ -341,7 +343,9 @@ class Setup:
             log.warn(_TAG, "Wi-Fi scan failed: %s" % e)
             await resp.send(503, json.dumps({"error": "scan failed: %s" % e}), _CT_JSON)
             return
-        await resp.send(200, json.dumps({"networks": nets}), _CT_JSON)
+        text = json.dumps({"networks": nets})
+        heapmon.sample("setup request")
+        await resp.send(200, text, _CT_JSON)
 
     async def submit(self, req, resp):
         if self.state in ("joining", "joined", "saved"):
@@ -445,6 +449,9 @@ async def serve_setup(hal, cfg, why, problems, events, config_path):
     log.info(_TAG, "setup page on http://%s:%d/ (%s)" % (ip, srv.port,
                                                          WHY_TEXT.get(why, "setup mode")))
     task = _spawn(srv.run())
+    if heapmon.enabled:
+        await sleep_ms(0)
+        heapmon.milestone("setup page up")
     try:
         while True:
             hal.feed_watchdog()

@@ -71,7 +71,9 @@ class Chromium:
                 "--no-default-browser-check", "--disable-extensions", "--disable-sync",
                 "--disable-background-networking", "--disable-component-update",
                 "--disable-default-apps", "--no-proxy-server", "--mute-audio",
-                "--host-resolver-rules=MAP * ~NOTFOUND", "--window-size=%d,%d" % self.size,
+                # no name resolves: loopback addresses only
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.*",
+                "--window-size=%d,%d" % self.size,
                 "about:blank"]
 
         # bash puts the pipe ends on fds 3 and 4 (subprocess may use those numbers itself
