@@ -175,12 +175,12 @@ def _cred_ok(field, value, fmt):
 # -- the scan list --------------------------------------------------------------------------------
 
 def networks(scan):
-    """The scan as the page lists it: dicts, strongest first, at most MAX_NETS. A name that is
-    not UTF-8 (a Shift-JIS neighbour) or empty (hidden) cannot be stored in lan.wifi_ssid, so it
-    is shown but not selectable."""
-    rows = sorted(scan, key=lambda ap: -ap[2])[:MAX_NETS]
-    out = []
-    for ssid, bssid, rssi, sec, ok, why in rows:
+    """The scan as the page lists it: dicts, strongest first, at most MAX_NETS, one at a time
+    (the answer is streamed row by row). A name that is not UTF-8 (a Shift-JIS neighbour) or
+    empty (hidden) cannot be stored in lan.wifi_ssid, so it is shown but not selectable."""
+    scan.sort(key=lambda ap: -ap[2])
+    for i in range(min(len(scan), MAX_NETS)):
+        ssid, bssid, rssi, sec, ok, why = scan[i]
         try:
             name = bytes(ssid).decode()
         except UnicodeError:
@@ -189,10 +189,8 @@ def networks(scan):
                 ok, why = False, "the name is not UTF-8 text (cannot be stored in lan.wifi_ssid)"
         if name == "" and ok:
             ok, why = False, "hidden network (no name)"
-        out.append({"ssid": name, "ssid_hex": _hex(ssid), "bssid": _mac(bssid), "rssi": rssi,
-                    "sec": sec[4:] if sec.startswith("SEC_") else sec, "ok": ok,
-                    "why": why or ""})
-    return out
+        yield {"ssid": name, "ssid_hex": _hex(ssid), "bssid": _mac(bssid), "rssi": rssi,
+               "sec": sec[4:] if sec.startswith("SEC_") else sec, "ok": ok, "why": why or ""}
 
 
 def _hex(b):
@@ -338,14 +336,18 @@ class Setup:
             await resp.send(200, '{"networks": []}', _CT_JSON)
             return
         try:
-            nets = networks(self.hal.wifi_scan())
+            scan = self.hal.wifi_scan()
         except OSError as e:
             log.warn(_TAG, "Wi-Fi scan failed: %s" % e)
             await resp.send(503, json.dumps({"error": "scan failed: %s" % e}), _CT_JSON)
             return
-        text = json.dumps({"networks": nets})
-        heapmon.sample("setup request")
-        await resp.send(200, text, _CT_JSON)
+        await resp.start(200, _CT_JSON)
+        sep = '{"networks": ['
+        for row in networks(scan):
+            await resp.write(sep + json.dumps(row))
+            sep = ", "
+        heapmon.sample("setup request")  # the scan still referenced
+        await resp.write("]}" if sep == ", " else '{"networks": []}')
 
     async def submit(self, req, resp):
         if self.state in ("joining", "joined", "saved"):

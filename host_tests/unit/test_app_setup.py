@@ -164,7 +164,7 @@ class ScanPolicyTest(unittest.TestCase):
                 (b"", b"\x02\x00\x00\x00\x00\x03", -40, "SEC_WPA2", True, None),
                 (b"old", b"\x02\x00\x00\x00\x00\x04", -50, "SEC_WPA", False,
                  why_not("SEC_WPA"))]
-        rows = setup.networks(scan)
+        rows = list(setup.networks(scan))
         self.assertEqual([r["bssid"][-2:] for r in rows], ["02", "03", "04", "01"])
         sj, hidden, old, home = rows
         self.assertEqual((sj["ssid"], sj["ssid_hex"], sj["ok"]), (None, "836583588367", False))
@@ -177,7 +177,7 @@ class ScanPolicyTest(unittest.TestCase):
 
     def test_networks_capped(self):
         scan = [(b"n%d" % i, bytes(6), -i, "SEC_WPA2", True, None) for i in range(60)]
-        rows = setup.networks(scan)
+        rows = list(setup.networks(scan))
         self.assertEqual(len(rows), setup.MAX_NETS)
         self.assertEqual(rows[0]["ssid"], "n0")
 
@@ -311,7 +311,7 @@ class Resp:
         self.status = status
 
     async def write(self, chunk):
-        self.body += bytes(chunk)
+        self.body += chunk.encode() if isinstance(chunk, str) else bytes(chunk)
 
 
 class HandlerTest(unittest.TestCase):
@@ -351,6 +351,8 @@ class HandlerTest(unittest.TestCase):
                                           "message": "has 0 characters"}])
         st, d = self.call(s.scan)
         self.assertEqual(d["networks"][0]["ssid"], "home")
+        self.hal.wifi_scan = lambda: []
+        self.assertEqual(self.call(s.scan), (200, {"networks": []}))
         st, page = self.call(s.page)
         self.assertEqual(st, 200)
         self.assertIn(b"/api/result", page)
