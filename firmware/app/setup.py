@@ -64,6 +64,14 @@ def _hexval(c):
     raise ValueError("not a hex digit")
 
 
+def _utf8(s):
+    try:
+        s.encode()
+        return True
+    except UnicodeError:
+        return False
+
+
 def parse_body(body):
     """(values, errors) of a POST body: application/x-www-form-urlencoded or a JSON object with
     the fields of FIELDS. values: field -> str; errors: field (or "form") -> message. Never
@@ -87,6 +95,8 @@ def parse_body(body):
                 errors["form"] = "the form has a field this page does not know"
             elif not isinstance(v, str):
                 errors[k] = "must be text"
+            elif not _utf8(v):
+                errors[k] = "is not UTF-8 text"  # a lone surrogate escape ("\udc00")
             else:
                 values[k] = v
         return values, errors
