@@ -25,6 +25,7 @@ MAX_NETS = const(24)  # networks listed by /api/scan, strongest first
 _JOIN_MS = const(30000)  # a trial join that has not succeeded by then failed
 _POLL_MS = const(500)
 _LINGER_MS = const(60000)  # the result stays readable this long, then the device restarts
+_RETRY_S = const(30)  # an access point or server that failed to start is tried again
 FIELDS = ("ssid", "psk", "id", "password")
 # firmware/app/safeboot.py WHY_* (docs/product.md): why the device is in setup mode
 WHY_TEXT = {1: "the device restarted too often in a short time (boot loop): metering is paused",
@@ -447,26 +448,53 @@ def _wifi_board(hal):
 
 async def serve_setup(hal, cfg, why, problems, events, config_path):
     """Setup mode: the setup access point and page until the device restarts with the new
-    configuration. events: the event sink (the caller records SAFE_MODE; nothing here yet)."""
+    configuration; the watchdog is fed meanwhile. An access point or server that cannot start
+    is logged and tried again every _RETRY_S seconds. events: the event sink (the caller records
+    SAFE_MODE; nothing here yet)."""
+    task = None
+    n = 0
+    try:
+        while True:
+            hal.feed_watchdog()
+            if (task is None or task.done()) and n % _RETRY_S == 0:
+                task = _start(hal, cfg, why, problems, config_path)
+                if task is not None and heapmon.enabled:
+                    await sleep_ms(0)
+                    heapmon.milestone("setup page up")
+            await sleep_ms(1000)
+            n += 1
+    finally:
+        if task is not None:
+            task.cancel()
+
+
+def _start(hal, cfg, why, problems, config_path):
+    """The access point and the server task, or None (logged) when they cannot start."""
     w = cfg["web"]
-    key, made = ap_key(cfg)
-    log.add_secret(key)
-    ssid, ip = hal.ap_start(w.get("setup_ssid", ""), key)
+    try:
+        key, made = ap_key(cfg)
+        log.add_secret(key)
+        ssid, ip = hal.ap_start(w.get("setup_ssid", ""), key)
+    except OSError as e:
+        log.error(_TAG, "setup access point could not start: %s" % e)
+        return None
     # The key goes to the serial console once per start of setup mode, never through the
     # logger (whose lines may be collected): whoever reads the console has the REPL anyway.
-    print("Setup access point: %s  key: %s%s" % (ssid, key,
-                                                 "  (new)" if made else ""))
+    if not _said_key:
+        _said_key.append(1)
+        print("Setup access point: %s  key: %s%s" % (ssid, key, "  (new)" if made else ""))
     setup = Setup(hal, cfg, why, problems, config_path, _wifi_board(hal))
     srv = setup.server(ip, w.get("setup_port", 80))
     log.info(_TAG, "setup page on http://%s:%d/ (%s)" % (ip, srv.port,
                                                          WHY_TEXT.get(why, "setup mode")))
-    task = _spawn(srv.run())
-    if heapmon.enabled:
-        await sleep_ms(0)
-        heapmon.milestone("setup page up")
+    return _spawn(_serve(srv))
+
+
+_said_key = []
+
+
+async def _serve(srv):
     try:
-        while True:
-            hal.feed_watchdog()
-            await sleep_ms(1000)
-    finally:
-        task.cancel()
+        await srv.run()
+    except OSError as e:
+        log.error(_TAG, "setup page could not listen on port %d: %s" % (srv.port, e))

@@ -427,3 +427,33 @@ class HandlerTest(unittest.TestCase):
         self.assertEqual(self.hal.joins, [])
         with open(self.path) as f:
             self.assertNotIn("lan", json.load(f))
+
+
+class ServeSetupTest(unittest.TestCase):
+    def test_an_access_point_that_cannot_start_is_logged_and_the_watchdog_fed(self):
+        from firmware.compat import wait_ms
+
+        class Hal:
+            board = {"network": {"kind": "wifi"}}
+            fed = 0
+
+            def ap_start(self, ssid, psk):
+                raise OSError("Wifi Invalid Password")
+
+            def feed_watchdog(self):
+                Hal.fed += 1
+
+        lines = []
+        log.set_sink(lines.append)
+        _mkdir(TMP)
+        cfg = merge({"store": {"state_path": TMP + "/state.json"}})
+        try:
+            asyncio.run(wait_ms(setup.serve_setup(Hal(), cfg, 2, [], None, TMP + "/c.json"),
+                                1500))
+        except asyncio.TimeoutError:
+            pass  # it runs until the device restarts: stopped here
+        finally:
+            log.set_sink(None)
+        self.assertIn("ERROR setup: setup access point could not start: Wifi Invalid Password",
+                      lines)
+        self.assertGreaterEqual(Hal.fed, 2)
