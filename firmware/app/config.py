@@ -175,10 +175,12 @@ DEFAULTS = {
         # Setup page (firmware/app/setup.py): the setup access point's name ("" = IoT-terminal-
         # and the last 4 hex digits of its MAC), its WPA2 key (secret; "" = a random 12-character
         # key made at the first setup, kept in the state dir, shown on the serial console) and
-        # the page's TCP port.
+        # the page's TCP port; after a successful setup the result stays readable this long,
+        # then the device restarts with the new configuration.
         "setup_ssid": "",
         "setup_psk": "",
         "setup_port": 80,
+        "setup_restart_s": 60,
     },
     # MQTT telemetry with umqtt.simple (docs/product.md). Off in the field profile.
     "mqtt": {

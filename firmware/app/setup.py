@@ -24,7 +24,6 @@ MAX_BODY = const(1024)  # the form: four fields of at most 64 characters, percen
 MAX_NETS = const(24)  # networks listed by /api/scan, strongest first
 _JOIN_MS = const(30000)  # a trial join that has not succeeded by then failed
 _POLL_MS = const(500)
-_LINGER_MS = const(60000)  # the result stays readable this long, then the device restarts
 _RETRY_S = const(30)  # an access point or server that failed to start is tried again
 FIELDS = ("ssid", "psk", "id", "password")
 # firmware/app/safeboot.py WHY_* (docs/product.md): why the device is in setup mode
@@ -302,7 +301,7 @@ class Setup:
         self.wifi = wifi
         self.state = "setup"
         self.detail = ""
-        self.restart_ms = _LINGER_MS
+        self.restart_ms = cfg["web"].get("setup_restart_s", 60) * 1000
         self._task = None
 
     def server(self, host, port):

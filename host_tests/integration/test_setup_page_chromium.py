@@ -16,12 +16,14 @@ import json
 import os
 import shutil
 import time
+import urllib.request
 
 import pytest
 from cdp_pipe import Chromium, find_chromium
+from loop_thread import LoopThread
 
 from firmware.app import credentials
-from tools.deployment import Deployment, build_host_mpy, wait_until
+from tools.deployment import PANA_PASSWORD, Deployment, build_host_mpy, default_heap, wait_until
 from tools.esp32sim import host as esp32sim
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,13 +39,14 @@ WRONG_PSK = "not-the-key-of-it"
 STEP_S = 20  # the longest any one step may take
 
 
-@pytest.fixture
-def device(monkeypatch):
+def _unconfigured(monkeypatch, heap, restart_s=60):
+    """A deployment on the esp32-sim board whose configuration lacks the Wi-Fi and Wi-SUN
+    credentials, started through setup_entry.py (the stand-in start-up decision)."""
     find_chromium()  # fails, naming the install step, before anything is started
-    dep = Deployment(board="esp32-sim", heap=HEAP, config_overrides={
+    dep = Deployment(board="esp32-sim", heap=heap, config_overrides={
         "lan": {"wifi_ssid": "", "wifi_psk": ""},
         "radio": {"pana_password": "", "route_b_id": ""},
-        "web": {"setup_port": PORT},
+        "web": {"setup_port": PORT, "setup_restart_s": restart_s},
         "terminal": {"heap_log": True},
     })
     dep.mpy_dir = build_host_mpy(os.path.join(dep.workdir, "mpy"))
@@ -55,12 +58,22 @@ def device(monkeypatch):
         return cmd, cwd, env
 
     monkeypatch.setattr(esp32sim, "firmware_command", with_setup_entry)
+    return dep
+
+
+def _setup_mode_up(dep):
+    assert wait_until(lambda: "setup page on http://" in dep.terminal_log(), STEP_S), \
+        dep.terminal_log()
+
+
+@pytest.fixture
+def device(monkeypatch):
+    dep = _unconfigured(monkeypatch, HEAP)
     mon = None
     try:
         dep.start_firmware()
         mon = esp32sim.WatchdogMonitor(dep).start()
-        assert wait_until(lambda: "setup page on http://" in dep.terminal_log(), STEP_S), \
-            dep.terminal_log()
+        _setup_mode_up(dep)
         yield dep, mon
     finally:
         if mon:
@@ -171,3 +184,58 @@ def test_setup_page_in_chromium_joins_wpa2_and_writes_the_configuration(device):
     for line in log.splitlines():
         if line.startswith("INFO heap: "):
             print(line)
+
+
+def _post(url, values):
+    req = urllib.request.Request(url + "api/setup", data=json.dumps(values).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=STEP_S) as r:
+        return json.load(r)
+
+
+def _get(url, path):
+    with urllib.request.urlopen(url + path, timeout=STEP_S) as r:
+        return json.load(r)
+
+
+def test_after_setup_the_device_restarts_into_the_normal_run_with_what_was_written(monkeypatch):
+    """The whole loop: setup mode, the values sent, joined, written, the device restarts
+    (machine.reset, as the watchdog monitor plays it) and runs normally: Wi-Fi joined with the
+    written key, the radio joined with the written Wi-SUN password (the module emulator checks
+    it), the setup access point down."""
+    # the normal run's heap: this boot ends in it (setup mode itself needs far less)
+    dep = _unconfigured(monkeypatch, "%dk" % (int(default_heap()[:-1]) + 24), restart_s=3)
+    loop = LoopThread()
+    mon = None
+    try:
+        loop.run(dep.start())  # the meter and module emulators, then the firmware
+        mon = esp32sim.WatchdogMonitor(dep).start()
+        _setup_mode_up(dep)
+        url = "http://%s:%d/" % (dep.terminal_ip, PORT)
+        assert _post(url, {"ssid": esp32sim.WIFI_SSID, "psk": esp32sim.WIFI_PSK, "id": GOOD_ID,
+                           "password": PANA_PASSWORD}) == {"ok": True, "state": "joining"}
+        assert wait_until(lambda: _get(url, "api/result")["state"] != "joining", STEP_S)
+        assert _get(url, "api/result") == {"state": "joined", "detail": dep.terminal_ip}
+        # the file is written before "joined" is shown. From here the device's config.json is
+        # its own, kept across the reset as on a device's filesystem (the deployment would
+        # write its own configuration again at the next start).
+        written = _config(dep)
+        dep.firmware_config = lambda: written
+        assert wait_until(lambda: all(x in dep.terminal_log() for x in (
+            "radio: ready", "lan: link up")), 3 * STEP_S), dep.terminal_log()
+        log = dep.terminal_log()
+        assert [c for c, _ in mon.resets] == ["SOFT"], log  # one restart: machine.reset()
+        after = log[log.index("restarting with the new configuration"):]
+        assert "IoT-route wireless terminal starting" in after
+        assert "lan: link up" in after
+        assert "setup page on" not in after
+        assert not _ap(dep)["active"]
+        for secret in (esp32sim.WIFI_PSK, GOOD_ID, PANA_PASSWORD):
+            assert secret not in log, secret
+    finally:
+        if mon:
+            mon.stop()
+        try:
+            loop.run(dep.stop())
+        finally:
+            loop.close()
