@@ -4,8 +4,9 @@
 # and on success the values merged into config.json and a restart into the normal run.
 #
 # Pure parts (form parsing, validation, the scan list, the config merge) take their input as
-# arguments and are unit-tested; serve_setup is the thin shell around them. No value of a secret
-# field is ever logged, echoed in an answer or kept beyond the join.
+# arguments and are unit-tested; serve_setup is the thin shell around them. No value of any
+# field is ever logged or echoed in an answer (the SSID only once it is accepted); accepted
+# secrets are registered with the logger before anything else runs.
 import json
 import os
 
