@@ -189,6 +189,15 @@ DEFAULTS = {
         "port": 80,
         "password": "",  # secret
         "bind": "",  # "" = the HAL's choice (host: lan.bind_ip; ESP32: every interface)
+        # Setup page (firmware/app/setup.py): the setup access point's name ("" = IoT-terminal-
+        # and the last 4 hex digits of its MAC), its WPA2 key (secret; "" = a random 12-character
+        # key made at the first setup, kept in the state dir, shown on the serial console) and
+        # the page's TCP port; after a successful setup the result stays readable this long,
+        # then the device restarts with the new configuration.
+        "setup_ssid": "",
+        "setup_psk": "",
+        "setup_port": 80,
+        "setup_restart_s": 60,
     },
     # MQTT telemetry with umqtt.simple (docs/product.md). Off in the field profile.
     "mqtt": {
@@ -206,7 +215,7 @@ DEFAULTS = {
 
 SECRET_KEYS = ("wifi_psk", "pana_password", "route_b_id", "lls_password", "mgmt_password",
                "mgmt_ek", "mgmt_ak", "reader_ek", "reader_ak",
-               "password")  # web.password
+               "password", "setup_psk")  # web.password, web.setup_psk
 
 
 class ConfigError(ValueError):

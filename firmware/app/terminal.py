@@ -673,7 +673,7 @@ def main(board_path, config_path):
     if why:
         log.error("safeboot", "%s (boot %d in a row not stable): metering and radio not "
                   "started; setup page up, REPL with Ctrl-C" % (safeboot.WHY_TEXT[why], n))
-        asyncio.run(setup_mode(hal, cfg, why, problems, sb["stable_s"]))
+        asyncio.run(setup_mode(hal, cfg, why, problems, sb["stable_s"], config_path))
         return
     heapmon.enabled = cfg["terminal"]["heap_log"]
     heapmon.dump_map = heapmon.enabled and cfg["terminal"]["heap_map"]
@@ -705,9 +705,9 @@ async def _stable_then_unload(stable_s):
     _unload("firmware.app.safeboot")
 
 
-async def setup_mode(hal, cfg, why, problems, stable_s):
+async def setup_mode(hal, cfg, why, problems, stable_s, config_path="config.json"):
     """Safe or setup mode: no metering, no radio; the event log records why; the setup page
-    (firmware.app.web, when the build has it) runs beside a loop that feeds the watchdog and says
+    (firmware.app.setup, when the build has it) runs beside a loop that feeds the watchdog and says
     why every 10 minutes. A boot loop stays in safe mode until safeboot.clear(); the other
     reasons count as a stable boot after stable_s (they are not a crash)."""
     from firmware.app import safeboot
@@ -724,19 +724,19 @@ async def setup_mode(hal, cfg, why, problems, stable_s):
     if why != safeboot.WHY_BOOT_LOOP:
         tasks.append(safeboot.stable_after(stable_s))
     try:
-        from firmware.app.web import serve_setup
+        from firmware.app.setup import serve_setup
     except ImportError:
         log.warn("safeboot", "no setup page in this build: configure over the REPL (Ctrl-C)")
     except Exception as e:  # noqa: BLE001 - e.g. out of memory: safe mode stays up without it
         log.exc("safeboot", "setup page not available", e)
     else:
-        tasks.append(_setup_page(serve_setup, hal, cfg, why, problems, events))
+        tasks.append(_setup_page(serve_setup, hal, cfg, why, problems, events, config_path))
     await asyncio.gather(*tasks)
 
 
-async def _setup_page(serve_setup, hal, cfg, why, problems, events):
+async def _setup_page(serve_setup, hal, cfg, why, problems, events, config_path):
     try:
-        await serve_setup(hal, cfg, why, problems, events)
+        await serve_setup(hal, cfg, why, problems, events, config_path)
     except Exception as e:  # noqa: BLE001 - the device stays in safe mode, REPL up
         log.exc("safeboot", "setup page stopped", e)
 

@@ -12,17 +12,17 @@ from firmware.compat import const, ticks_diff, ticks_ms
 from firmware.hal import FlashError
 from firmware.hal.clock import SOURCE_RTC, CalendarClock
 from firmware.hal.udp import UdpEndpoint
+from firmware.hal.wifipolicy import MIXED as _MIXED
+from firmware.hal.wifipolicy import STRONG as _STRONG
+from firmware.hal.wifipolicy import why_not
 
 _RTC_MAGIC = b"T2K1"  # RTC memory marker: the RTC holds a set time (smart meter, or NTP)
 _MIN_RTC_YEAR = const(2024)  # an RTC reading before this is a power-on default, never trusted
 _CONNECT_WAIT_MS = const(30000)  # the driver's own reconnect gets this long, then scan again
 _RESET_CAUSES = ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET")
 _CAUSE_NAMES = ("power_on", "hard", "watchdog", "deepsleep", "soft")  # counters: resets_<name>
-# Scanned security accepted for the join: WPA2 or better (names, not numbers: the values are
-# ESP-IDF's wifi_auth_mode_t and differ between IDF versions).
-_STRONG = ("SEC_WPA2", "SEC_WPA3", "SEC_WPA2_WPA3", "SEC_WPA3_EXT_PSK",
-           "SEC_WPA3_EXT_PSK_MIXED_MODE")
-_MIXED = "SEC_WPA_WPA2"
+# Scanned security accepted for the join: WPA2 or better (firmware/hal/wifipolicy.py; names, not
+# numbers: the values are ESP-IDF's wifi_auth_mode_t and differ between IDF versions).
 _SEC_NAMES = ("SEC_OPEN", "SEC_WEP", "SEC_WPA", "SEC_WPA2", "SEC_WPA_WPA2", "SEC_WPA2_ENT",
               "SEC_WPA3", "SEC_WPA2_WPA3", "SEC_WAPI", "SEC_OWE", "SEC_WPA3_ENT_192",
               "SEC_WPA3_EXT_PSK", "SEC_WPA3_EXT_PSK_MIXED_MODE", "SEC_DPP", "SEC_WPA3_ENT",
@@ -77,6 +77,8 @@ class Hal:
         self._connect_at = None  # ticks of connect(), or of the first "connecting" after a drop
         self._joined = False  # a connect() of ours is outstanding (the driver retries it)
         self._said = []  # one-time messages already logged
+        self._no_ap = False  # the last scan found no WPA2/WPA3 access point with our SSID
+        self._ap = None  # the setup access point (setup mode only)
         self._ssid = config["lan"]["wifi_ssid"].encode()  # scan() gives raw bytes
         self._log_reset_cause()
         self._restore_rtc()
@@ -191,16 +193,19 @@ class Hal:
             return False
         return True
 
-    def _wifi(self):
-        if not self._wifi_config_ok():
-            return False
-        lan = self.config["lan"]
+    def _sta(self):
         if self._nic is None:
             self._nic = network.WLAN(network.WLAN.IF_STA)
             self._nic.active(True)
             self._nic.config(pm=self._nic.PM_NONE)  # power save drops inbound unicast/multicast
             self._static_ip()
-        nic = self._nic
+        return self._nic
+
+    def _wifi(self):
+        if not self._wifi_config_ok():
+            return False
+        lan = self.config["lan"]
+        nic = self._sta()
         if nic.isconnected():
             self._connect_at = None
             return True
@@ -229,6 +234,7 @@ class Hal:
             log.warn("wifi", "scan failed: %s" % e)
             return False
         best = self._choose(scan, lan["wifi_allow_wpa_wpa2_mixed"])
+        self._no_ap = best is None
         if best is None:
             log.warn("wifi", "no WPA2/WPA3 access point with the configured SSID")
             return False
@@ -258,6 +264,82 @@ class Hal:
             if best is None or rssi > best[1]:
                 best = (bssid, rssi, sec)
         return best
+
+    # -- setup mode: the device's own access point, scan and trial join (firmware/app/setup.py) --
+
+    def ap_start(self, ssid, psk):
+        """Start the setup access point, WPA2-PSK with psk (8..63 characters); ssid "" = the
+        default name with the AP's MAC (so two devices set up side by side differ). The station
+        interface stays up next to it (AP+STA) for the scan and the trial join. Returns
+        (ssid, the AP's own address for the setup page)."""
+        ap = network.WLAN(network.WLAN.IF_AP)
+        ap.active(True)
+        if not ssid:
+            mac = ap.config("mac")
+            ssid = "IoT-terminal-%02X%02X" % (mac[4], mac[5])
+        # security = WPA2-PSK explicitly: an AP config without it is open on some IDF versions
+        ap.config(ssid=ssid, key=psk, security=network.WLAN.SEC_WPA2, max_clients=2)
+        self._ap = ap
+        log.info("wifi", "setup access point %s up (WPA2)" % ssid)
+        return ssid, ap.ifconfig()[0]
+
+    def ap_stop(self):
+        if self._ap is not None:
+            self._ap.active(False)
+            self._ap = None
+
+    def wifi_scan(self):
+        """The networks in range: a list of (ssid bytes, bssid bytes, rssi, security name,
+        selectable, reason) where selectable is the join policy (wifi_security_ok) and reason
+        (None when selectable) says why not."""
+        mixed = self.config["lan"]["wifi_allow_wpa_wpa2_mixed"]
+        out = []
+        for ap in self._sta().scan():
+            sec = ap[4]
+            name = sec_name(sec)
+            ok = wifi_security_ok(sec, mixed)
+            out.append((bytes(ap[0]), bytes(ap[1]), ap[3], name, ok,
+                        None if ok else why_not(name, mixed)))
+        return out
+
+    def station_join(self, ssid, psk):
+        """Start joining ssid with psk by the normal join policy (lan_up); the caller polls
+        station_result(). The values replace lan.wifi_ssid/wifi_psk of the running config."""
+        self.station_stop()
+        lan = self.config["lan"]
+        lan["wifi_ssid"] = ssid
+        lan["wifi_psk"] = psk
+        self._ssid = ssid.encode()
+        self._said = []
+        self._no_ap = False
+        self.lan_up()
+
+    def station_result(self):
+        """("joining", ""), ("joined", our address) or ("failed", why)."""
+        nic = self._sta()
+        st = nic.status()
+        # a definite refusal first: lan_up() would disconnect and try again
+        if st == getattr(network, "STAT_WRONG_PASSWORD", -2):
+            return "failed", "the access point refused the key (wrong PSK)"
+        if st == getattr(network, "STAT_NO_AP_FOUND_IN_AUTHMODE_THRESHOLD", -2):
+            return "failed", "the access point offers less than WPA2"
+        if self.lan_up():
+            return "joined", self.lan_ip()
+        if self._no_ap:
+            return "failed", "no WPA2/WPA3 access point with this name in range"
+        if st == getattr(network, "STAT_NO_AP_FOUND", -2):
+            return "failed", "no access point with this name answered"
+        return "joining", ""
+
+    def station_stop(self):
+        """Stop a trial join (the driver would retry it for ever)."""
+        if self._nic is not None and self._joined:
+            try:
+                self._nic.disconnect()
+            except OSError:
+                pass
+        self._joined = False
+        self._connect_at = None
 
     def lan_ip(self):
         """Our IPv4 address once the link is up (DHCP or static)."""

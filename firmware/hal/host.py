@@ -111,6 +111,41 @@ class Hal:
         """Where the device's web server listens: the simulated terminal's own address."""
         return self.config["lan"]["bind_ip"]
 
+    # -- setup mode (firmware/app/setup.py): no access point on a PC ---------------------------
+
+    def ap_start(self, ssid, psk):
+        """No radio here: the setup page is served on lan.bind_ip."""
+        return ssid or "IoT-terminal-host", self.config["lan"]["bind_ip"]
+
+    def ap_stop(self):
+        pass
+
+    def wifi_scan(self):
+        """The board file's "wifi_scan" list (the simulation's neighbourhood): entries with
+        "ssid" (text) or "ssid_hex", "bssid" (12 hex digits), "rssi", "sec" (an ESP-IDF name);
+        the same tuples and policy as the ESP32 HAL."""
+        from firmware.hal.wifipolicy import why_not
+
+        mixed = self.config["lan"]["wifi_allow_wpa_wpa2_mixed"]
+        out = []
+        for ap in self.board.get("wifi_scan") or ():
+            ssid = ap["ssid"].encode() if "ssid" in ap else bytes.fromhex(ap["ssid_hex"])
+            why = why_not(ap.get("sec", "SEC_WPA2"), mixed)
+            out.append((ssid, bytes.fromhex(ap.get("bssid", "020000000000")),
+                        ap.get("rssi", -50), ap.get("sec", "SEC_WPA2"), why is None, why))
+        return out
+
+    def station_join(self, ssid, psk):
+        self.config["lan"]["wifi_ssid"] = ssid
+        self.config["lan"]["wifi_psk"] = psk
+
+    def station_result(self):
+        """The host's LAN is loopback: always joined."""
+        return "joined", self.lan_ip()
+
+    def station_stop(self):
+        pass
+
     def flash_region(self):
         """(first_block, n_blocks) of the interval log: from the config (store.*) on the host."""
         st = self.config["store"]

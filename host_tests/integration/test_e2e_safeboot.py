@@ -210,13 +210,13 @@ def test_setup_mode_runs_the_setup_page_with_why_problems_and_events(tmp_path, m
 
     calls = []
 
-    async def serve_setup(hal, cfg, why, problems, events):
+    async def serve_setup(hal, cfg, why, problems, events, config_path):
         calls.append((hal, cfg, why, problems, events))
         await asyncio.sleep(10)
 
-    web = types.ModuleType("firmware.app.web")
+    web = types.ModuleType("firmware.app.setup")
     web.serve_setup = serve_setup
-    monkeypatch.setitem(sys.modules, "firmware.app.web", web)
+    monkeypatch.setitem(sys.modules, "firmware.app.setup", web)
 
     class Hal:
         clock = CalendarClock()

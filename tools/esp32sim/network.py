@@ -14,6 +14,12 @@
 #                threshold is WPA2: WEP/WPA-only access points are not joined (reason 211).
 #   status()     STAT_GOT_IP when connected; NO_AP_FOUND*/WRONG_PASSWORD reasons as they are;
 #                STAT_IDLE after disconnect(); STAT_CONNECTING while a connection is requested.
+#   IF_AP        the device's own access point (setup mode): config(ssid/essid, key/password,
+#                security/authmode, max_clients, hidden, channel); a WPA2 key must be 8..63
+#                characters (ESP-IDF refuses others). Every change is recorded in <sim>/ap.json
+#                ({"active", "ssid", "key", "security": name}) so a test can check the AP it ran;
+#                ifconfig() gives the device's loopback address (sim.json "ip").
+import json
 import time
 
 import _sim
@@ -126,6 +132,48 @@ def _bytes(v):
     return v.encode() if isinstance(v, str) else bytes(v)
 
 
+class _Ap:
+    active = False
+    ssid = "ESP_513001"  # the port's default name: the AP's MAC
+    key = ""
+    security = 0  # SEC_OPEN until configured, as on the port
+    max_clients = 10
+
+
+def _sec_name(v):
+    for name, value in _SEC.items():
+        if value == v:
+            return name
+    return str(v)
+
+
+def _record_ap():
+    a = _Ap
+    _sim.write_atomic("ap.json", json.dumps({"active": a.active, "ssid": a.ssid, "key": a.key,
+                                             "security": _sec_name(a.security),
+                                             "max_clients": a.max_clients}))
+
+
+def _ap_config(kw):
+    a = _Ap
+    ssid, key, sec = a.ssid, a.key, a.security
+    for k, v in kw.items():
+        if k in ("ssid", "essid"):
+            ssid = _bytes(v)[:32].decode()
+        elif k in ("key", "password"):
+            key = _bytes(v)[:63].decode()
+        elif k in ("security", "authmode"):
+            sec = v
+        elif k == "max_clients":
+            a.max_clients = v
+        elif k not in ("hidden", "channel", "txpower", "mac", "protocol"):
+            raise ValueError("unknown config param")
+    if sec != 0 and not 8 <= len(key) <= 63:
+        raise OSError("Wifi Invalid Password")  # esp_wifi_set_config: ESP_ERR_WIFI_PASSWORD
+    a.ssid, a.key, a.security = ssid, key, sec
+    _record_ap()
+
+
 class WLAN:
     IF_STA = 0
     IF_AP = 1
@@ -140,7 +188,10 @@ class WLAN:
 
     def active(self, is_active=None):
         if self._if != 0:
-            return False
+            if is_active is not None:
+                _Ap.active = bool(is_active)
+                _record_ap()
+            return _Ap.active
         if is_active is None:
             return _Sta.active
         _Sta.active = bool(is_active)
@@ -223,6 +274,18 @@ class WLAN:
 
     def config(self, *args, **kw):
         s = _Sta
+        if self._if == 1:
+            if kw:
+                if not _Ap.active:
+                    raise OSError("Wifi Not Started")
+                return _ap_config(kw)
+            if args == ("mac",):
+                return b"\x24\x0a\xc4\x51\x30\x02"
+            if args and args[0] in ("ssid", "essid"):
+                return _Ap.ssid
+            if args and args[0] in ("security", "authmode"):
+                return _Ap.security
+            raise ValueError("unknown config param")
         if kw:
             for k, v in kw.items():
                 if k == "pm":
@@ -245,6 +308,9 @@ class WLAN:
         raise ValueError("unknown config param")
 
     def ifconfig(self, cfg=None):
+        if self._if == 1:
+            ip = _address() if _Ap.active else "0.0.0.0"
+            return (ip, "255.255.255.0", ip, ip)
         return _ifconfig(_Sta, cfg, _Sta.connected)
 
     def ipconfig(self, *args, **kw):

@@ -1,0 +1,226 @@
+# The HAL's setup-mode calls (firmware/hal/esp32.py and host.py): the WPA2 setup access point,
+# the scan with the join policy's verdict and reason, and the trial join's result, with fake
+# `machine` / `network` / `esp32` modules as in test_hal.py.
+import sys
+import unittest
+
+from firmware.app.config import merge
+from firmware.hal.wifipolicy import why_not
+
+_SEC = (("SEC_OPEN", 0), ("SEC_WEP", 1), ("SEC_WPA", 2), ("SEC_WPA2", 3), ("SEC_WPA_WPA2", 4),
+        ("SEC_WPA2_ENT", 5), ("SEC_WPA3", 6), ("SEC_WPA2_WPA3", 7), ("SEC_WAPI", 8),
+        ("SEC_OWE", 9), ("SEC_WPA3_ENT_192", 10), ("SEC_WPA3_EXT_PSK", 11),
+        ("SEC_WPA3_EXT_PSK_MIXED_MODE", 12), ("SEC_DPP", 13))
+STAT_IDLE, STAT_CONNECTING, STAT_GOT_IP = 1000, 1001, 1010
+STAT_NO_AP_FOUND, STAT_WRONG_PASSWORD, STAT_THRESHOLD = 201, 202, 211
+SHIFT_JIS_SSID = b"\x83e\x83X\x83g"
+
+
+class _WLAN:
+    IF_STA = 0
+    IF_AP = 1
+    PM_NONE = 0
+    made = []
+
+    def __init__(self, iface=0):
+        self.iface = iface
+        self.on = False
+        self.cfg = {}
+        self.scans = []
+        self.state = STAT_IDLE
+        self.connected = False
+        self.connects = []
+        self.disconnects = 0
+        _WLAN.made.append(self)
+
+    def active(self, on=None):
+        if on is not None:
+            self.on = on
+        return self.on
+
+    def config(self, *a, **kw):
+        if a == ("mac",):
+            return b"\x24\x0a\xc4\x51\xab\xcd"
+        self.cfg.update(kw)
+
+    def scan(self):
+        return self.scans
+
+    def connect(self, ssid, key, bssid=None):
+        self.connects.append((ssid, key, bssid))
+        self.state = STAT_CONNECTING
+
+    def disconnect(self):
+        self.disconnects += 1
+        self.state = STAT_IDLE
+
+    def isconnected(self):
+        return self.connected
+
+    def status(self):
+        return self.state
+
+    def ifconfig(self, cfg=None):
+        return ("192.168.4.1" if self.iface else "192.168.1.20", "255.255.255.0", "", "")
+
+
+for _name, _v in _SEC:
+    setattr(_WLAN, _name, _v)
+
+
+class _Mod:
+    pass
+
+
+class _RTC:
+    def memory(self, data=None):
+        return b""
+
+    def datetime(self, t=None):
+        return (2000, 1, 1, 5, 0, 0, 0, 0)
+
+
+def _forget_hal_module():
+    import firmware.hal as pkg
+
+    sys.modules.pop("firmware.hal.esp32", None)
+    if "esp32" in pkg.__dict__:
+        del pkg.esp32
+
+
+class Esp32SetupTest(unittest.TestCase):
+    def setUp(self):
+        self.saved = {}
+        _WLAN.made = []
+        machine = _Mod()
+        machine.RTC = _RTC
+        machine.WDT = lambda id=0, timeout=5000: None
+        network = _Mod()
+        network.WLAN = _WLAN
+        network.STAT_IDLE, network.STAT_CONNECTING = STAT_IDLE, STAT_CONNECTING
+        network.STAT_GOT_IP, network.STAT_NO_AP_FOUND = STAT_GOT_IP, STAT_NO_AP_FOUND
+        network.STAT_WRONG_PASSWORD = STAT_WRONG_PASSWORD
+        network.STAT_NO_AP_FOUND_IN_AUTHMODE_THRESHOLD = STAT_THRESHOLD
+        esp32 = _Mod()
+        esp32.Partition = None
+        for name, mod in (("machine", machine), ("network", network), ("esp32", esp32)):
+            self.saved[name] = sys.modules.get(name)
+            sys.modules[name] = mod
+        _forget_hal_module()
+        from firmware import log
+        from firmware.hal import esp32 as hal_esp32
+
+        self.mod = hal_esp32
+        self.lines = []
+        log.set_sink(self.lines.append)
+
+    def tearDown(self):
+        from firmware import log
+
+        log.set_sink(None)
+        for name, mod in self.saved.items():
+            if mod is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = mod
+        _forget_hal_module()
+
+    def hal(self, **lan):
+        return self.mod.Hal({"hal": "esp32", "network": {"kind": "wifi"}}, merge({"lan": lan}))
+
+    def test_ap_is_wpa2_with_the_key_and_named_after_its_mac(self):
+        hal = self.hal()
+        ssid, ip = hal.ap_start("", "k3y-of-12chr")
+        ap = [w for w in _WLAN.made if w.iface == 1][0]
+        self.assertTrue(ap.on)
+        self.assertEqual(ap.cfg["security"], _WLAN.SEC_WPA2)
+        self.assertEqual(ap.cfg["key"], "k3y-of-12chr")
+        self.assertEqual((ssid, ap.cfg["ssid"], ip), ("IoT-terminal-ABCD", "IoT-terminal-ABCD",
+                                                      "192.168.4.1"))
+        self.assertEqual(hal.ap_start("my-setup", "k3y-of-12chr")[0], "my-setup")
+        hal.ap_stop()
+        self.assertFalse(_WLAN.made[-1].on)
+        self.assertNotIn("k3y-of-12chr", "\n".join(self.lines))
+
+    def test_scan_gives_the_policy_verdict_and_reason_with_raw_names(self):
+        hal = self.hal()
+        hal._sta().scans = [
+            (b"home", b"\x01" * 6, 1, -60, _WLAN.SEC_WPA2, False),
+            (b"home", b"\x02" * 6, 1, -40, _WLAN.SEC_WPA, False),
+            (SHIFT_JIS_SSID, b"\x03" * 6, 6, -50, _WLAN.SEC_WPA2_WPA3, False),
+            (b"cafe", b"\x04" * 6, 11, -70, _WLAN.SEC_OPEN, False),
+            (b"mix", b"\x05" * 6, 11, -70, _WLAN.SEC_WPA_WPA2, False),
+            (b"corp", b"\x06" * 6, 11, -70, _WLAN.SEC_WPA2_ENT, False),
+        ]
+        got = hal.wifi_scan()
+        self.assertEqual(got, [
+            (b"home", b"\x01" * 6, -60, "SEC_WPA2", True, None),
+            (b"home", b"\x02" * 6, -40, "SEC_WPA", False, "WPA (TKIP) is below WPA2"),
+            (SHIFT_JIS_SSID, b"\x03" * 6, -50, "SEC_WPA2_WPA3", True, None),
+            (b"cafe", b"\x04" * 6, -70, "SEC_OPEN", False, "open network (no encryption)"),
+            (b"mix", b"\x05" * 6, -70, "SEC_WPA_WPA2", False, why_not("SEC_WPA_WPA2")),
+            (b"corp", b"\x06" * 6, -70, "SEC_WPA2_ENT", False, why_not("SEC_WPA2_ENT")),
+        ])
+        mixed = self.hal(wifi_allow_wpa_wpa2_mixed=True)
+        mixed._sta().scans = [(b"mix", b"\x05" * 6, 11, -70, _WLAN.SEC_WPA_WPA2, False)]
+        self.assertEqual(mixed.wifi_scan()[0][4:], (True, None))
+
+    def test_policy_names_agree_with_the_join_check(self):
+        for name, value in _SEC:
+            for mixed in (False, True):
+                self.assertEqual(self.mod.wifi_security_ok(value, mixed),
+                                 why_not(name, mixed) is None, (name, mixed))
+
+    def test_trial_join_joins_the_wpa2_bssid_and_reports_joined(self):
+        hal = self.hal()
+        nic = hal._sta()
+        nic.scans = [(b"home", b"\x01" * 6, 1, -60, _WLAN.SEC_WPA2, False),
+                     (b"home", b"\x02" * 6, 1, -40, _WLAN.SEC_WPA, False)]
+        hal.station_join("home", "correct horse")
+        self.assertEqual(nic.connects, [("home", "correct horse", b"\x01" * 6)])
+        self.assertEqual(hal.station_result(), ("joining", ""))
+        nic.connected = True
+        nic.state = STAT_GOT_IP
+        self.assertEqual(hal.station_result(), ("joined", "192.168.1.20"))
+        self.assertEqual(hal.config["lan"]["wifi_ssid"], "home")
+
+    def test_trial_join_failures_say_why(self):
+        hal = self.hal()
+        nic = hal._sta()
+        nic.scans = [(b"home", b"\x02" * 6, 1, -40, _WLAN.SEC_WPA, False)]
+        hal.station_join("home", "correct horse")
+        self.assertEqual(nic.connects, [])  # only a WPA AP of that name: never asked
+        self.assertEqual(hal.station_result(),
+                         ("failed", "no WPA2/WPA3 access point with this name in range"))
+        nic.scans = [(b"home", b"\x01" * 6, 1, -60, _WLAN.SEC_WPA2, False)]
+        hal.station_join("home", "wrong key!")
+        nic.state = STAT_WRONG_PASSWORD
+        self.assertEqual(hal.station_result(),
+                         ("failed", "the access point refused the key (wrong PSK)"))
+        n = len(nic.connects)
+        hal.station_stop()
+        self.assertEqual(nic.disconnects, 1)  # the refused join stopped (the first never began)
+        self.assertEqual(len(nic.connects), n)  # a refusal is not retried behind our back
+        nic.state = STAT_THRESHOLD
+        self.assertEqual(hal.station_result(),
+                         ("failed", "the access point offers less than WPA2"))
+        text = "\n".join(self.lines)
+        self.assertNotIn("correct horse", text)
+        self.assertNotIn("wrong key!", text)
+
+
+class HostSetupTest(unittest.TestCase):
+    def test_host_scan_from_the_board_file_with_the_same_policy(self):
+        from firmware.hal import host
+
+        board = {"hal": "host", "wifi_scan": [
+            {"ssid": "home", "sec": "SEC_WPA3", "rssi": -45, "bssid": "020000000001"},
+            {"ssid_hex": "836583588367", "sec": "SEC_WEP"}]}
+        hal = host.Hal(board, merge({"lan": {"bind_ip": "127.0.0.9"}}))
+        self.assertEqual(hal.wifi_scan(), [
+            (b"home", b"\x02\x00\x00\x00\x00\x01", -45, "SEC_WPA3", True, None),
+            (SHIFT_JIS_SSID, b"\x02\x00\x00\x00\x00\x00", -50, "SEC_WEP", False,
+             "WEP (broken encryption) is below WPA2")])
+        self.assertEqual(hal.ap_start("", "whatever-key"), ("IoT-terminal-host", "127.0.0.9"))
+        hal.station_join("home", "correct horse")
+        self.assertEqual(hal.station_result(), ("joined", "127.0.0.9"))
