@@ -263,10 +263,11 @@ class Deployment:
                 cwd = ROOT
             else:
                 cwd = self.mpy_dir or build_host_mpy()
-            env = dict(os.environ, MICROPYPATH=".:.frozen")
+            # lib/: third-party modules (umqtt.simple, tools/fetch_lib.py), /lib on the device
+            env = dict(os.environ, MICROPYPATH=".:.frozen:" + os.path.join(ROOT, "lib"))
         else:
             cmd = [sys.executable, "main.py"]
-            env = dict(os.environ, PYTHONPATH=ROOT)
+            env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.path.join(ROOT, "lib"))
             cwd = ROOT
         if self.board != "esp32-sim":
             cmd += ["--board", board_path, "--config", cfg_path]

@@ -516,6 +516,7 @@ class Terminal:
         self._build_radio()
         heapmon.milestone("radio and COSEM built")
         self._build_meter()  # before any task runs; its socket comes with the LAN
+        self._build_telemetry()
         self._forget_build_config()
         heapmon.milestone("meter side built")
         heapmon.modules()
@@ -528,7 +529,35 @@ class Terminal:
             supervise("meters", self.meter_side),
             *([supervise("push", self._push)] if self.pusher is not None else []),
             *([supervise("ntp", self._ntp)] if self.cfg["clock"]["ntp"] else []),
+            *([supervise("mqtt", self.telemetry.run)] if self.telemetry is not None else []),
         )
+
+    # -- MQTT telemetry (docs/product.md "MQTT telemetry") ------------------------------------
+
+    def _build_telemetry(self):
+        """mqtt.enabled: the telemetry task's queue listens to the store from now on (built
+        before any task runs, and before the dlms section is dropped: the client id is made of
+        the logical device name)."""
+        self.telemetry = None
+        if not self.cfg["mqtt"]["enabled"]:
+            return
+        from firmware.app.telemetry import Telemetry
+
+        try:
+            from firmware.app import status
+        except ImportError:  # no status module in this build: the minute status line's values
+            status = None
+        if status is not None:
+            status_fn = lambda: status.summary(self)  # noqa: E731
+        else:
+            status_fn = self._basic_status
+        self.telemetry = Telemetry(self, self.cfg["mqtt"], status_fn)
+        heapmon.milestone("telemetry built")
+
+    def _basic_status(self):
+        return {"stored": sum(ch.poller.stats["stored"] for ch in self.channels),
+                "radio": self.session.state if self.session else "-",
+                "clock": self.clock_status()}
 
     async def _ntp(self):
         from firmware.app.ntp import NtpSource
