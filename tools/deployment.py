@@ -61,6 +61,8 @@ HEAP_MARGIN_KB = 32
 # .mpy, management keys configured): 337,344 bytes without push, 361,696 with push (scheduler,
 # encoder, IC 40 object and the bytecode of cosem/push.py and app/push.py): +23.8 KB, rounded up.
 PUSH_HEAP_KB = 28
+# MQTT telemetry (mqtt.enabled) likewise: telemetry, client, umqtt.simple (docs/memory.md).
+MQTT_HEAP_KB = 48
 
 
 def default_heap(meters=1, push=False):

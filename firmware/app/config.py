@@ -190,7 +190,9 @@ DEFAULTS = {
         "backoff": [2, 300],  # reconnect: first wait, doubling up to the cap (seconds)
         "ha_discovery": False,  # Home Assistant MQTT discovery (retained config messages)
         "ha_prefix": "homeassistant",
-        "persist_every": 1,  # cursor advanced this many slots -> one state file write
+        # floor advanced this many slots -> one state file write (a power cut sends up to
+        # persist_every - 1 slots per meter again)
+        "persist_every": 8,
         "backlog_slots": 2208,  # bitmap of backfilled slots below the cursor (46 days)
     },
     "events": {

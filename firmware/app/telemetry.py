@@ -46,6 +46,20 @@ class SlotQueue(PushScheduler):
         else:
             PushScheduler.__init__(self, views, None, None, None, c, state, event, tag=_TAG)
 
+    def _next(self, m):
+        """Oldest first: the backfilled slots below the cursor, then the stored slots above it
+        (the push sends the newest slot ahead of a backlog and remembers a few of those; an MQTT
+        backlog drains in seconds, and a remembered list that overflows sends slots twice)."""
+        self._ahead = False
+        while m.nbits:
+            s = self._lowest_bit(m)
+            if s is None:
+                break
+            for row in m.view.rows(s, s):
+                return row
+            self._clear_bit(m, s)  # gone from the store (ring wrapped): nothing to send
+        return self._first_above(m)
+
     def next(self):
         """(meter, row) to publish, or None; the same until done() (a failed publish retries
         the same slot)."""
