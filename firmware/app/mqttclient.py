@@ -89,6 +89,8 @@ class _Sock:
             buf = memoryview(buf)[:n]
         if IS_MICROPYTHON:
             return self.io.write(buf)
+        if isinstance(buf, str):  # umqtt.simple writes topics and ids as str
+            buf = buf.encode()
         self.io.sendall(buf)
         return len(buf)
 
