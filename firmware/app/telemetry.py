@@ -139,6 +139,21 @@ def device_name(cfg, full_cfg):
     return "iot-terminal-" + topic_name(d.get("ldn", "") or "0")
 
 
+def ca_der(data):
+    """The first certificate of a PEM file as DER (MicroPython's mbedtls builds may lack the PEM
+    parser); DER as it is."""
+    begin = data.find(b"-----BEGIN CERTIFICATE-----")
+    if begin < 0:
+        return data
+    end = data.find(b"-----END CERTIFICATE-----", begin)
+    if end < 0:
+        raise ValueError("mqtt.ca_file: PEM certificate without its END line")
+    from binascii import a2b_base64
+
+    body = data[begin + 27:end].replace(b"\r", b"").replace(b"\n", b"")
+    return a2b_base64(body)
+
+
 def tls_context(cfg):
     """SSLContext for mqtt.tls: the broker's certificate checked against mqtt.ca_file when given
     (else not checked: logged)."""
@@ -147,7 +162,8 @@ def tls_context(cfg):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if cfg["ca_file"]:
         ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cafile=cfg["ca_file"])
+        with open(cfg["ca_file"], "rb") as f:
+            ctx.load_verify_locations(cadata=ca_der(f.read()))
     else:
         ctx.check_hostname = False  # CPython: before CERT_NONE; an unused attribute on MicroPython
         ctx.verify_mode = ssl.CERT_NONE

@@ -171,6 +171,12 @@ class TestPayloads(unittest.TestCase):
         self.assertEqual(st["state_topic"], "pre/dev1/availability")
         self.assertEqual(st["json_attributes_topic"], "pre/dev1/status")
 
+    def test_ca_der(self):
+        pem = b"junk\n-----BEGIN CERTIFICATE-----\nAAEC\r\nAw==\n-----END CERTIFICATE-----\n"
+        self.assertEqual(tm.ca_der(pem), b"\x00\x01\x02\x03")
+        self.assertEqual(tm.ca_der(b"\x30\x82\x01"), b"\x30\x82\x01")  # DER as it is
+        self.assertRaises(ValueError, tm.ca_der, b"-----BEGIN CERTIFICATE-----\nAAEC\n")
+
     def test_device_name(self):
         self.assertEqual(tm.device_name(dict(tm.DEFAULTS), {"dlms": {"ldn": LDN}}), DEV)
         self.assertEqual(tm.device_name(dict(tm.DEFAULTS, client_id="x"), {"dlms": None}), "x")
