@@ -192,6 +192,7 @@ class Telemetry:
         c = dict(DEFAULTS)
         c.update(cfg or {})
         self.cfg = c
+        log.add_secret(c["password"])  # also when built without config.merge (it does too)
         self.status_fn = status_fn
         self.terminal = terminal
         full = terminal.cfg

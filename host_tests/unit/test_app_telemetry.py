@@ -270,6 +270,20 @@ class TestReconnect(unittest.TestCase):
                              or "mqtt: broker 127.0.0.1" in ln), 5)
         self.assertEqual(b.keys(), [(0, S0)])
 
+    def test_password_never_logged(self):
+        lines = []
+        log.set_sink(lines.append)
+        try:
+            t, term, b = make(user="u", password="Sekr1t-mqtt-pw")
+            put(term.store, S0)
+            b.connect_errors = [ValueError("bad auth for u/Sekr1t-mqtt-pw")]
+            self.assertTrue(run_until(t, lambda: len(b.slots()) >= 1))
+        finally:
+            log.set_sink(None)
+        text = "\n".join(lines)
+        self.assertIn("bad auth for u/***", text)
+        self.assertNotIn("Sekr1t", text)
+
     def test_back_off_doubles_to_the_cap(self):
         t, _term, b = make()
         t.backoff_ms = (1000, 4000)
