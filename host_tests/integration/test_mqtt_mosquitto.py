@@ -278,6 +278,17 @@ def test_tls_with_a_verified_broker(tmp_path):
         assert "mqtt: connected to %s" % host in d.terminal_log()
         assert "not checked" not in d.terminal_log()
         assert "Traceback" not in d.terminal_log()
+        # the firmware refuses the same broker when the configured CA did not sign it
+        d.stop_firmware()
+        d.overrides["mqtt"]["ca_file"] = other["ca"]
+        open(d.log_path, "w").close()
+        before = len(_slot_messages(col.snapshot()))
+        d.start_firmware()
+        assert wait_until(lambda: d.terminal_log().count("mqtt: broker %s" % host) >= 2, 30), \
+            d.terminal_log()[-3000:]
+        assert "mqtt: connected" not in d.terminal_log()
+        assert len(_slot_messages(col.snapshot())) == before
+        assert d.firmware_alive()
     finally:
         col.close()
         head.close()
