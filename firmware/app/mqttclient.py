@@ -31,6 +31,9 @@ if not IS_MICROPYTHON:  # host only: umqtt.simple imports MicroPython's names
 import umqtt.simple as _simple  # noqa: E402 - after the host aliases
 
 MQTTException = _simple.MQTTException
+# Linux and lwIP (ESP32) values; MicroPython's socket module does not name them
+_IPPROTO_TCP = getattr(socket, "IPPROTO_TCP", 6)
+_TCP_NODELAY = getattr(socket, "TCP_NODELAY", 1)
 _MAX_OPS = 16  # packets read while waiting for one PUBACK before giving up on the connection
 
 
@@ -48,6 +51,12 @@ class _Sock:
         self.hostname = hostname
         self.raw = socket.socket()
         self.raw.settimeout(timeout_s)
+        try:
+            # umqtt.simple writes a packet in pieces and then waits for the PUBACK: with Nagle
+            # the pieces after the first wait for the broker's delayed ACK (~40 ms a message)
+            self.raw.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
         self.io = self.raw
         self.blocking = True
 
