@@ -48,8 +48,12 @@ def _present(target, member_sha):
 
 
 def _get(url):
-    with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as r:
-        return r.read()
+    try:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as r:
+            return r.read()
+    except OSError as e:  # URLError, timeouts: say what failed and what to do
+        raise SystemExit("fetch_lib: cannot fetch %s (%s): PyPI must be reachable, or copy "
+                         "umqtt/simple.py into lib/ yourself" % (url, e))
 
 
 def _sdist_url(project, version, sha):
