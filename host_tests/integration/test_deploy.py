@@ -59,9 +59,13 @@ def test_dry_run_prints_every_step_in_order(board, config):
                for c in cmds)
     assert "machine.WDT(timeout=600000)" in out  # the probe re-times the terminal's watchdog
     assert "[only if the probe finds /firmware] $ " in out
-    assert cmds[2].endswith("cp boot.py main.py : + cp boards/%s.json :board.json + cp %s "
-                            ":config.json" % (board, config))
-    assert cmds[3].endswith("sha256sum :boot.py :main.py :board.json :config.json")
+    # lib/: the third-party modules tools/fetch_lib.py put there (umqtt.simple), when present
+    libs = [p.relative_to(REPO).as_posix() for p in deploy.lib_files()]
+    lib_cp = "+ cp -r build/deploy/%s/lib : " % board if libs else ""
+    assert cmds[2].endswith("cp boot.py main.py : %s+ cp boards/%s.json :board.json + cp %s "
+                            ":config.json" % (lib_cp, board, config))
+    assert cmds[3].endswith("sha256sum :boot.py :main.py %s:board.json :config.json"
+                            % "".join(":%s " % p for p in libs))
     expected = hashlib.sha256((REPO / "boards" / ("%s.json" % board)).read_bytes()).hexdigest()
     assert "expected %s  board.json" % expected in out
     # no PSRAM: the custom image, built from the board folder
@@ -260,7 +264,10 @@ def test_real_run_copies_verifies_and_resets(device, config, monkeypatch, capsys
     assert (dev / "board.json").read_bytes() == (REPO / "boards" / "wt32-eth01.json").read_bytes()
     assert (dev / "config.json").read_bytes() == config.read_bytes()
     assert (dev / "main.py").read_bytes() == (REPO / "main.py").read_bytes()
-    assert "all 4 files verified" in out and "deploy: done" in out
+    libs = deploy.lib_files()
+    for p in libs:  # lib/ (umqtt.simple, when fetched) copied as it is
+        assert (dev / p.relative_to(REPO)).read_bytes() == p.read_bytes()
+    assert "all %d files verified" % (4 + len(libs)) in out and "deploy: done" in out
     _no_secrets(out + err, config)
 
 
