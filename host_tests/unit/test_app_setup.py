@@ -337,7 +337,9 @@ class HandlerTest(unittest.TestCase):
 
     def make(self, results):
         self.hal = FakeHal(results)
-        s = setup.Setup(self.hal, merge({}), 2, [(2, "radio.route_b_id", "has 0 characters")],
+        # the state dir in TMP: a saved configuration clears the boot-loop count next to it
+        cfg = merge({"store": {"state_path": TMP + "/state.json"}})
+        s = setup.Setup(self.hal, cfg, 2, [(2, "radio.route_b_id", "has 0 characters")],
                         self.path, True)
         s.restart_ms = 0
         return s
@@ -386,8 +388,14 @@ class HandlerTest(unittest.TestCase):
         return asyncio.run(go())
 
     def test_joined_then_written_then_restart(self):
+        from firmware.app import safeboot
+
+        sb = safeboot.path_for(TMP + "/state.json")
+        for _ in range(5):  # a boot loop brought the device here
+            safeboot.enter(sb)
         s = self.make([("joining", ""), ("joined", "10.0.0.5")])
         resp = self.apply(s, self.body())
+        self.assertEqual(safeboot.enter(sb), 1)  # written: the count started again
         self.assertEqual(json.loads(resp.body), {"ok": True, "state": "joining"})
         self.assertEqual(self.hal.joins, [("home", GOOD_PSK)])
         self.assertEqual((s.state, s.detail), ("joined", "10.0.0.5"))
