@@ -11,6 +11,10 @@ firmware.min_heap_kb          smallest `micropython -X heapsize` (KB) at which t
                               logs a MemoryError fails even if a supervisor survived it). Unix
                               port, 64-bit objects, firmware imported from .mpy files
 firmware.min_heap_kb_4meters  the same with 4 meters (4 series, 4 full-profile audits)
+firmware.min_heap_kb_full     the same, 1 meter, with everything on (heap scenario's "full"
+                              profile: status page + JSON API read after every boundary, MQTT to a
+                              real mosquitto, push of every slot); _kb and the plain figures are
+                              the field profile (the defaults: web, MQTT and push off)
 firmware.import_heap_kb       heap taken by importing every firmware module the running terminal
                               imported (its own log lists them) from .mpy: what freezing keeps off
                               the ESP32's heap, apart from module dicts and function objects
@@ -134,13 +138,14 @@ def scenario_ok(r):
     return r["ok"] and "MemoryError" not in r["log"]
 
 
-async def _runs_at(heap_kb, meters, days, rate, runs=RUNS):
+async def _runs_at(heap_kb, meters, days, rate, runs=RUNS, profile="field"):
     from tools.heap_scenario import run_scenario
 
     async def one(k):
         try:
             return await run_scenario("%dk" % heap_kb, meters=meters, days=days, rate=rate,
-                                      seed=1 + k, out=lambda *a: None, fail_fast=True)
+                                      seed=1 + k, out=lambda *a: None, fail_fast=True,
+                                      profile=profile)
         except Exception as e:  # the terminal died before associating, etc.
             return {"ok": False, "log": "", "error": repr(e), "missing": -1}
 
@@ -149,7 +154,7 @@ async def _runs_at(heap_kb, meters, days, rate, runs=RUNS):
 
 
 def sweep(meters, start_kb, step_kb=8, fine_kb=4, days=2, rate=3600, floor_kb=64, log=print,
-          runs_at=None):
+          runs_at=None, profile="field"):
     """Smallest heap (KB) at which the scenario passes RUNS of RUNS runs and every larger size
     tested passes too: sizes are tested from `start_kb` downwards (coarse, then fine steps below
     the last passing size), and the search stops at the first size with any failing run, so no
@@ -158,14 +163,14 @@ def sweep(meters, start_kb, step_kb=8, fine_kb=4, days=2, rate=3600, floor_kb=64
     kept = []
     if runs_at is None:
         def runs_at(kb):
-            return asyncio.run(_runs_at(kb, meters, days, rate))
+            return asyncio.run(_runs_at(kb, meters, days, rate, profile=profile))
 
     def test(kb):
         rs = runs_at(kb)
         ok = [scenario_ok(r) for r in rs]
         table[kb] = sum(ok)
-        log("  %d meter(s), heap %d KB: %d/%d passed %s" % (
-            meters, kb, sum(ok), len(ok),
+        log("  %d meter(s), %s profile, heap %d KB: %d/%d passed %s" % (
+            meters, profile, kb, sum(ok), len(ok),
             "" if all(ok) else [(r.get("missing"), r.get("error", "MemoryError" in r["log"]))
                                 for r in rs]))
         if all(ok):
@@ -234,7 +239,8 @@ RETIRED = (
 )
 
 # Where each sweep starts (KB): a size known to pass, a few steps above the expected minimum.
-START_KB = {1: 412, 4: 456}
+START_KB = {(1, "field"): 412, (4, "field"): 456, (1, "full"): 480}
+SWEEPS = ((1, "field", ""), (4, "field", "_4meters"), (1, "full", "_full"))
 
 
 def main():
@@ -257,22 +263,22 @@ def main():
         results.update(dlms_bench.mp_security())
         results.update(twin_bench.measure())
         results.update(radio_bench.measure())
-    for meters, key in ((1, ""), (4, "_4meters")):
-        start = START_KB[meters]
-        print("heap sweep, %d meter(s), from %d KB down (%d runs per size) ..." % (meters, start,
-                                                                                  RUNS))
-        min_kb, table, runs = sweep(meters, start)
+    for meters, profile, key in SWEEPS:
+        start = START_KB[(meters, profile)]
+        print("heap sweep, %d meter(s), %s profile, from %d KB down (%d runs per size) ..."
+              % (meters, profile, start, RUNS))
+        min_kb, table, runs = sweep(meters, start, profile=profile)
         log_text = runs[-1]["log"]  # a passing run at the smallest passing size
         imp = import_heap_kb(modules_from_log(log_text))
         results["firmware.min_heap_kb" + key] = min_kb
         results["firmware.import_heap_kb" + key] = imp
         results["firmware.data_heap_kb" + key] = round(min_kb - imp, 1)
-        if meters == 1:
+        if key == "":
             floor = import_min_heap_kb(modules_from_log(log_text))
             results["firmware.import_min_heap_kb"] = floor
             results["firmware.data_heap_floor_kb"] = round(floor - imp, 1)
         results["firmware.sweep_sizes_tested" + key] = len(table)
-        if meters == 1:
+        if key == "":
             results.update(heap_table(runs[0]["log"]))
             per_slot = alloc_bytes_per_slot(runs[0]["log"])
             if per_slot is not None:
