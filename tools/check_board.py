@@ -66,6 +66,19 @@ MICROPYTHON_BUILTINS = {
     "array", "asyncio", "binascii", "collections", "cryptolib", "errno", "esp", "esp32", "gc",
     "hashlib", "io", "json", "machine", "math", "micropython", "network", "ntptime", "os",
     "random", "re", "select", "socket", "struct", "sys", "time", "vfs",
+    # ssl: micropython-lib's python-stdlib/ssl over the built-in tls, frozen by the port's
+    # manifest (bundle-networking) since v1.23
+    "ssl", "tls",
+}
+# A built-in module is also importable as u<name> (MicroPython strips the "u" when no module of
+# that name exists; built-ins only, not the frozen Python ones): third-party libraries use it.
+U_ALIASES = {"u" + m for m in ("array", "binascii", "collections", "errno", "hashlib", "io",
+                               "json", "os", "random", "re", "select", "socket", "struct", "sys",
+                               "time")}
+# Imports of a frozen third-party library that our use never reaches, with the reason.
+UNREACHED = {
+    ("lib/umqtt/simple.py", "ussl"): "only with ssl=True; firmware/app/mqttclient.py always "
+                                     "passes ssl=False and does TLS on the socket it hands over",
 }
 # Modules of the host only: named in the message when device code imports one.
 HOST_MODULES = {
@@ -613,7 +626,7 @@ def check_imports(rel, source, frozen, all_files, allowed_top, strip_asserts):
         if top != "firmware":
             if top in HOST_MODULES:
                 problems.append("%s:%d: imports %s, a host-only module" % (rel, lineno, mod))
-            elif top not in allowed_top:
+            elif top not in allowed_top and top not in U_ALIASES and (rel, top) not in UNREACHED:
                 problems.append("%s:%d: imports %s, neither a MicroPython built-in nor frozen"
                                 % (rel, lineno, mod))
             continue
@@ -661,15 +674,18 @@ def check_manifest(manifest_path, board_dir=BOARD_DIR, repo=REPO, mpy_cross=None
                         "_boot, inisetup, flashbdev are frozen there)")
     all_files = sorted(p.relative_to(repo).as_posix() for p in (repo / "firmware").rglob("*.py"))
     frozen = {}
+    names = {}  # frozen file -> the path its import name comes from
     for src, target, opt, _kind in m.files:
         try:
             rel = src.resolve().relative_to(repo).as_posix()
         except ValueError:
             problems.append("manifest: %s is outside this repository" % src)
             continue
-        if rel != target:
+        # a third-party library installed in lib/ (tools/fetch_lib.py) is frozen from there
+        if rel != target and rel != "lib/" + target:
             problems.append("manifest: %s is frozen as %s (import name would be %s)"
                             % (rel, target, _module_name(target)))
+        names[rel] = target
         if rel in host_only:
             problems.append("manifest: freezes host-only module %s" % rel)
         if opt is None:
@@ -687,7 +703,7 @@ def check_manifest(manifest_path, board_dir=BOARD_DIR, repo=REPO, mpy_cross=None
     for rel in sorted(frozen):
         if rel.startswith("firmware/"):
             continue
-        allowed_top.add(_module_name(rel).split(".")[0])  # another frozen library
+        allowed_top.add(_module_name(names.get(rel, rel)).split(".")[0])  # a frozen library
     mpy_cross = mpy_cross or mpy_cross_path()
     with tempfile.TemporaryDirectory() as tmp:
         for i, (rel, opt) in enumerate(sorted(frozen.items())):

@@ -30,3 +30,9 @@ def device_files(pkg_dir):
 # code); source line numbers stay, so tracebacks in the log name the line. -O3 would drop them to
 # save about 7 KB of the 4 MiB flash.
 package("firmware", files=device_files("../../firmware"), base_path="../..", opt=2)
+
+# umqtt.simple from micropython-lib, exactly the file the tests run (tools/fetch_lib.py puts the
+# sha256-pinned PyPI release in lib/: `make lib` before building the image), as micropython-lib's
+# own manifest freezes it (package "umqtt"). opt=0: its asserts check the broker's answers
+# (CONNACK, SUBACK) and must stay, as they are in the tests.
+package("umqtt", base_path="../../lib", opt=0)

@@ -354,19 +354,31 @@ _PW = st.text(alphabet="ABCDEFGHJKMNPQRSTUVWXYZabcdefghjkmnpqrstuvwxyz23456789\u
 _ID = st.text(alphabet="0123456789ABCDEFOl -:", min_size=30, max_size=34)
 
 
+def _fuzz_text(ident, pw, form):
+    return {"keyed": keyed(ident, pw), "lines": "%s\n%s" % (ident, pw),
+            "keyed-extra": keyed(ident, pw, "X:%s;" % pw),
+            "lines-extra": "%s\n%s\n%s" % (ident, pw, pw)}[form]
+
+
+def _error_of(text, fmt):
+    try:
+        provision.parse_credential(text, fmt)
+    except provision.ProvisionError as e:
+        return e.message
+    return ""
+
+
 @settings(max_examples=600, deadline=None)
 @given(_ID, _PW, st.sampled_from(["keyed", "lines", "keyed-extra", "lines-extra"]),
        st.sampled_from(provision.FORMATS))
 def test_fuzz_errors_never_quote_the_password(ident, pw, form, fmt):
-    text = {"keyed": keyed(ident, pw), "lines": "%s\n%s" % (ident, pw),
-            "keyed-extra": keyed(ident, pw, "X:%s;" % pw),
-            "lines-extra": "%s\n%s\n%s" % (ident, pw, pw)}[form]
-    try:
-        provision.parse_credential(text, fmt)
-    except provision.ProvisionError as e:
-        for part in (pw, pw.strip(), ident.strip()):
-            if len(part) >= 7:
-                assert part not in e.message
+    message = _error_of(_fuzz_text(ident, pw, form), fmt)
+    # the same input with the secrets blanked: text found there too is the message's own wording
+    # (a generated password such as "expecte" is part of "expected"), not a quoted secret
+    blank = _error_of(_fuzz_text("#" * len(ident), "#" * len(pw), form), fmt)
+    for part in (pw, pw.strip(), ident.strip()):
+        if len(part) >= 7 and part not in blank:
+            assert part not in message
 
 
 def credentials_ok(ident, pw, fmt):
