@@ -13,6 +13,7 @@ class Collector:
         import paho.mqtt.client as mqtt
 
         self.messages = []
+        self.redelivered = []  # copies the broker sent again (DUP set), not the publisher
         self.lock = threading.Lock()
         self.topics = topics
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -30,6 +31,8 @@ class Collector:
     def _on_message(self, _client, _userdata, msg):
         with self.lock:
             self.messages.append((msg.topic, bytes(msg.payload), msg.retain))
+            if msg.dup:  # the broker's redelivery to this subscriber (its PUBACK was lost)
+                self.redelivered.append((msg.topic, bytes(msg.payload)))
 
     def snapshot(self):
         with self.lock:

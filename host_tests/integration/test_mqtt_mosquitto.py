@@ -158,9 +158,19 @@ def test_store_and_forward_through_a_broker_outage(tmp_path):
         # broker went down may have reached it (and the subscriber) while its PUBACK never came
         # back: that slot, and only that one, is sent again after the reconnect, identical. So
         # at most one duplicated key per connection lost, with identical payloads; none else.
+        # The broker's own redeliveries to this subscriber (DUP set: mosquitto stopped before
+        # the subscriber's PUBACK reached it) are the subscriber side of QoS 1, not the terminal
+        # publishing twice: they are told apart and not counted.
         drops = log_text.count("mqtt: connection lost")
         assert 1 <= drops <= 2, log_text[-3000:]
-        dups = {k: v for k, v in by_key.items() if len(v) > 1}
+        again = {}
+        for topic, payload in col.redelivered:
+            if topic.endswith("/slot"):
+                m = json.loads(payload)
+                k = (m["meter"], m["slot"])
+                again[k] = again.get(k, 0) + 1
+        print("broker redeliveries to the subscriber: %d" % sum(again.values()))
+        dups = {k: v for k, v in by_key.items() if len(v) - again.get(k, 0) > 1}
         assert len(dups) <= drops, "published twice: %r" % sorted(dups)[:5]
         for k, v in dups.items():
             assert len(v) == 2 and v[0] == v[1], (k, v)
