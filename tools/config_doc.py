@@ -34,9 +34,8 @@ FORMATS = {
     "id": "32 hexadecimal digits (Wi-SUN authentication ID)",
     "password": "per radio.credential_format: broute = 12 letters and digits, free = 8..64 "
                 "printable ASCII",
-    "ssid": "1 to 32 bytes (UTF-8); checked on a Wi-Fi board",
-    "psk": "WPA2/WPA3 passphrase of 8 to 63 characters, or 64 hexadecimal digits; checked on a "
-           "Wi-Fi board; empty (an open network) is refused",
+    "ssid": "1 to 32 bytes (UTF-8)",
+    "psk": "WPA2/WPA3 passphrase of 8 to 63 characters, or 64 hexadecimal digits",
     "ldn": "16 printable ASCII characters",
     "obis": "OBIS code a.b.c.d.e.f (0..255 each)",
 }
@@ -116,6 +115,10 @@ def _rules():
         else:
             opt = arg.endswith("?")
             text = FORMATS[arg.rstrip("?")] + ("; or empty" if opt else "")
+            if key in ("wifi_ssid", "wifi_psk"):
+                # cfgcheck: only where the board's network is Wi-Fi; an empty PSK is an open net
+                text += "; checked on a Wi-Fi board" + (
+                    "; empty (an open network) is refused" if key == "wifi_psk" else "")
         out[(sect, key)] = (text, setup)
     return out
 

@@ -398,6 +398,17 @@ push.retries 0..255
 push.rate_per_min 1..60000
 push.burst 1..10000
 push.backlog_slots 0..100000
+web.port 1..65535
+web.bind ipv4?
+web.setup_psk psk?
+web.setup_port 1..65535
+web.setup_restart_s 1..3600
+mqtt.port 0..65535
+mqtt.status_every_s 10..86400
+mqtt.keepalive_s 0..65535
+mqtt.timeout_ms 100..60000
+mqtt.persist_every 1..1000
+mqtt.backlog_slots 0..100000
 push.persist_every 1..100000
 push.obis obis
 push.protect auto|none
