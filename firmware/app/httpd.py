@@ -18,7 +18,7 @@ _REQUEST_MS = const(5000)
 _MAX_CLIENTS = const(3)
 REASONS = {200: "OK", 204: "No Content", 303: "See Other", 400: "Bad Request",
            401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-           413: "Payload Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
+           413: "Payload Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 class HttpError(Exception):
@@ -29,7 +29,7 @@ class HttpError(Exception):
 
 
 class Request:
-    __slots__ = ("method", "path", "query", "body", "authorization", "length")
+    __slots__ = ("method", "path", "query", "body", "authorization", "length", "ctype")
 
     def __init__(self):
         self.method = ""
@@ -38,6 +38,7 @@ class Request:
         self.body = b""
         self.authorization = ""
         self.length = 0
+        self.ctype = ""  # Content-Type without parameters, lower case
 
     def arg(self, name, default=None):
         """A query-string argument (no percent-decoding: the API's arguments are plain)."""
@@ -209,6 +210,11 @@ class HttpServer:
                     req.length = int(value.strip())
                 except ValueError:
                     raise HttpError(400, "bad Content-Length")
+            elif name == b"content-type":
+                try:
+                    req.ctype = value.split(b";")[0].strip().lower().decode()
+                except UnicodeError:
+                    raise HttpError(400, "Content-Type is not text")
             elif name == b"authorization":
                 try:
                     req.authorization = value.strip().decode()

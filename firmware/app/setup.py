@@ -366,6 +366,14 @@ class Setup:
                 "form": "the device is busy with the values sent before (%s)" % self.state}}),
                 _CT_JSON)
             return
+        if req.ctype != "application/json":
+            # the page sends JSON; a form on another site the phone has open can only post
+            # urlencoded, multipart or text/plain without the browser asking first (CORS), and
+            # a text/plain body may well look like JSON: refused, nothing joined or written
+            await resp.send(415, json.dumps({"ok": False, "errors": {
+                "form": "send the values as application/json (as the setup page does)"}}),
+                _CT_JSON)
+            return
         values, errors = parse_body(req.body)
         updates, more = validate(values, self.cfg, self.wifi) if "form" not in errors \
             else ({}, {})

@@ -48,11 +48,13 @@ class _Resp:
 class _Req:
     def __init__(self, body):
         self.body = body
+        self.ctype = "application/json"  # as the page sends it (anything else: 415, not parsed)
 
 
 def _post(body):
     d = tempfile.mkdtemp(prefix="setup-fuzz-")
-    s = setup.Setup(_Hal(), merge({}), 2, [], os.path.join(d, "config.json"), True)
+    cfg = merge({"store": {"state_path": os.path.join(d, "state.json")}})
+    s = setup.Setup(_Hal(), cfg, 2, [], os.path.join(d, "config.json"), True)
     resp = _Resp()
 
     async def go():

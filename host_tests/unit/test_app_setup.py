@@ -303,8 +303,9 @@ class FakeHal:
 
 
 class Req:
-    def __init__(self, body=b""):
+    def __init__(self, body=b"", ctype="application/json"):
         self.body = body
+        self.ctype = ctype
 
 
 class Resp:
@@ -386,6 +387,15 @@ class HandlerTest(unittest.TestCase):
             return resp
 
         return asyncio.run(go())
+
+    def test_only_json_is_taken_a_cross_site_form_is_refused(self):
+        # an HTML form on another site can post text/plain that reads as JSON (CSRF)
+        s = self.make([("joined", "10.0.0.5")])
+        for ctype in ("text/plain", "application/x-www-form-urlencoded", ""):
+            resp = Resp()
+            asyncio.run(s.submit(Req(self.body(), ctype), resp))
+            self.assertEqual(resp.status, 415)
+        self.assertEqual((self.hal.joins, s.state), ([], "setup"))
 
     def test_joined_then_written_then_restart(self):
         from firmware.app import safeboot
