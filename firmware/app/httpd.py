@@ -18,7 +18,8 @@ _REQUEST_MS = const(5000)
 _MAX_CLIENTS = const(3)
 REASONS = {200: "OK", 204: "No Content", 303: "See Other", 400: "Bad Request",
            401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-           413: "Payload Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error", 503: "Service Unavailable"}
+           413: "Payload Too Large", 415: "Unsupported Media Type",
+           500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 class HttpError(Exception):
