@@ -88,8 +88,9 @@ def import_heap_kb(modules):
             raise SystemExit("not a module name in the terminal's log: %r" % m)
     with open(os.path.join(tree, "import_probe.py"), "w") as f:
         f.write(_import_probe(modules))
+    # lib/: umqtt.simple (tools/fetch_lib.py), imported by the full profile's terminal
     r = subprocess.run([find_micropython(), "-X", "heapsize=1024k", "import_probe.py"], cwd=tree,
-                       env=dict(os.environ, MICROPYPATH=".:.frozen"),
+                       env=dict(os.environ, MICROPYPATH=".:.frozen:" + os.path.join(ROOT, "lib")),
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         raise SystemExit("import probe failed: %s" % r.stderr[-2000:])
@@ -112,7 +113,8 @@ def import_min_heap_kb(modules, lo=128, hi=512):
 
     def ok(kb):
         r = subprocess.run([find_micropython(), "-X", "heapsize=%dk" % kb, "import_only.py"],
-                           cwd=tree, env=dict(os.environ, MICROPYPATH=".:.frozen"),
+                           cwd=tree, env=dict(os.environ, MICROPYPATH=".:.frozen:"
+                                              + os.path.join(ROOT, "lib")),
                            capture_output=True, text=True, timeout=60)
         return r.returncode == 0 and "imported" in r.stdout
 

@@ -54,7 +54,12 @@ SERVER_TITLE = "5858580000000001"  # the terminal's (the firmware's default dlms
 # the J11/SKSTACK drivers behind it, the session's gates and T108 ring, clock discipline and
 # commissioning: +21.9 KB of import heap (.mpy in RAM here, frozen on the device) and +6.1 KB of
 # data for 1 meter, +10.1 KB for 4 (docs/memory.md).
-MIN_HEAP_KB = {1: 392, 4: 440}
+# Issue 11 raised them to 416/460 (3 of 3 passed; 412 and 456 did not): safe boot, the
+# configuration check (run and unloaded at boot), the persistent counters, the larger config
+# schema and start-up decision: +17.3 KB of import heap (.mpy in RAM here, frozen on the device)
+# and +6.7 KB of data for 1 meter, +2.7 KB for 4 (docs/memory.md). The field profile: web, MQTT
+# and push off; everything on needs firmware.min_heap_kb_full.
+MIN_HEAP_KB = {1: 416, 4: 460}
 HEAP_MARGIN_KB = 32
 # Push (push.enabled) is not in the bench's heap scenario: a push-enabled deployment asks for this
 # much more. Measured live heap after start-up ("heap: after meter side built", 1 meter, host

@@ -119,6 +119,7 @@ class Terminal:
         self._radio_family = None  # set by _detect_radio (radio.family "auto")
         self.pusher = None  # PushScheduler when push.enabled
         self.telemetry = None  # Telemetry when mqtt.enabled (built in run())
+        self.web = None  # WebServer when web.enabled (built in run())
         # suite 0's protect(apdu_mv) -> bytes|memoryview for pushed APDUs (None = plain)
         self.push_protect = None
         self.meter_clock = None  # MeterClockKeeper when clock.set_meter (docs/clock.md section 6)
@@ -563,6 +564,7 @@ class Terminal:
         heapmon.milestone("radio and COSEM built")
         self._build_meter()  # before any task runs; its socket comes with the LAN
         self._build_telemetry()
+        self._build_web()
         self._forget_build_config()
         heapmon.milestone("meter side built")
         heapmon.modules()
@@ -575,15 +577,22 @@ class Terminal:
             supervise("meters", self.meter_side),
             *([supervise("push", self._push)] if self.pusher is not None else []),
             *([supervise("ntp", self._ntp)] if self.cfg["clock"]["ntp"] else []),
-            *([supervise("web", self._web)] if self.cfg["web"]["enabled"] else []),
+            *([supervise("web", self._web)] if self.web is not None else []),
             *([supervise("telemetry", self.telemetry.run)] if self.telemetry is not None else []),
         )
 
-    async def _web(self):
-        # status page and JSON API (docs/product.md): imported only when enabled
-        from firmware.app.web import WebServer
+    def _build_web(self):
+        """web.enabled: the status page and JSON API (docs/product.md), imported and built at
+        start-up with the rest (from .mpy an import later, in a heap cut up by traffic, leaves
+        holes); nothing is imported when it is off (the field profile)."""
+        self.web = None
+        if self.cfg["web"]["enabled"]:
+            from firmware.app.web import WebServer
 
-        await WebServer(self, self.cfg["web"]).run()
+            self.web = WebServer(self, self.cfg["web"])
+
+    async def _web(self):
+        await self.web.run()
 
     # -- MQTT telemetry (docs/product.md "MQTT telemetry") ------------------------------------
 
@@ -594,7 +603,10 @@ class Terminal:
         self.telemetry = None
         if not self.cfg["mqtt"]["enabled"]:
             return
-        from firmware.app import status
+        from firmware.app import (
+            mqttclient,  # noqa: F401 - loaded now, not at the first connect
+            status,
+        )
         from firmware.app.telemetry import Telemetry
 
         # the periodic status is the status page's summary (one definition of the values)
