@@ -29,8 +29,10 @@ from tools.esp32sim import host as esp32sim
 
 # The bench's minimum plus its margin and the management keys' cost (tools/deployment.py), plus
 # what the stand-in modules cost: they are imported from source (tools/esp32sim/*.py), so the
-# compiler runs on the heap.
-STAND_INS_KB = 24
+# compiler runs on the heap. Issue 11 raised it from 24: the network stand-in gained the setup
+# access point and scan details, and the ESP32 HAL its setup-mode and wipe methods (bytecode in
+# RAM from .mpy here, frozen on the device); 472 KB no longer held the day (MemoryError).
+STAND_INS_KB = 40
 HEAP = "%dk" % (MIN_HEAP_KB[1] + HEAP_MARGIN_KB + STAND_INS_KB)
 RATE = 1800  # 30 simulated minutes per real second: one day in 48 s
 SLOT = timeutil.SLOT_S
