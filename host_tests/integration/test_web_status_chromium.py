@@ -17,13 +17,13 @@ import time
 
 import pytest
 from chromium_cdp import Chromium, find_chromium
+from event_fakes import mounted, read_all
 from loop_thread import LoopThread
 
 from firmware import events as ev
 from firmware import timeutil, units
 from firmware.hal.norflash import NorFlash
 from firmware.store import record
-from firmware.store.eventlog import EventLog
 from firmware.store.flashlog import FlashLog
 from firmware.store.intervals import IntervalStore
 from tools.deployment import ROOT, Deployment, default_heap
@@ -105,17 +105,7 @@ class Snapshot:
         return IntervalStore(FlashLog(bdev, 0, 128), max_meters=1)
 
     def events(self):
-        lg = EventLog(os.path.join(self.dir, "events"), 256)
-        lg.mount()
-        c = lg.cursor()
-        out = []
-        while True:
-            e = lg.read(c)
-            if e is None:
-                break
-            out.append(e)
-        lg.close(c)
-        return out
+        return read_all(mounted(os.path.join(self.dir, "events"), 256))
 
     def remove(self):
         shutil.rmtree(self.dir, ignore_errors=True)
