@@ -2,19 +2,22 @@
 # WPA2+ policy, raw-byte SSIDs, the flash partition, the watchdog armed by boot.py) exercised with
 # fake `machine` / `network` / `esp32` modules.
 import json
-import sys
 import unittest
+
+from hal_fakes import (
+    SEC,
+    SHIFT_JIS_SSID,
+    STAT_CONNECTING,
+    STAT_GOT_IP,
+    STAT_IDLE,
+    STAT_NO_AP_FOUND,
+    Mod,
+    import_esp32_hal,
+    restore,
+)
 
 from firmware import timeutil
 from firmware.hal.udp import norm_addr
-
-# The v1.28 esp32 port's constants: security = ESP-IDF wifi_auth_mode_t, status = modnetwork
-_SEC = (("SEC_OPEN", 0), ("SEC_WEP", 1), ("SEC_WPA", 2), ("SEC_WPA2", 3), ("SEC_WPA_WPA2", 4),
-        ("SEC_WPA2_ENT", 5), ("SEC_WPA3", 6), ("SEC_WPA2_WPA3", 7), ("SEC_WAPI", 8),
-        ("SEC_OWE", 9), ("SEC_WPA3_ENT_192", 10), ("SEC_WPA3_EXT_PSK", 11),
-        ("SEC_WPA3_EXT_PSK_MIXED_MODE", 12), ("SEC_DPP", 13))
-STAT_IDLE, STAT_CONNECTING, STAT_GOT_IP, STAT_NO_AP_FOUND = 1000, 1001, 1010, 201
-SHIFT_JIS_SSID = b"\x83e\x83X\x83g"  # "テスト" in Shift-JIS: not UTF-8
 
 
 def _root():
@@ -93,7 +96,7 @@ class _FakeWLAN:
         return (self.ip, "255.255.255.0", "192.168.1.1", "192.168.1.1")
 
 
-for _name, _v in _SEC:
+for _name, _v in SEC:
     setattr(_FakeWLAN, _name, _v)
 
 
@@ -121,20 +124,6 @@ class _FakePartition:
         return None
 
 
-class _Mod:
-    pass
-
-
-def _forget_hal_module():
-    """Import firmware.hal.esp32 afresh against this test's fakes: drop it from sys.modules and
-    from its package (`from firmware.hal import esp32` would otherwise return the old module)."""
-    import firmware.hal as pkg
-
-    sys.modules.pop("firmware.hal.esp32", None)
-    if "esp32" in pkg.__dict__:
-        del pkg.esp32
-
-
 WIFI_BOARD = {"hal": "esp32", "network": {"kind": "wifi"}, "watchdog_ms": 30000,
               "flash": {"partition": "meterlog", "block_size": 4096, "first_block": 0,
                         "n_blocks": 128}}
@@ -142,28 +131,21 @@ WIFI_BOARD = {"hal": "esp32", "network": {"kind": "wifi"}, "watchdog_ms": 30000,
 
 class Esp32HalTest(unittest.TestCase):
     def setUp(self):
-        self.saved = {}
         self.rtc = _FakeRTC()
         self.wdts = []
-        machine = _Mod()
+        machine = Mod()
         machine.RTC = lambda: self.rtc
         machine.WDT = lambda id=0, timeout=5000: self.wdts.append(timeout)
         machine.PWRON_RESET, machine.WDT_RESET, machine.SOFT_RESET = 1, 3, 5
         machine.reset_cause = lambda: 3
-        network = _Mod()
+        network = Mod()
         network.WLAN = _FakeWLAN
         network.STAT_IDLE, network.STAT_CONNECTING = STAT_IDLE, STAT_CONNECTING
         network.STAT_GOT_IP, network.STAT_NO_AP_FOUND = STAT_GOT_IP, STAT_NO_AP_FOUND
-        esp32 = _Mod()
+        esp32 = Mod()
         esp32.Partition = _FakePartition
         _FakePartition.table = [_FakePartition("nvs", 6), _FakePartition("meterlog", 128)]
-        for name, mod in (("machine", machine), ("network", network), ("esp32", esp32)):
-            self.saved[name] = sys.modules.get(name)
-            sys.modules[name] = mod
-        _forget_hal_module()
-        from firmware.hal import esp32 as hal_esp32
-
-        self.hal_mod = hal_esp32
+        self.hal_mod, self.saved = import_esp32_hal(machine, network, esp32)
         self.lines = []
         from firmware import log
 
@@ -181,12 +163,7 @@ class Esp32HalTest(unittest.TestCase):
         from firmware import log
 
         log.set_sink(None)
-        for name, mod in self.saved.items():
-            if mod is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = mod
-        _forget_hal_module()
+        restore(self.saved)
 
     def wifi_hal(self, cfg=None):
         hal = self.hal_mod.Hal(WIFI_BOARD, cfg or self.cfg)

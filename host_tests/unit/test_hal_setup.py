@@ -1,19 +1,24 @@
 # The HAL's setup-mode calls (firmware/hal/esp32.py and host.py): the WPA2 setup access point,
 # the scan with the join policy's verdict and reason, and the trial join's result, with fake
 # `machine` / `network` / `esp32` modules as in test_hal.py.
-import sys
 import unittest
+
+from hal_fakes import (
+    SEC,
+    SHIFT_JIS_SSID,
+    STAT_CONNECTING,
+    STAT_GOT_IP,
+    STAT_IDLE,
+    STAT_NO_AP_FOUND,
+    STAT_THRESHOLD,
+    STAT_WRONG_PASSWORD,
+    Mod,
+    import_esp32_hal,
+    restore,
+)
 
 from firmware.app.config import merge
 from firmware.hal.wifipolicy import why_not
-
-_SEC = (("SEC_OPEN", 0), ("SEC_WEP", 1), ("SEC_WPA", 2), ("SEC_WPA2", 3), ("SEC_WPA_WPA2", 4),
-        ("SEC_WPA2_ENT", 5), ("SEC_WPA3", 6), ("SEC_WPA2_WPA3", 7), ("SEC_WAPI", 8),
-        ("SEC_OWE", 9), ("SEC_WPA3_ENT_192", 10), ("SEC_WPA3_EXT_PSK", 11),
-        ("SEC_WPA3_EXT_PSK_MIXED_MODE", 12), ("SEC_DPP", 13))
-STAT_IDLE, STAT_CONNECTING, STAT_GOT_IP = 1000, 1001, 1010
-STAT_NO_AP_FOUND, STAT_WRONG_PASSWORD, STAT_THRESHOLD = 201, 202, 211
-SHIFT_JIS_SSID = b"\x83e\x83X\x83g"
 
 
 class _WLAN:
@@ -64,12 +69,8 @@ class _WLAN:
         return ("192.168.4.1" if self.iface else "192.168.1.20", "255.255.255.0", "", "")
 
 
-for _name, _v in _SEC:
+for _name, _v in SEC:
     setattr(_WLAN, _name, _v)
-
-
-class _Mod:
-    pass
 
 
 class _RTC:
@@ -80,37 +81,23 @@ class _RTC:
         return (2000, 1, 1, 5, 0, 0, 0, 0)
 
 
-def _forget_hal_module():
-    import firmware.hal as pkg
-
-    sys.modules.pop("firmware.hal.esp32", None)
-    if "esp32" in pkg.__dict__:
-        del pkg.esp32
-
-
 class Esp32SetupTest(unittest.TestCase):
     def setUp(self):
-        self.saved = {}
         _WLAN.made = []
-        machine = _Mod()
+        machine = Mod()
         machine.RTC = _RTC
         machine.WDT = lambda id=0, timeout=5000: None
-        network = _Mod()
+        network = Mod()
         network.WLAN = _WLAN
         network.STAT_IDLE, network.STAT_CONNECTING = STAT_IDLE, STAT_CONNECTING
         network.STAT_GOT_IP, network.STAT_NO_AP_FOUND = STAT_GOT_IP, STAT_NO_AP_FOUND
         network.STAT_WRONG_PASSWORD = STAT_WRONG_PASSWORD
         network.STAT_NO_AP_FOUND_IN_AUTHMODE_THRESHOLD = STAT_THRESHOLD
-        esp32 = _Mod()
+        esp32 = Mod()
         esp32.Partition = None
-        for name, mod in (("machine", machine), ("network", network), ("esp32", esp32)):
-            self.saved[name] = sys.modules.get(name)
-            sys.modules[name] = mod
-        _forget_hal_module()
+        self.mod, self.saved = import_esp32_hal(machine, network, esp32)
         from firmware import log
-        from firmware.hal import esp32 as hal_esp32
 
-        self.mod = hal_esp32
         self.lines = []
         log.set_sink(self.lines.append)
 
@@ -118,12 +105,7 @@ class Esp32SetupTest(unittest.TestCase):
         from firmware import log
 
         log.set_sink(None)
-        for name, mod in self.saved.items():
-            if mod is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = mod
-        _forget_hal_module()
+        restore(self.saved)
 
     def hal(self, **lan):
         return self.mod.Hal({"hal": "esp32", "network": {"kind": "wifi"}}, merge({"lan": lan}))
@@ -166,7 +148,7 @@ class Esp32SetupTest(unittest.TestCase):
         self.assertEqual(mixed.wifi_scan()[0][4:], (True, None))
 
     def test_policy_names_agree_with_the_join_check(self):
-        for name, value in _SEC:
+        for name, value in SEC:
             for mixed in (False, True):
                 self.assertEqual(self.mod.wifi_security_ok(value, mixed),
                                  why_not(name, mixed) is None, (name, mixed))
