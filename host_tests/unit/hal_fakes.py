@@ -16,6 +16,16 @@ class Mod:
     """A fake module: attributes set by the test."""
 
 
+def network(wlan):
+    """A fake `network` module: the WLAN class given and the port's status constants."""
+    mod = Mod()
+    mod.WLAN = wlan
+    mod.STAT_IDLE, mod.STAT_CONNECTING, mod.STAT_GOT_IP = STAT_IDLE, STAT_CONNECTING, STAT_GOT_IP
+    mod.STAT_NO_AP_FOUND, mod.STAT_WRONG_PASSWORD = STAT_NO_AP_FOUND, STAT_WRONG_PASSWORD
+    mod.STAT_NO_AP_FOUND_IN_AUTHMODE_THRESHOLD = STAT_THRESHOLD
+    return mod
+
+
 def forget_hal_module():
     """Import firmware.hal.esp32 afresh against this test's fakes: drop it from sys.modules and
     from its package (`from firmware.hal import esp32` would otherwise return the old module)."""
