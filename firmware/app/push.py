@@ -222,14 +222,20 @@ class PushScheduler:
                     and (last[0] > first[0] or m.nbits)):
                 self._ahead = True
                 return last
+        row = self._oldest_backfilled(m)
+        return first if row is None else row
+
+    def _oldest_backfilled(self, m):
+        """The stored row of m's lowest pending bitmap slot, or None (also the MQTT queue's,
+        firmware/app/telemetry.py)."""
         while m.nbits:
             s = self._lowest_bit(m)
             if s is None:
                 break
             for row in m.view.rows(s, s):
                 return row
-            self._clear_bit(m, s)  # gone from the store (ring wrapped): nothing to push
-        return first
+            self._clear_bit(m, s)  # gone from the store (ring wrapped): nothing to send
+        return None
 
     def _pick(self):
         n = len(self.meters)

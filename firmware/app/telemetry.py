@@ -51,14 +51,8 @@ class SlotQueue(PushScheduler):
         (the push sends the newest slot ahead of a backlog and remembers a few of those; an MQTT
         backlog drains in seconds, and a remembered list that overflows sends slots twice)."""
         self._ahead = False
-        while m.nbits:
-            s = self._lowest_bit(m)
-            if s is None:
-                break
-            for row in m.view.rows(s, s):
-                return row
-            self._clear_bit(m, s)  # gone from the store (ring wrapped): nothing to send
-        return self._first_above(m)
+        row = self._oldest_backfilled(m)
+        return self._first_above(m) if row is None else row
 
     def next(self):
         """(meter, row) to publish, or None; the same until done() (a failed publish retries

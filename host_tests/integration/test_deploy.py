@@ -8,9 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
+from fake_tools import write_tool
 
 from tools import deploy
 
@@ -174,21 +174,11 @@ def test_make_deploy_runs_the_tool(config):
 
 # --- the real run, against a fake device ------------------------------------------------------
 
+# after fake_tools.MPREMOTE_ARGS (dev, args, cmds)
 FAKE_MPREMOTE = r'''
-import hashlib, os, shutil, sys
-dev = os.environ["FAKE_DEVICE"]
-args = sys.argv[1:]
 assert args[:2] == ["connect", "/dev/ttyUSB0"], args
 with open(os.path.join(dev, "..", "calls.log"), "a") as log:
     log.write("mpremote " + " ".join(a.split("\n")[0] for a in args[2:]) + "\n")
-cmds, cur = [], []
-for a in args[2:]:
-    if a == "+":
-        cmds.append(cur)
-        cur = []
-    else:
-        cur.append(a)
-cmds.append(cur)
 for cmd in cmds:
     if cmd[0] == "exec":
         print(os.environ["FAKE_PROBE"])
@@ -233,10 +223,7 @@ def device(tmp_path, monkeypatch):
     dev.mkdir()
     tools = {}
     for name, src in (("mpremote", FAKE_MPREMOTE), ("esptool", FAKE_ESPTOOL)):
-        path = tmp_path / ("fake-" + name)
-        path.write_text("#!%s\n%s" % (sys.executable, textwrap.dedent(src)))
-        path.chmod(0o755)
-        tools[name] = str(path)
+        tools[name] = write_tool(tmp_path / ("fake-" + name), src, name == "mpremote")
     monkeypatch.setenv("FAKE_DEVICE", str(dev))
     monkeypatch.setenv("FAKE_PROBE", PROBE_OK)
     monkeypatch.setattr(deploy, "BOOT_WAIT_S", 0)

@@ -15,6 +15,7 @@ import tempfile
 import time
 
 import pytest
+from event_fakes import code_details, mounted
 from loop_thread import LoopThread
 
 from firmware import events as ev
@@ -28,17 +29,7 @@ BAD_PASSWORD = "Bad pass-word!"  # not B-route format (12 letters and digits)
 
 def events_of(dep):
     """(code, detail) of every event in the deployment's event log files."""
-    lg = EventLog(os.path.join(dep.workdir, "events"), 256)
-    lg.mount()
-    c = lg.cursor()
-    out = []
-    while True:
-        e = lg.read(c)
-        if e is None:
-            break
-        out.append((e[2], e[3]))
-    lg.close(c)
-    return out
+    return code_details(mounted(os.path.join(dep.workdir, "events"), 256))
 
 
 @pytest.fixture
@@ -241,11 +232,4 @@ def test_setup_mode_runs_the_setup_page_with_why_problems_and_events(tmp_path, m
     assert (got_hal, got_cfg, why, got_problems) == (hal, cfg, safeboot.WHY_CONFIG, problems)
     assert isinstance(events, EventLog)
     assert Hal.fed >= 1  # the watchdog is fed beside the page
-    c = events.cursor()
-    got = []
-    while True:
-        e = events.read(c)
-        if e is None:
-            break
-        got.append((e[2], e[3]))
-    assert got == [(ev.SAFE_MODE, safeboot.WHY_CONFIG), (ev.CONFIG_ERROR, 1)]
+    assert code_details(events) == [(ev.SAFE_MODE, safeboot.WHY_CONFIG), (ev.CONFIG_ERROR, 1)]

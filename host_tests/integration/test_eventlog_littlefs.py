@@ -20,6 +20,7 @@ import vfs
 from firmware import log
 from firmware.hal.norflash import NorFlash, PowerCut
 from firmware.store.eventlog import EventLog
+from event_fakes import read_all
 
 log.set_sink(lambda line: None)
 CAP = 3
@@ -65,18 +66,6 @@ def remount(bd):
     lg = EventLog("/lfs/ev", CAP, Clk(), burst=0)
     lg.mount()
     return lg
-
-
-def read_all(lg):
-    c = lg.cursor()
-    out = []
-    while True:
-        e = lg.read(c)
-        if e is None:
-            break
-        out.append(e)
-    lg.close(c)
-    return out
 
 
 cases = 0
@@ -132,8 +121,8 @@ def test_power_cut_at_every_flash_op_on_littlefs(tmp_path):
     script = tmp_path / "evlfs.py"
     script.write_text(SCRIPT)
     r = subprocess.run([MP, "-X", "heapsize=1m", str(script)], cwd=ROOT,
-                       env=dict(os.environ, MICROPYPATH=".:.frozen"), capture_output=True,
-                       text=True, timeout=600)
+                       env=dict(os.environ, MICROPYPATH=".:host_tests/unit:.frozen"),
+                       capture_output=True, text=True, timeout=600)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     cases = int(re.search(r"CASES (\d+)", out).group(1))

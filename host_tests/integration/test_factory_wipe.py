@@ -19,6 +19,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+UNIT = os.path.join(ROOT, "host_tests", "unit")  # event_fakes, for the script
 sys.path.insert(0, ROOT)
 
 from tools.esp32sim import host as esp32sim  # noqa: E402
@@ -159,6 +160,7 @@ elif phase == "boot":
         vfs.mount(vfs.VfsLfs2(p), MOUNT)
         formatted = True
     os.chdir(MOUNT)
+    from event_fakes import code_details, mounted
     from firmware.app import config, factory
 
     files = {}
@@ -177,17 +179,8 @@ elif phase == "boot":
                 except UnicodeError:  # the event log's segments
                     files[rel] = len(data)
     cfg = config.load("config.json")
-    lg = EventLog(factory.events_path(cfg), 256, None, burst=0)
-    lg.mount()
-    c = lg.cursor()
-    events = []
-    while True:
-        e = lg.read(c)
-        if e is None:
-            break
-        events.append([e[2], e[3]])
-    lg.close(c)
-    out = {"formatted": formatted, "files": files, "events": events,
+    out = {"formatted": formatted, "files": files,
+           "events": code_details(mounted(factory.events_path(cfg), 256)),
            "lan": cfg["lan"], "radio": [cfg["radio"]["route_b_id"], cfg["radio"]["pana_password"]],
            "dlms": [cfg["dlms"][k] for k in ("lls_password", "mgmt_password", "mgmt_ek",
                                               "mgmt_ak", "reader_ek", "reader_ak")]}
@@ -225,7 +218,7 @@ class Sim:
         with open(path, "w") as f:
             json.dump(p, f)
         env = dict(os.environ, ESP32SIM=self.dir,
-                   MICROPYPATH="%s:%s:.frozen" % (ROOT, esp32sim.HERE))
+                   MICROPYPATH="%s:%s:%s:.frozen" % (ROOT, UNIT, esp32sim.HERE))
         return [MP, "-X", "heapsize=4m", self.script, phase, path], env
 
     def run(self, phase, **params):

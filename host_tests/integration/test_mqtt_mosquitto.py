@@ -99,6 +99,18 @@ def _start(d, bg, head):
     bg.run(head.sync_clock())
 
 
+def _stop(d, bg, head, broker, col):
+    """Everything _start and the test started, stopped; mosquitto and the loop thread even when
+    the deployment's stop fails."""
+    try:
+        col.close()
+        head.close()
+        bg.run(d.stop())
+    finally:
+        broker.stop()
+        bg.close()
+
+
 def test_store_and_forward_through_a_broker_outage(tmp_path):
     bg = LoopThread()
     d = Deployment(rate=RATE, heap=HEAP, workdir=str(tmp_path / "dep"))
@@ -197,11 +209,7 @@ def test_store_and_forward_through_a_broker_outage(tmp_path):
         assert "mqtt: broker %s" % host in log_text  # the reconnect attempts were logged
         print([ln for ln in log_text.splitlines() if "heap:" in ln][-6:])
     finally:
-        col.close()
-        head.close()
-        bg.run(d.stop())
-        broker.stop()
-        bg.close()
+        _stop(d, bg, head, broker, col)
 
 
 # -- TLS ---------------------------------------------------------------------------------------
@@ -300,8 +308,4 @@ def test_tls_with_a_verified_broker(tmp_path):
         assert len(_slot_messages(col.snapshot())) == before
         assert d.firmware_alive()
     finally:
-        col.close()
-        head.close()
-        bg.run(d.stop())
-        broker.stop()
-        bg.close()
+        _stop(d, bg, head, broker, col)

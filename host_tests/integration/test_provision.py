@@ -15,13 +15,13 @@ import select
 import stat
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import tty
 
 import pytest
 import segno
+from fake_tools import write_tool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
@@ -394,21 +394,11 @@ def _no_secret(text, *secrets):
 
 # --- the board, through a fake mpremote -----------------------------------------------------
 
-# Plays `mpremote connect PORT <cmd> [+ <cmd> ...]` on a directory: exec (prints nothing), fs cat,
-# fs cp, fs sha256sum, reset. Records each call's argv and, for cp, the source file's mode.
+# Plays `mpremote connect PORT <cmd> [+ <cmd> ...]` on a directory (fake_tools.py): exec (prints
+# nothing), fs cat, fs cp, fs sha256sum, reset. Records each call's argv and, for cp, the source
+# file's mode.
 FAKE_MPREMOTE = r'''
-import hashlib, json, os, shutil, stat, sys
-dev = os.environ["FAKE_DEVICE"]
-args = sys.argv[1:]
 rec = {"argv": args}
-cmds, cur = [], []
-for a in args[2:]:
-    if a == "+":
-        cmds.append(cur)
-        cur = []
-    else:
-        cur.append(a)
-cmds.append(cur)
 rec["cmds"] = [" ".join(c[:2]) if c[0] == "fs" else c[0] for c in cmds]
 fail = os.environ.get("FAKE_FAIL", "")
 try:
@@ -459,9 +449,7 @@ finally:
 def board(tmp_path, monkeypatch):
     dev = tmp_path / "device"
     dev.mkdir()
-    fake = tmp_path / "mpremote"
-    fake.write_text("#!%s\n%s" % (sys.executable, textwrap.dedent(FAKE_MPREMOTE)))
-    fake.chmod(0o755)
+    write_tool(tmp_path / "mpremote", FAKE_MPREMOTE, mpremote=True)
     monkeypatch.setenv("FAKE_DEVICE", str(dev))
     monkeypatch.setenv("FAKE_PORT", "/dev/ttyUSB0")
     # found on PATH, as a user's own mpremote would be (the venv's is not used when absent)

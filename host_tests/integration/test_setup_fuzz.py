@@ -10,6 +10,7 @@ from urllib.parse import quote_from_bytes
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from web_fakes import Req, Resp
 
 from firmware import log
 from firmware.app import setup
@@ -35,30 +36,14 @@ class _Hal:
         pass
 
 
-class _Resp:
-    def __init__(self):
-        self.status = 0
-        self.body = b""
-
-    async def send(self, status, body, ctype="", headers=""):
-        self.status = status
-        self.body = body.encode() if isinstance(body, str) else body
-
-
-class _Req:
-    def __init__(self, body):
-        self.body = body
-        self.ctype = "application/json"  # as the page sends it (anything else: 415, not parsed)
-
-
 def _post(body):
     d = tempfile.mkdtemp(prefix="setup-fuzz-")
     cfg = merge({"store": {"state_path": os.path.join(d, "state.json")}})
     s = setup.Setup(_Hal(), cfg, 2, [], os.path.join(d, "config.json"), True)
-    resp = _Resp()
+    resp = Resp()
 
     async def go():
-        await s.submit(_Req(body), resp)
+        await s.submit(Req(body), resp)
         if s._task is not None:
             await s._task
 

@@ -17,7 +17,7 @@ import time
 import urllib.request
 
 import pytest
-from cdp_pipe import Chromium, find_chromium
+from chromium_cdp import Chromium, find_chromium
 from loop_thread import LoopThread
 
 from firmware.app import credentials
@@ -83,14 +83,14 @@ def _config(dep):
 
 
 def _rows(br):
-    return br.eval("""[...document.querySelectorAll('#nets li')].map(li => ({
+    return br.evaluate("""[...document.querySelectorAll('#nets li')].map(li => ({
         bssid: li.dataset.bssid, text: li.textContent,
         enabled: !!li.querySelector('input:not([disabled])')}))""")
 
 
 def _submit(br, psk, wisun_id, password):
     for sel in ("#psk", "#id", "#password"):
-        br.eval("document.querySelector('%s').value = ''" % sel)
+        br.evaluate("document.querySelector('%s').value = ''" % sel)
     br.click("li[data-bssid='02:00:5e:00:00:01'] input")
     br.type_into("#psk", psk)
     br.type_into("#id", wisun_id)
@@ -115,13 +115,14 @@ def test_setup_page_in_chromium_joins_wpa2_and_writes_the_configuration(device):
         assert f.read() == key  # kept in the state dir (next to store.state_path)
     os.makedirs(ARTEFACTS, exist_ok=True)
     t0 = time.monotonic()
-    with Chromium(timeout_s=STEP_S) as br:
+    with Chromium(timeout_s=STEP_S) as browser:
+        br = browser.new_page()
         br.open(url)
         assert br.wait_for("document.querySelectorAll('#nets li[data-bssid]').length == 4",
-                           STEP_S), br.eval("document.body.innerText")
-        why = br.eval("document.getElementById('why').textContent")
+                           STEP_S), br.evaluate("document.body.innerText")
+        why = br.evaluate("document.getElementById('why').textContent")
         assert "configuration cannot be used" in why, why
-        probs = br.eval("document.getElementById('probs').textContent")
+        probs = br.evaluate("document.getElementById('probs').textContent")
         # config.check's own messages (firmware/app/cfgcheck.py), key by key
         for name, msg in (("lan.wifi_psk", "open networks are not allowed"),
                           ("radio.pana_password", "is missing")):
@@ -141,7 +142,7 @@ def test_setup_page_in_chromium_joins_wpa2_and_writes_the_configuration(device):
         want = credentials.check_id(BAD_ID)
         assert br.wait_for("document.getElementById('e_id').textContent", STEP_S) == want
         assert want == "character 32 is the letter O, not a hexadecimal digit (the digit 0?)"
-        assert br.eval("document.getElementById('e_psk').textContent") == ""
+        assert br.evaluate("document.getElementById('e_psk').textContent") == ""
         br.screenshot(os.path.join(ARTEFACTS, "setup_page_bad_id.png"))
         assert _config(dep)["lan"]["wifi_ssid"] == ""
 

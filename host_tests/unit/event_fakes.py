@@ -1,8 +1,10 @@
 # In-memory filesystem for the event log store tests (no tests here): files are bytearrays, a power
 # cut can be armed after any number of bytes written (the write stops there, as a torn append on
 # a filesystem without LittleFS's all-or-nothing commit), and "wb" truncates at open, as LittleFS
-# does once open() returns.
+# does once open() returns. Also the helpers that read a whole event log (tests of both runtimes,
+# and the scripts the integration tests run under micropython).
 from firmware.hal.norflash import PowerCut
+from firmware.store.eventlog import EventLog
 
 
 class MemFile:
@@ -92,6 +94,7 @@ class StepClock:
 
 
 def read_all(lg):
+    """Every event of a mounted event log, oldest first: (seq, t2k | None, code, detail)."""
     c = lg.cursor()
     out = []
     while True:
@@ -101,3 +104,16 @@ def read_all(lg):
         out.append(e)
     lg.close(c)
     return out
+
+
+def code_details(lg):
+    """(code, detail) of every event of a mounted event log, oldest first."""
+    return [(e[2], e[3]) for e in read_all(lg)]
+
+
+def mounted(path, capacity):
+    """The event log in the segment files path.0 and path.1 (made by the firmware), mounted to
+    be read."""
+    lg = EventLog(path, capacity, None, burst=0)
+    lg.mount()
+    return lg

@@ -5,6 +5,8 @@ import gc
 import os
 import unittest
 
+from event_fakes import code_details, mounted
+
 from firmware import events as ev
 from firmware import hal as halmod
 from firmware import log
@@ -119,17 +121,7 @@ class FactoryHostTest(unittest.TestCase):
         _rm_tree(_DIR)
 
     def _events(self):
-        lg = EventLog(_DIR + "/events", 8, None, burst=0)
-        lg.mount()
-        c = lg.cursor()
-        out = []
-        while True:
-            e = lg.read(c)
-            if e is None:
-                break
-            out.append((e[2], e[3]))
-        lg.close(c)
-        return out
+        return code_details(mounted(_DIR + "/events", 8))
 
     def _store_block_is(self, b, byte):
         return _block_is(self.hal.blockdev(), b, byte)

@@ -8,6 +8,8 @@ import asyncio
 import unittest
 from array import array
 
+from state_fakes import FakeState
+
 from firmware import events, log, timeutil
 from firmware.app import push as ap
 from firmware.app.views import MeterView
@@ -31,20 +33,6 @@ class Clock:
 
     def now_t2k(self):
         return self.t
-
-
-class FakeState:
-    def __init__(self, values=None):
-        self.values = dict(values or {})
-        self.writes = 0
-
-    def get(self, key, default=None):
-        return self.values.get(key, default)
-
-    def set(self, key, value):
-        self.values[key] = list(value)
-        self.writes += 1
-        return True
 
 
 class FakeView:

@@ -6,6 +6,8 @@ import json
 import os
 import unittest
 
+from web_fakes import Req, Resp
+
 from firmware import log
 from firmware.app import credentials, setup
 from firmware.app.config import merge
@@ -300,28 +302,6 @@ class FakeHal:
 
     def reset(self):
         self.resets += 1
-
-
-class Req:
-    def __init__(self, body=b"", ctype="application/json"):
-        self.body = body
-        self.ctype = ctype
-
-
-class Resp:
-    def __init__(self):
-        self.status = 0
-        self.body = b""
-
-    async def send(self, status, body, ctype="", headers=""):
-        self.status = status
-        self.body = body.encode() if isinstance(body, str) else body
-
-    async def start(self, status, ctype="", headers=""):
-        self.status = status
-
-    async def write(self, chunk):
-        self.body += chunk.encode() if isinstance(chunk, str) else bytes(chunk)
 
 
 class HandlerTest(unittest.TestCase):

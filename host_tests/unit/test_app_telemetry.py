@@ -9,6 +9,8 @@ import asyncio
 import json
 import unittest
 
+from state_fakes import FakeState
+
 from firmware import log, timeutil
 from firmware.app import telemetry as tm
 from firmware.compat import sleep_ms, ticks_diff, ticks_ms
@@ -20,19 +22,6 @@ from firmware.store.intervals import IntervalStore
 S0 = timeutil.slot_of_t2k(timeutil.t2k_from_fields(2025, 3, 31, 15, 0, 0))  # 00:00 JST
 LDN = "XXX0000000000001"
 DEV = "iot-terminal-" + LDN
-
-
-class FakeState:
-    def __init__(self):
-        self.values = {}
-        self.writes = 0
-
-    def get(self, key, default=None):
-        return self.values.get(key, default)
-
-    def set(self, key, value):
-        self.values[key] = list(value)
-        self.writes += 1
 
 
 class FakeTerminal:

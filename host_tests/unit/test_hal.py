@@ -2,19 +2,12 @@
 # WPA2+ policy, raw-byte SSIDs, the flash partition, the watchdog armed by boot.py) exercised with
 # fake `machine` / `network` / `esp32` modules.
 import json
-import sys
 import unittest
+
+import hal_fakes as port
 
 from firmware import timeutil
 from firmware.hal.udp import norm_addr
-
-# The v1.28 esp32 port's constants: security = ESP-IDF wifi_auth_mode_t, status = modnetwork
-_SEC = (("SEC_OPEN", 0), ("SEC_WEP", 1), ("SEC_WPA", 2), ("SEC_WPA2", 3), ("SEC_WPA_WPA2", 4),
-        ("SEC_WPA2_ENT", 5), ("SEC_WPA3", 6), ("SEC_WPA2_WPA3", 7), ("SEC_WAPI", 8),
-        ("SEC_OWE", 9), ("SEC_WPA3_ENT_192", 10), ("SEC_WPA3_EXT_PSK", 11),
-        ("SEC_WPA3_EXT_PSK_MIXED_MODE", 12), ("SEC_DPP", 13))
-STAT_IDLE, STAT_CONNECTING, STAT_GOT_IP, STAT_NO_AP_FOUND = 1000, 1001, 1010, 201
-SHIFT_JIS_SSID = b"\x83e\x83X\x83g"  # "テスト" in Shift-JIS: not UTF-8
 
 
 def _root():
@@ -61,7 +54,7 @@ class _FakeWLAN:
         self.n_scans = 0
         self.connected_to = None
         self.connected = False
-        self.state = STAT_IDLE
+        self.state = port.STAT_IDLE
         self.disconnects = 0
         self.ip = "192.168.1.20"
 
@@ -83,17 +76,17 @@ class _FakeWLAN:
 
     def connect(self, ssid, key, bssid=None):
         self.connected_to = (ssid, bssid)
-        self.state = STAT_CONNECTING
+        self.state = port.STAT_CONNECTING
 
     def disconnect(self):
         self.disconnects += 1
-        self.state = STAT_IDLE
+        self.state = port.STAT_IDLE
 
     def ifconfig(self, cfg=None):
         return (self.ip, "255.255.255.0", "192.168.1.1", "192.168.1.1")
 
 
-for _name, _v in _SEC:
+for _name, _v in port.SEC:
     setattr(_FakeWLAN, _name, _v)
 
 
@@ -121,20 +114,6 @@ class _FakePartition:
         return None
 
 
-class _Mod:
-    pass
-
-
-def _forget_hal_module():
-    """Import firmware.hal.esp32 afresh against this test's fakes: drop it from sys.modules and
-    from its package (`from firmware.hal import esp32` would otherwise return the old module)."""
-    import firmware.hal as pkg
-
-    sys.modules.pop("firmware.hal.esp32", None)
-    if "esp32" in pkg.__dict__:
-        del pkg.esp32
-
-
 WIFI_BOARD = {"hal": "esp32", "network": {"kind": "wifi"}, "watchdog_ms": 30000,
               "flash": {"partition": "meterlog", "block_size": 4096, "first_block": 0,
                         "n_blocks": 128}}
@@ -142,28 +121,18 @@ WIFI_BOARD = {"hal": "esp32", "network": {"kind": "wifi"}, "watchdog_ms": 30000,
 
 class Esp32HalTest(unittest.TestCase):
     def setUp(self):
-        self.saved = {}
         self.rtc = _FakeRTC()
         self.wdts = []
-        machine = _Mod()
+        machine = port.Mod()
         machine.RTC = lambda: self.rtc
         machine.WDT = lambda id=0, timeout=5000: self.wdts.append(timeout)
         machine.PWRON_RESET, machine.WDT_RESET, machine.SOFT_RESET = 1, 3, 5
         machine.reset_cause = lambda: 3
-        network = _Mod()
-        network.WLAN = _FakeWLAN
-        network.STAT_IDLE, network.STAT_CONNECTING = STAT_IDLE, STAT_CONNECTING
-        network.STAT_GOT_IP, network.STAT_NO_AP_FOUND = STAT_GOT_IP, STAT_NO_AP_FOUND
-        esp32 = _Mod()
+        network = port.network(_FakeWLAN)
+        esp32 = port.Mod()
         esp32.Partition = _FakePartition
         _FakePartition.table = [_FakePartition("nvs", 6), _FakePartition("meterlog", 128)]
-        for name, mod in (("machine", machine), ("network", network), ("esp32", esp32)):
-            self.saved[name] = sys.modules.get(name)
-            sys.modules[name] = mod
-        _forget_hal_module()
-        from firmware.hal import esp32 as hal_esp32
-
-        self.hal_mod = hal_esp32
+        self.hal_mod, self.saved = port.import_esp32_hal(machine, network, esp32)
         self.lines = []
         from firmware import log
 
@@ -181,12 +150,7 @@ class Esp32HalTest(unittest.TestCase):
         from firmware import log
 
         log.set_sink(None)
-        for name, mod in self.saved.items():
-            if mod is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = mod
-        _forget_hal_module()
+        port.restore(self.saved)
 
     def wifi_hal(self, cfg=None):
         hal = self.hal_mod.Hal(WIFI_BOARD, cfg or self.cfg)
@@ -283,7 +247,7 @@ class Esp32HalTest(unittest.TestCase):
         hal = self.wifi_hal()
         W = _FakeWLAN
         hal._nic.scans = [
-            (SHIFT_JIS_SSID, b"\x01" * 6, 6, -35, W.SEC_WPA2, False),
+            (port.SHIFT_JIS_SSID, b"\x01" * 6, 6, -35, W.SEC_WPA2, False),
             (b"site", b"\x02" * 6, 1, -50, W.SEC_WPA2, False),
         ]
         self.assertFalse(hal.lan_up())
@@ -294,7 +258,7 @@ class Esp32HalTest(unittest.TestCase):
         hal = self.wifi_hal(self.config(wifi_ssid=ssid))
         W = _FakeWLAN
         hal._nic.scans = [
-            (SHIFT_JIS_SSID, b"\x01" * 6, 6, -35, W.SEC_WPA2, False),
+            (port.SHIFT_JIS_SSID, b"\x01" * 6, 6, -35, W.SEC_WPA2, False),
             (ssid.encode(), b"\x02" * 6, 1, -50, W.SEC_WPA3, False),
         ]
         self.assertFalse(hal.lan_up())
@@ -321,14 +285,14 @@ class Esp32HalTest(unittest.TestCase):
         self.assertNotIn("Zq9x7", self.text())
 
     def test_wifi_scans_again_when_the_driver_cannot_reconnect(self):
-        # After a drop the driver retries the pinned BSSID for ever (STAT_CONNECTING): after a
+        # After a drop the driver retries the pinned BSSID for ever (port.STAT_CONNECTING): after a
         # while the HAL disconnects, scans and picks an access point again.
         hal = self.wifi_hal()
         now = [0]
         hal.ticks = lambda: now[0]
         nic = hal._nic
         nic.scans = [(b"site", b"\x04" * 6, 1, -60, _FakeWLAN.SEC_WPA2, False)]
-        nic.state = STAT_CONNECTING
+        nic.state = port.STAT_CONNECTING
         self.assertFalse(hal.lan_up())
         now[0] = 10000
         self.assertFalse(hal.lan_up())
@@ -347,7 +311,7 @@ class Esp32HalTest(unittest.TestCase):
         nic.scans = [(b"site", b"\x04" * 6, 1, -60, _FakeWLAN.SEC_WPA2, False)]
         self.assertFalse(hal.lan_up())
         self.assertEqual(nic.disconnects, 0)  # nothing to stop before the first join
-        nic.state = STAT_NO_AP_FOUND  # the join failed; the driver keeps retrying that BSSID
+        nic.state = port.STAT_NO_AP_FOUND  # the join failed; the driver keeps retrying that BSSID
         nic.scans = [(b"site", b"\x07" * 6, 11, -50, _FakeWLAN.SEC_WPA3, False)]
         self.assertFalse(hal.lan_up())
         self.assertEqual(nic.disconnects, 1)

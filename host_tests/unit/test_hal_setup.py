@@ -1,19 +1,12 @@
 # The HAL's setup-mode calls (firmware/hal/esp32.py and host.py): the WPA2 setup access point,
 # the scan with the join policy's verdict and reason, and the trial join's result, with fake
 # `machine` / `network` / `esp32` modules as in test_hal.py.
-import sys
 import unittest
+
+import hal_fakes as port
 
 from firmware.app.config import merge
 from firmware.hal.wifipolicy import why_not
-
-_SEC = (("SEC_OPEN", 0), ("SEC_WEP", 1), ("SEC_WPA", 2), ("SEC_WPA2", 3), ("SEC_WPA_WPA2", 4),
-        ("SEC_WPA2_ENT", 5), ("SEC_WPA3", 6), ("SEC_WPA2_WPA3", 7), ("SEC_WAPI", 8),
-        ("SEC_OWE", 9), ("SEC_WPA3_ENT_192", 10), ("SEC_WPA3_EXT_PSK", 11),
-        ("SEC_WPA3_EXT_PSK_MIXED_MODE", 12), ("SEC_DPP", 13))
-STAT_IDLE, STAT_CONNECTING, STAT_GOT_IP = 1000, 1001, 1010
-STAT_NO_AP_FOUND, STAT_WRONG_PASSWORD, STAT_THRESHOLD = 201, 202, 211
-SHIFT_JIS_SSID = b"\x83e\x83X\x83g"
 
 
 class _WLAN:
@@ -27,7 +20,7 @@ class _WLAN:
         self.on = False
         self.cfg = {}
         self.scans = []
-        self.state = STAT_IDLE
+        self.state = port.STAT_IDLE
         self.connected = False
         self.connects = []
         self.disconnects = 0
@@ -48,11 +41,11 @@ class _WLAN:
 
     def connect(self, ssid, key, bssid=None):
         self.connects.append((ssid, key, bssid))
-        self.state = STAT_CONNECTING
+        self.state = port.STAT_CONNECTING
 
     def disconnect(self):
         self.disconnects += 1
-        self.state = STAT_IDLE
+        self.state = port.STAT_IDLE
 
     def isconnected(self):
         return self.connected
@@ -64,12 +57,8 @@ class _WLAN:
         return ("192.168.4.1" if self.iface else "192.168.1.20", "255.255.255.0", "", "")
 
 
-for _name, _v in _SEC:
+for _name, _v in port.SEC:
     setattr(_WLAN, _name, _v)
-
-
-class _Mod:
-    pass
 
 
 class _RTC:
@@ -80,37 +69,18 @@ class _RTC:
         return (2000, 1, 1, 5, 0, 0, 0, 0)
 
 
-def _forget_hal_module():
-    import firmware.hal as pkg
-
-    sys.modules.pop("firmware.hal.esp32", None)
-    if "esp32" in pkg.__dict__:
-        del pkg.esp32
-
-
 class Esp32SetupTest(unittest.TestCase):
     def setUp(self):
-        self.saved = {}
         _WLAN.made = []
-        machine = _Mod()
+        machine = port.Mod()
         machine.RTC = _RTC
         machine.WDT = lambda id=0, timeout=5000: None
-        network = _Mod()
-        network.WLAN = _WLAN
-        network.STAT_IDLE, network.STAT_CONNECTING = STAT_IDLE, STAT_CONNECTING
-        network.STAT_GOT_IP, network.STAT_NO_AP_FOUND = STAT_GOT_IP, STAT_NO_AP_FOUND
-        network.STAT_WRONG_PASSWORD = STAT_WRONG_PASSWORD
-        network.STAT_NO_AP_FOUND_IN_AUTHMODE_THRESHOLD = STAT_THRESHOLD
-        esp32 = _Mod()
+        network = port.network(_WLAN)
+        esp32 = port.Mod()
         esp32.Partition = None
-        for name, mod in (("machine", machine), ("network", network), ("esp32", esp32)):
-            self.saved[name] = sys.modules.get(name)
-            sys.modules[name] = mod
-        _forget_hal_module()
+        self.mod, self.saved = port.import_esp32_hal(machine, network, esp32)
         from firmware import log
-        from firmware.hal import esp32 as hal_esp32
 
-        self.mod = hal_esp32
         self.lines = []
         log.set_sink(self.lines.append)
 
@@ -118,12 +88,7 @@ class Esp32SetupTest(unittest.TestCase):
         from firmware import log
 
         log.set_sink(None)
-        for name, mod in self.saved.items():
-            if mod is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = mod
-        _forget_hal_module()
+        port.restore(self.saved)
 
     def hal(self, **lan):
         return self.mod.Hal({"hal": "esp32", "network": {"kind": "wifi"}}, merge({"lan": lan}))
@@ -147,7 +112,7 @@ class Esp32SetupTest(unittest.TestCase):
         hal._sta().scans = [
             (b"home", b"\x01" * 6, 1, -60, _WLAN.SEC_WPA2, False),
             (b"home", b"\x02" * 6, 1, -40, _WLAN.SEC_WPA, False),
-            (SHIFT_JIS_SSID, b"\x03" * 6, 6, -50, _WLAN.SEC_WPA2_WPA3, False),
+            (port.SHIFT_JIS_SSID, b"\x03" * 6, 6, -50, _WLAN.SEC_WPA2_WPA3, False),
             (b"cafe", b"\x04" * 6, 11, -70, _WLAN.SEC_OPEN, False),
             (b"mix", b"\x05" * 6, 11, -70, _WLAN.SEC_WPA_WPA2, False),
             (b"corp", b"\x06" * 6, 11, -70, _WLAN.SEC_WPA2_ENT, False),
@@ -156,7 +121,7 @@ class Esp32SetupTest(unittest.TestCase):
         self.assertEqual(got, [
             (b"home", b"\x01" * 6, -60, "SEC_WPA2", True, None),
             (b"home", b"\x02" * 6, -40, "SEC_WPA", False, "WPA (TKIP) is below WPA2"),
-            (SHIFT_JIS_SSID, b"\x03" * 6, -50, "SEC_WPA2_WPA3", True, None),
+            (port.SHIFT_JIS_SSID, b"\x03" * 6, -50, "SEC_WPA2_WPA3", True, None),
             (b"cafe", b"\x04" * 6, -70, "SEC_OPEN", False, "open network (no encryption)"),
             (b"mix", b"\x05" * 6, -70, "SEC_WPA_WPA2", False, why_not("SEC_WPA_WPA2")),
             (b"corp", b"\x06" * 6, -70, "SEC_WPA2_ENT", False, why_not("SEC_WPA2_ENT")),
@@ -166,7 +131,7 @@ class Esp32SetupTest(unittest.TestCase):
         self.assertEqual(mixed.wifi_scan()[0][4:], (True, None))
 
     def test_policy_names_agree_with_the_join_check(self):
-        for name, value in _SEC:
+        for name, value in port.SEC:
             for mixed in (False, True):
                 self.assertEqual(self.mod.wifi_security_ok(value, mixed),
                                  why_not(name, mixed) is None, (name, mixed))
@@ -180,7 +145,7 @@ class Esp32SetupTest(unittest.TestCase):
         self.assertEqual(nic.connects, [("home", "correct horse", b"\x01" * 6)])
         self.assertEqual(hal.station_result(), ("joining", ""))
         nic.connected = True
-        nic.state = STAT_GOT_IP
+        nic.state = port.STAT_GOT_IP
         self.assertEqual(hal.station_result(), ("joined", "192.168.1.20"))
         self.assertEqual(hal.config["lan"]["wifi_ssid"], "home")
 
@@ -194,14 +159,14 @@ class Esp32SetupTest(unittest.TestCase):
                          ("failed", "no WPA2/WPA3 access point with this name in range"))
         nic.scans = [(b"home", b"\x01" * 6, 1, -60, _WLAN.SEC_WPA2, False)]
         hal.station_join("home", "wrong key!")
-        nic.state = STAT_WRONG_PASSWORD
+        nic.state = port.STAT_WRONG_PASSWORD
         self.assertEqual(hal.station_result(),
                          ("failed", "the access point refused the key (wrong PSK)"))
         n = len(nic.connects)
         hal.station_stop()
         self.assertEqual(nic.disconnects, 1)  # the refused join stopped (the first never began)
         self.assertEqual(len(nic.connects), n)  # a refusal is not retried behind our back
-        nic.state = STAT_THRESHOLD
+        nic.state = port.STAT_THRESHOLD
         self.assertEqual(hal.station_result(),
                          ("failed", "the access point offers less than WPA2"))
         text = "\n".join(self.lines)
@@ -219,7 +184,7 @@ class HostSetupTest(unittest.TestCase):
         hal = host.Hal(board, merge({"lan": {"bind_ip": "127.0.0.9"}}))
         self.assertEqual(hal.wifi_scan(), [
             (b"home", b"\x02\x00\x00\x00\x00\x01", -45, "SEC_WPA3", True, None),
-            (SHIFT_JIS_SSID, b"\x02\x00\x00\x00\x00\x00", -50, "SEC_WEP", False,
+            (port.SHIFT_JIS_SSID, b"\x02\x00\x00\x00\x00\x00", -50, "SEC_WEP", False,
              "WEP (broken encryption) is below WPA2")])
         self.assertEqual(hal.ap_start("", "whatever-key"), ("IoT-terminal-host", "127.0.0.9"))
         hal.station_join("home", "correct horse")
