@@ -205,9 +205,9 @@ def test_setup_mode_runs_the_setup_page_with_why_problems_and_events(tmp_path, m
         calls.append((hal, cfg, why, problems, events))
         await asyncio.sleep(10)
 
-    web = types.ModuleType("firmware.app.setup")
-    web.serve_setup = serve_setup
-    monkeypatch.setitem(sys.modules, "firmware.app.setup", web)
+    page = types.ModuleType("firmware.app.setup")
+    page.serve_setup = serve_setup
+    monkeypatch.setitem(sys.modules, "firmware.app.setup", page)
 
     class Hal:
         clock = CalendarClock()
