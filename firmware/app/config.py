@@ -421,6 +421,19 @@ events.refill_s 1..86400
 """
 
 
+# The setup page's generated access-point key (a secret), next to store.state_path: the setup page
+# writes it, the factory reset shreds it on the host.
+SETUP_KEY_FILE = "setup_key"
+
+
+def events_path(cfg):
+    """The event log's path: events.path, or "events" next to store.state_path (the terminal,
+    safe/setup mode and the factory reset alike)."""
+    from firmware.store.state import beside
+
+    return cfg["events"]["path"] or beside(cfg["store"]["state_path"], "events")
+
+
 def check(cfg, net_kind=None):
     """The problems of a merged configuration: firmware.app.cfgcheck.check."""
     from firmware.app import cfgcheck

@@ -9,6 +9,7 @@
 # afterwards would put an invocation counter back), so callers reset right after it returns.
 from firmware import events as ev
 from firmware import log
+from firmware.app.config import SETUP_KEY_FILE, events_path  # noqa: F401 - events_path: API
 
 # Files carried across the re-format (read into RAM first): the board file and the start-up
 # scripts, as tools/deploy.py copies them, and lib/ (micropython-lib modules such as umqtt).
@@ -17,23 +18,16 @@ KEEP = ("board.json", "boot.py", "main.py", "lib")
 DONE = "FACTORY RESET DONE"  # run() prints it with the report (JSON) before the reset
 
 
-def events_path(cfg):
-    """The event log's path: events.path, or "events" next to store.state_path (the rule of
-    Terminal._open_events)."""
-    path = cfg["events"]["path"]
-    if not path:
-        state_path = cfg["store"]["state_path"]
-        i = state_path.rfind("/")
-        path = state_path[: i + 1] + "events"
-    return path
-
-
 def secret_files(cfg, config_path):
     """Every file that may hold a secret or an invocation counter (what the host HAL shreds; the
-    device erases the whole filesystem instead)."""
+    device erases the whole filesystem instead): the configuration, the state file (invocation
+    counters), the event log and the setup page's access-point key."""
+    from firmware.store.state import beside
+
     st = cfg["store"]["state_path"]
     evp = events_path(cfg)
-    return (config_path, config_path + ".tmp", st, st + ".tmp", evp + ".0", evp + ".1")
+    return (config_path, config_path + ".tmp", st, st + ".tmp", evp + ".0", evp + ".1",
+            beside(st, SETUP_KEY_FILE))
 
 
 # Byte strings found in every copy of config.json and state.json, current or superseded: the

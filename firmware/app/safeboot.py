@@ -25,8 +25,9 @@ _state = None
 
 def path_for(state_path):
     """The safe-boot file next to the state file (store.state_path)."""
-    i = state_path.rfind("/")
-    return state_path[: i + 1] + FILE
+    from firmware.store.state import beside
+
+    return beside(state_path, FILE)
 
 
 def _open(path):

@@ -12,11 +12,13 @@ import os
 
 from firmware import log
 from firmware.app import credentials, heapmon
+from firmware.app.config import SETUP_KEY_FILE
 from firmware.app.httpd import HttpServer
 from firmware.compat import const, sleep_ms, ticks_diff, ticks_ms
+from firmware.store.state import beside
 
 _TAG = "setup"
-KEY_FILE = "setup_key"  # the generated AP key, next to store.state_path
+KEY_FILE = SETUP_KEY_FILE  # the generated AP key, next to store.state_path
 KEY_LEN = const(12)
 # the generated AP key: lower case and digits without the lookalikes 0/o, 1/l/i (read from a
 # serial console and typed on a phone)
@@ -246,11 +248,6 @@ def write_config(path, updates):
     os.rename(tmp, path)
 
 
-def state_dir(cfg):
-    p = cfg["store"]["state_path"]
-    return p[: p.rfind("/") + 1]
-
-
 def new_key(rand=os.urandom):
     """KEY_LEN characters of _KEY_CHARS from the RNG (rejection sampling: no bias)."""
     out = []
@@ -272,7 +269,7 @@ def ap_key(cfg, rand=os.urandom):
         if why is None:
             return k, False
         log.error(_TAG, "web.setup_psk %s: the generated key is used instead" % why)
-    path = state_dir(cfg) + KEY_FILE
+    path = beside(cfg["store"]["state_path"], KEY_FILE)
     try:
         with open(path) as f:
             k = f.read().strip()

@@ -672,10 +672,7 @@ def open_event_log(cfg, state_path, clock):
     from firmware.store.eventlog import EventLog
 
     c = cfg["events"]
-    path = c["path"]
-    if not path:
-        i = state_path.rfind("/")
-        path = state_path[: i + 1] + "events"
+    path = cfgmod.events_path(cfg)
     cap = c["capacity"]
     if cap < 1 or cap > 4096:  # two files of up to 96 KB each on the 1.5 MB vfs
         log.error("config", "events.capacity = %d out of 1..4096; using 256" % cap)

@@ -10,6 +10,7 @@
 from firmware import events as ev
 from firmware import log
 from firmware.compat import ticks_add, ticks_diff, ticks_ms
+from firmware.store.state import beside
 
 FILE = "counters.json"
 NAMES = ("uptime_s", "boots", "reads", "backfills", "link_drops", "crc_errors", "task_crashes")
@@ -18,8 +19,7 @@ _TAG = "counters"
 
 def path_for(state_path):
     """The counters file next to the state file (store.state_path)."""
-    i = state_path.rfind("/")
-    return state_path[: i + 1] + FILE
+    return beside(state_path, FILE)
 
 
 class Counters:

@@ -13,6 +13,12 @@ class StateError(ValueError):
     pass
 
 
+def beside(state_path, name):
+    """The file `name` in the directory of the state file (store.state_path): where the safe-boot
+    count, the counters, the event log and the setup key live."""
+    return state_path[: state_path.rfind("/") + 1] + name
+
+
 def _encode(values):
     body = json.dumps(values)
     return "%s\n%08x\n" % (body, crc32(body.encode()))

@@ -109,6 +109,8 @@ class FactoryHostTest(unittest.TestCase):
         lg = EventLog(_DIR + "/events", 8, None, burst=0)
         lg.mount()
         lg.record(ev.POWER_UP, 3)
+        with open(_DIR + "/setup_key", "w") as f:  # the setup page's generated AP key
+            f.write("k7m2p9q4w3x8")
         self.hal = halmod.create({"hal": "host"}, self.cfg)
         bd = self.hal.blockdev()
         for off in range(0, 4096, 256):
@@ -128,7 +130,7 @@ class FactoryHostTest(unittest.TestCase):
 
     def test_keep_metering_shreds_secret_files_and_records_the_reset(self):
         rep = factory.reset(self.hal, self.cfg, True, self.cfg_path)
-        for name in ("config.json", "state.json", "events.1"):
+        for name in ("config.json", "state.json", "events.1", "setup_key"):
             self.assertFalse(_exists(_DIR + "/" + name), name)
         self.assertIn(self.cfg_path, rep["filesystem"]["files"])
         self.assertIn(_DIR + "/state.json", rep["filesystem"]["files"])
