@@ -60,8 +60,7 @@ class FullProfile:
         self.dep = dep
         self.broker = Broker(dep.workdir, dep.addr(BROKER_HOST), 1883)
         self.web_port = free_tcp_port(dep.terminal_ip, 8080)
-        ip = j11.link_local_of_mac(bytes.fromhex(PUSH_MAC))
-        dest = ":".join("%x" % ((ip[i] << 8) | ip[i + 1]) for i in range(0, 16, 2))
+        dest = j11.ipv6_text(j11.link_local_of_mac(bytes.fromhex(PUSH_MAC)))
         dep.overrides["web"] = {"enabled": True, "password": WEB_PASSWORD,
                                 "port": self.web_port}
         dep.overrides["mqtt"] = {"enabled": True, "host": dep.addr(BROKER_HOST), "port": 1883,

@@ -59,8 +59,7 @@ PROFILE = "1.0.99.1.0.255"
 
 
 def _ipv6_text(mac):
-    ip = j11.link_local_of_mac(bytes.fromhex(mac))
-    return ":".join("%x" % ((ip[i] << 8) | ip[i + 1]) for i in range(0, 16, 2))
+    return j11.ipv6_text(j11.link_local_of_mac(bytes.fromhex(mac)))
 
 
 def utc_dt(t2k):
